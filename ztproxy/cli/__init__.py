@@ -1,0 +1,38 @@
+"""The command line: a thin layer over the library.
+
+Each subcommand lives in its own module with a `register(subparsers)` function that
+adds its parser and sets `func`, a callable taking the parsed namespace and returning
+the exit status. Every subcommand that reads a config uses `config.load.load_config`,
+the same loader the server runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from . import audit, certs, demo, policy, run, tokens
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ztproxy",
+        description="Zero-trust policy enforcement proxy (mTLS, tokens, OPA, signed audit).",
+    )
+    parser.add_argument("--version", action="version", version=f"ztproxy {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in (run, demo, certs, tokens, policy, audit):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return int(func(args))

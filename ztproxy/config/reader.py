@@ -1,0 +1,215 @@
+"""A small typed reader over parsed YAML that names the key path of every problem.
+
+Each config section is parsed by a function `parse_<section>(node: Node) -> Section`
+that reads typed values from a `Node`. A wrong value does not stop the parse: it is
+recorded as "routes[2].upstream: not an http(s) URL" and a default is returned, so
+that one run of `ztproxy check-config` lists every problem at once. `Node.finish()`
+also reports keys that nobody read (typos must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_MISSING: Any = object()
+
+
+class Problems:
+    """Collects problems across the whole config."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append(f"{path or '<root>'}: {message}")
+
+
+class Node:
+    """A mapping (or a scalar) at a key path."""
+
+    def __init__(self, value: Any, path: str = "", problems: Problems | None = None,
+                 base_dir: str = ".") -> None:
+        self.value = value
+        self.path = path
+        self.problems = problems if problems is not None else Problems()
+        self.base_dir = base_dir
+        self._read: set[str] = set()
+
+    # -- navigation ---------------------------------------------------------------
+    def _child_path(self, key: str | int) -> str:
+        if isinstance(key, int):
+            return f"{self.path}[{key}]"
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, message: str, key: str | int | None = None) -> None:
+        self.problems.add(self._child_path(key) if key is not None else self.path, message)
+
+    def is_mapping(self) -> bool:
+        return isinstance(self.value, dict)
+
+    def has(self, key: str) -> bool:
+        return isinstance(self.value, dict) and key in self.value
+
+    def _raw(self, key: str) -> Any:
+        self._read.add(key)
+        if not isinstance(self.value, dict):
+            return _MISSING
+        return self.value.get(key, _MISSING)
+
+    def section(self, key: str, *, required: bool = False) -> Node:
+        """A nested mapping; an absent optional section reads as an empty mapping."""
+        raw = self._raw(key)
+        path = self._child_path(key)
+        if raw is _MISSING or raw is None:
+            if required:
+                self.problems.add(path, "is required")
+            return Node({}, path, self.problems, self.base_dir)
+        if not isinstance(raw, dict):
+            self.problems.add(path, f"must be a mapping, not {type(raw).__name__}")
+            return Node({}, path, self.problems, self.base_dir)
+        return Node(raw, path, self.problems, self.base_dir)
+
+    def items(self, key: str, *, required: bool = False) -> Iterator[Node]:
+        """The elements of a list, each as a Node at `key[i]`."""
+        raw = self._raw(key)
+        path = self._child_path(key)
+        if raw is _MISSING or raw is None:
+            if required:
+                self.problems.add(path, "is required")
+            return
+        if not isinstance(raw, list):
+            self.problems.add(path, f"must be a list, not {type(raw).__name__}")
+            return
+        for i, item in enumerate(raw):
+            yield Node(item, f"{path}[{i}]", self.problems, self.base_dir)
+
+    # -- scalars ------------------------------------------------------------------
+    def _typed(self, key: str, default: Any, required: bool, kinds: tuple[type, ...],
+               kind_name: str) -> Any:
+        raw = self._raw(key)
+        if raw is _MISSING or raw is None:
+            if required:
+                self.error("is required", key)
+            return default
+        if isinstance(raw, bool) and bool not in kinds:
+            self.error(f"must be {kind_name}, not a boolean", key)
+            return default
+        if not isinstance(raw, kinds):
+            self.error(f"must be {kind_name}, not {type(raw).__name__}", key)
+            return default
+        return raw
+
+    def str(self, key: str, default: Any = None, *, required: bool = False) -> Any:
+        value = self._typed(key, default, required, (str,), "a string")
+        if value is not None and isinstance(value, str) and value == "" and required:
+            self.error("must not be empty", key)
+        return value
+
+    def bool(self, key: str, default: bool, ) -> bool:
+        return bool(self._typed(key, default, False, (bool,), "true or false"))
+
+    def int(self, key: str, default: Any = None, *, required: bool = False,
+            min: int | None = None, max: int | None = None) -> Any:  # noqa: A002
+        value = self._typed(key, default, required, (int,), "an integer")
+        if isinstance(value, int) and value is not default:
+            if min is not None and value < min:
+                self.error(f"must be at least {min}", key)
+                return default
+            if max is not None and value > max:
+                self.error(f"must be at most {max}", key)
+                return default
+        return value
+
+    def number(self, key: str, default: Any = None, *, required: bool = False,
+               min: float | None = None, max: float | None = None) -> Any:  # noqa: A002
+        value = self._typed(key, default, required, (int, float), "a number")
+        if isinstance(value, (int, float)) and value is not default:
+            if min is not None and value < min:
+                self.error(f"must be at least {min}", key)
+                return default
+            if max is not None and value > max:
+                self.error(f"must be at most {max}", key)
+                return default
+            return float(value)
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.str(key, default)
+        if value not in choices:
+            self.error(f"must be one of {', '.join(choices)}; got {value!r}", key)
+            return default
+        return str(value)
+
+    def str_list(self, key: str, default: tuple[str, ...] = (), *,
+                 required: bool = False) -> tuple[str, ...]:
+        raw = self._raw(key)
+        if raw is _MISSING or raw is None:
+            if required:
+                self.error("is required", key)
+            return default
+        if isinstance(raw, str):
+            raw = [raw]
+        if not isinstance(raw, list):
+            self.error(f"must be a list of strings, not {type(raw).__name__}", key)
+            return default
+        out = []
+        for i, item in enumerate(raw):
+            if not isinstance(item, str) or not item:
+                self.problems.add(f"{self._child_path(key)}[{i}]", "must be a non-empty string")
+                continue
+            out.append(item)
+        return tuple(out)
+
+    def str_map(self, key: str) -> dict[str, str]:
+        raw = self._raw(key)
+        if raw is _MISSING or raw is None:
+            return {}
+        if not isinstance(raw, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+        ):
+            self.error("must be a mapping of strings to strings", key)
+            return {}
+        return dict(raw)
+
+    def raw(self, key: str, default: Any = None) -> Any:
+        value = self._raw(key)
+        return default if value is _MISSING else value
+
+    def path_value(self, key: str, *, required: bool = False, must_exist: bool = True,
+                   is_dir: bool = False, default: Any = None) -> Any:
+        """A file or directory path, resolved against the config file's directory.
+        Secrets are always given as paths like this, never inline."""
+        value = self.str(key, default, required=required)
+        if not isinstance(value, str) or not value:
+            return default if value is None else value
+        resolved = value if os.path.isabs(value) else os.path.normpath(
+            os.path.join(self.base_dir, value))
+        if must_exist:
+            if is_dir and not os.path.isdir(resolved):
+                self.error(f"directory not found: {value}", key)
+            elif not is_dir and not os.path.isfile(resolved):
+                self.error(f"file not found: {value}", key)
+        return resolved
+
+    def parse(self, key: str, fn: Callable[[Any], T], message: str, default: T) -> T:
+        """Read a string and convert it with `fn`; ValueError becomes a problem."""
+        raw = self.str(key, None)
+        if raw is None:
+            return default
+        try:
+            return fn(raw)
+        except ValueError:
+            self.error(message, key)
+            return default
+
+    def finish(self, allowed_extra: tuple[str, ...] = ()) -> None:
+        """Report keys present in this mapping that no parser read."""
+        if not isinstance(self.value, dict):
+            return
+        for key in self.value:
+            if key not in self._read and key not in allowed_extra:
+                self.error("unknown key", str(key))

@@ -171,6 +171,9 @@ class AuditEvent:
     route: str | None = None
     policy_revision: str | None = None
     policy_input_sha256: str | None = None
+    policy_reasons: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        out = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        out["policy_reasons"] = list(self.policy_reasons)
+        return out

@@ -1,0 +1,256 @@
+"""Core config sections: listener (mTLS), trust domains, routes, limits, timeouts,
+asserted headers, admin listener, logging.
+
+Defaults are the safe ones: TLS 1.2 minimum, client certificate required, every
+timeout short, routes require both a user and a device credential unless the config
+says `none` in writing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from ..model import Binding, Requirement, Route
+from .reader import Node
+
+DEFAULT_ASSERTED_HEADERS = (
+    "x-client-spiffe-id",
+    "x-client-cert-sha256",
+    "x-forwarded-client-cert",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
+    "x-real-ip",
+    "x-user",
+    "x-user-subject",
+    "x-user-issuer",
+    "x-device-id",
+    "x-request-id",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    address: str = "127.0.0.1"
+    port: int = 8443
+    cert_file: str = ""
+    key_file: str = ""
+    client_ca_file: str = ""
+    crl_file: str | None = None
+    min_tls_version: str = "1.2"
+    handshake_timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_header_bytes: int = 16384
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_line_bytes: int = 8190
+    max_concurrent_requests: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutsConfig:
+    upstream_connect_seconds: float = 2.0
+    upstream_read_seconds: float = 30.0
+    keepalive_seconds: float = 75.0
+    shutdown_drain_seconds: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class HeadersConfig:
+    """Names of the headers the proxy asserts to the upstream (lowercase), and the
+    set it strips from every incoming request in every case and `_`/`-` spelling."""
+
+    spiffe_id: str = "x-client-spiffe-id"
+    cert_sha256: str = "x-client-cert-sha256"
+    xfcc: str = "x-forwarded-client-cert"
+    forwarded_for: str = "x-forwarded-for"
+    request_id: str = "x-request-id"
+    user_subject: str = "x-user-subject"
+    user_issuer: str = "x-user-issuer"
+    device_id: str = "x-device-id"
+    strip: tuple[str, ...] = DEFAULT_ASSERTED_HEADERS
+
+    def asserted(self) -> tuple[str, ...]:
+        return (self.spiffe_id, self.cert_sha256, self.xfcc, self.forwarded_for,
+                self.request_id, self.user_subject, self.user_issuer, self.device_id)
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: int = 9901
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = "info"
+    format: str = "auto"  # json | console | auto (console when stderr is a terminal)
+
+
+def _valid_trust_domain(td: str) -> bool:
+    # SPIFFE: lowercase letters, digits, dots, dashes, underscores; no port, no scheme.
+    return bool(td) and all(c.isascii() and (c.islower() or c.isdigit() or c in ".-_")
+                            for c in td)
+
+
+def parse_trust_domains(root: Node) -> tuple[str, ...]:
+    tds = root.str_list("trust_domains", required=True)
+    for i, td in enumerate(tds):
+        if not _valid_trust_domain(td):
+            root.problems.add(f"trust_domains[{i}]",
+                              f"{td!r} is not a SPIFFE trust domain (lowercase name, no scheme)")
+    return tds
+
+
+def parse_listener(node: Node) -> ListenerConfig:
+    address = node.str("address", "127.0.0.1")
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        if address != "localhost":
+            node.error(f"{address!r} is not an IP address", "address")
+    cfg = ListenerConfig(
+        address=address,
+        port=node.int("port", 8443, min=0, max=65535),
+        cert_file=node.path_value("cert_file", required=True) or "",
+        key_file=node.path_value("key_file", required=True) or "",
+        client_ca_file=node.path_value("client_ca_file", required=True) or "",
+        crl_file=node.path_value("crl_file"),
+        min_tls_version=node.choice("min_tls_version", ("1.2", "1.3"), "1.2"),
+        handshake_timeout_seconds=node.number("handshake_timeout_seconds", 5.0, min=0.1,
+                                              max=60),
+    )
+    node.finish()
+    return cfg
+
+
+def _parse_url(node: Node, key: str) -> str:
+    url = node.str(key, "", required=True) or ""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        node.error("not an http(s) URL", key)
+    elif parts.query or parts.fragment or parts.username:
+        node.error("must not carry a query, fragment or credentials", key)
+    return url.rstrip("/")
+
+
+def _requirement(node: Node, key: str) -> Requirement:
+    return Requirement(node.choice(key, ("required", "optional", "none"), "required"))
+
+
+def parse_routes(root: Node) -> tuple[Route, ...]:
+    routes: list[Route] = []
+    names: set[str] = set()
+    any_route = False
+    for node in root.items("routes", required=True):
+        any_route = True
+        if not node.is_mapping():
+            node.error("must be a mapping")
+            continue
+        name = node.str("name", required=True) or ""
+        if name in names:
+            node.error(f"duplicate route name {name!r}", "name")
+        names.add(name)
+        prefix = node.str("path_prefix", "/")
+        if not isinstance(prefix, str) or not prefix.startswith("/") or "%" in prefix \
+                or "/../" in prefix + "/" or "/./" in prefix + "/":
+            node.error("must be a canonical absolute path starting with /", "path_prefix")
+            prefix = "/"
+        host = node.str("host")
+        routes.append(Route(
+            name=name,
+            service=node.str("service", required=True) or "",
+            upstream=_parse_url(node, "upstream"),
+            path_prefix=prefix,
+            host=host.lower() if isinstance(host, str) else None,
+            user=_requirement(node, "user"),
+            device=_requirement(node, "device"),
+            device_binding=Binding(node.choice("device_binding", ("required", "relaxed"),
+                                               "required")),
+            decision_path=node.str("decision_path"),
+            upstream_ca_file=node.path_value("upstream_ca_file"),
+            upstream_cert_file=node.path_value("upstream_cert_file"),
+            upstream_key_file=node.path_value("upstream_key_file"),
+            websocket=node.bool("websocket", True),
+        ))
+        if bool(routes[-1].upstream_cert_file) != bool(routes[-1].upstream_key_file):
+            node.error("upstream_cert_file and upstream_key_file go together", "upstream_key_file")
+        node.finish()
+    if root.has("routes") and not any_route:
+        root.error("must list at least one route", "routes")
+    return tuple(routes)
+
+
+def parse_limits(node: Node) -> LimitsConfig:
+    d = LimitsConfig()
+    cfg = LimitsConfig(
+        max_header_bytes=node.int("max_header_bytes", d.max_header_bytes, min=1024,
+                                  max=1024 * 1024),
+        max_body_bytes=node.int("max_body_bytes", d.max_body_bytes, min=0),
+        max_line_bytes=node.int("max_line_bytes", d.max_line_bytes, min=256, max=65536),
+        max_concurrent_requests=node.int("max_concurrent_requests", d.max_concurrent_requests,
+                                         min=1),
+    )
+    node.finish()
+    return cfg
+
+
+def parse_timeouts(node: Node) -> TimeoutsConfig:
+    d = TimeoutsConfig()
+    cfg = TimeoutsConfig(
+        upstream_connect_seconds=node.number("upstream_connect_seconds",
+                                             d.upstream_connect_seconds, min=0.01, max=30),
+        upstream_read_seconds=node.number("upstream_read_seconds", d.upstream_read_seconds,
+                                          min=0.01, max=600),
+        keepalive_seconds=node.number("keepalive_seconds", d.keepalive_seconds, min=0, max=3600),
+        shutdown_drain_seconds=node.number("shutdown_drain_seconds", d.shutdown_drain_seconds,
+                                           min=0, max=600),
+    )
+    node.finish()
+    return cfg
+
+
+def _header_name(node: Node, key: str, default: str) -> str:
+    value = node.str(key, default) or default
+    if not all(c.isascii() and (c.isalnum() or c == "-") for c in value):
+        node.error("must be a header name of letters, digits and dashes", key)
+        return default
+    return value.lower()
+
+
+def parse_headers(node: Node) -> HeadersConfig:
+    d = HeadersConfig()
+    names = {key: _header_name(node, key, getattr(d, key))
+             for key in ("spiffe_id", "cert_sha256", "xfcc", "forwarded_for", "request_id",
+                         "user_subject", "user_issuer", "device_id")}
+    extra = tuple(h.lower() for h in node.str_list("strip", ()))
+    cfg = HeadersConfig(**names, strip=DEFAULT_ASSERTED_HEADERS + extra)
+    node.finish()
+    return cfg
+
+
+def parse_admin(node: Node) -> AdminConfig:
+    cfg = AdminConfig(
+        enabled=node.bool("enabled", True),
+        address=node.str("address", "127.0.0.1"),
+        port=node.int("port", 9901, min=0, max=65535),
+    )
+    node.finish()
+    return cfg
+
+
+def parse_logging(node: Node) -> LoggingConfig:
+    cfg = LoggingConfig(
+        level=node.choice("level", ("debug", "info", "warning", "error"), "info"),
+        format=node.choice("format", ("auto", "json", "console"), "auto"),
+    )
+    node.finish()
+    return cfg

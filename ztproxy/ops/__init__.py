@@ -1,0 +1,1 @@
+"""Operational plumbing: logging setup and redaction."""

@@ -1,0 +1,68 @@
+"""structlog configuration: JSON lines to stderr (or a readable console format when
+stderr is a terminal), with a redaction processor as the second line of defence.
+
+The first line is that log calls pass allow-listed fields only (ids, codes, names,
+digests). The redaction processor then masks any field whose name suggests a secret
+and any value that looks like a JWT or a PEM private key, wherever it comes from.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_SECRET_KEYS = re.compile(r"(token|authorization|cookie|password|secret|private|jwt|bearer)",
+                          re.IGNORECASE)
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_PEM_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+MASK = "[secure]"
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        if _PEM_KEY.search(value):
+            return MASK
+        return _JWT.sub(MASK, value)
+    if isinstance(value, dict):
+        return {k: MASK if isinstance(k, str) and _SECRET_KEYS.search(k) and
+                not k.endswith(("_sha256", "_digest")) else _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event):
+        if key != "event" and _SECRET_KEYS.search(key) and not key.endswith(
+                ("_sha256", "_digest")):
+            event[key] = MASK
+        else:
+            event[key] = _scrub(event[key])
+    return event
+
+
+def configure_logging(level: str = "info", fmt: str = "auto") -> None:
+    if fmt == "auto":
+        fmt = "console" if sys.stderr.isatty() else "json"
+    renderer: Any = (structlog.dev.ConsoleRenderer() if fmt == "console"
+                     else structlog.processors.JSONRenderer())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

@@ -1,0 +1,292 @@
+"""The request pipeline: the one module that knows the order of the stages.
+
+    audit log accepting?          -> else 503 audit_unavailable
+    peer identity (from the TLS handshake, already validated)
+    canonical request + route     stages.request        -> RequestFacts | 400/404/431
+    user + device credentials     seams.Authenticator   -> Credentials  | 401/503
+    policy input                  stages.policy_input   -> dict
+    decision                      seams.Decider         -> Decision     | 403/503
+    forward (HTTP or WebSocket)   stages.forward        -> response     | 502/504/413
+    audit record                  seams.AuditSink       (always, exactly once)
+
+Every failure is a `Rejection` with a status and a stable reason code; the client gets
+a short generic JSON body with the request id, the log and the audit record get the
+reason. Anything unexpected is caught once, here, and denies (500): nothing that goes
+wrong can let a request through.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+import aiohttp
+import structlog
+from aiohttp import web
+
+from .config.load import Config
+from .errors import Rejection, ServiceUnavailable, Unauthenticated, public_message
+from .metrics import Metrics
+from .model import AuditEvent, Credentials, Decision, PeerIdentity, RequestFacts
+from .seams import AuditSink, Authenticator, Decider, PeerLookup
+from .stages.forward import ForwardResult, forward
+from .stages.headers import BASE_CREDENTIAL_HEADERS, upstream_headers
+from .stages.policy_input import build_policy_input, input_digest
+from .stages.request import build_request_facts
+from .stages.websocket import is_websocket_upgrade, proxy_websocket
+
+log = structlog.get_logger("ztproxy.request")
+
+
+def rfc3339(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def error_response(status: int, request_id: str,
+                   headers: Mapping[str, str] | None = None) -> web.Response:
+    body = json.dumps({"error": public_message(status), "request_id": request_id})
+    resp = web.Response(status=status, text=body, content_type="application/json",
+                        headers=headers)
+    return resp
+
+
+def www_authenticate(reason: str) -> str:
+    # RFC 6750 section 3.1: no error code when the request carried no credential.
+    if reason == "missing_token":
+        return 'Bearer realm="ztproxy"'
+    return 'Bearer realm="ztproxy", error="invalid_token"'
+
+
+@dataclass(slots=True)
+class _Trace:
+    """What is known about one request so far; becomes the audit event."""
+
+    request_id: str
+    started_ns: int
+    source_address: str
+    peer: PeerIdentity | None = None
+    facts: RequestFacts | None = None
+    creds: Credentials | None = None
+    decision: Decision | None = None
+    input_sha256: str | None = None
+    stages: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Pipeline:
+    config: Config
+    authenticator: Authenticator
+    decider: Decider
+    audit: AuditSink
+    peer_lookup: PeerLookup
+    session: aiohttp.ClientSession
+    upstream_ssl: Mapping[str, ssl.SSLContext | None]
+    metrics: Metrics
+    clock: Callable[[], float] = time.time
+    _hidden: frozenset[str] = frozenset()
+    _stripped: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        creds = frozenset(self.authenticator.credential_header_names()) | BASE_CREDENTIAL_HEADERS
+        self._hidden = creds | frozenset(self.config.headers.strip) | frozenset(
+            self.config.headers.asserted())
+        self._stripped = frozenset(self.config.headers.strip) | frozenset(
+            self.config.headers.asserted())
+
+    @property
+    def credential_headers(self) -> frozenset[str]:
+        return frozenset(self.authenticator.credential_header_names()) | BASE_CREDENTIAL_HEADERS
+
+    # -- the request path -------------------------------------------------------------
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        trace = _Trace(uuid.uuid4().hex, time.perf_counter_ns(), request.remote or "")
+        self.metrics.in_flight.inc()
+        status, reason = 500, "internal_error"
+        try:
+            result = await self._run(request, trace)
+            status = result.status
+            reason = ("upstream_aborted" if result.aborted else
+                      trace.decision.reason if trace.decision else "allowed")
+            return result.response
+        except Rejection as exc:
+            status, reason = exc.status, exc.reason
+            return self._reject(trace, exc)
+        except Exception:  # noqa: BLE001 - the one outermost handler: it never allows
+            log.exception("internal_error", request_id=trace.request_id)
+            return error_response(500, trace.request_id)
+        finally:
+            self.metrics.in_flight.dec()
+            self._finish(trace, status, reason)
+
+    async def _run(self, request: web.BaseRequest, trace: _Trace) -> ForwardResult:
+        if not self.audit.accepting():
+            raise ServiceUnavailable("audit_unavailable")
+        t0 = time.perf_counter_ns()
+        trace.peer = self._peer(request)
+        cfg = self.config
+        facts = build_request_facts(
+            request_id=trace.request_id, method=request.method, raw_target=request.raw_path,
+            version=f"HTTP/{request.version.major}.{request.version.minor}",
+            headers=request.headers, source_address=trace.source_address,
+            now=datetime.fromtimestamp(self.clock(), UTC), routes=cfg.routes,
+            max_header_bytes=cfg.limits.max_header_bytes, hidden_headers=self._hidden)
+        trace.facts = facts
+        t1 = time.perf_counter_ns()
+        trace.stages["request"] = t1 - t0
+        creds = await self.authenticator.authenticate(request.headers, facts.raw_query,
+                                                      facts.route, trace.peer)
+        trace.creds = creds
+        t2 = time.perf_counter_ns()
+        trace.stages["identity"] = t2 - t1
+        doc = build_policy_input(facts, trace.peer, creds)
+        trace.input_sha256 = input_digest(doc)
+        decision = await self.decider.decide(facts.route.decision_path or
+                                             cfg.policy.decision_path, doc)
+        trace.decision = decision
+        t3 = time.perf_counter_ns()
+        trace.stages["policy"] = t3 - t2
+        if not decision.allowed:
+            return self._denied(trace, decision)
+        result = await self._forward(request, trace, facts, creds, decision)
+        trace.stages["upstream"] = time.perf_counter_ns() - t3
+        return result
+
+    def _peer(self, request: web.BaseRequest) -> PeerIdentity:
+        transport = request.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport else None
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        peer = self.peer_lookup(der) if der else None
+        if peer is None:  # the acceptor validated every handshake; this cannot pass
+            raise Unauthenticated("no_client_certificate")
+        return peer
+
+    def _asserted(self, trace: _Trace, creds: Credentials) -> dict[str, str]:
+        h = self.config.headers
+        peer = trace.peer
+        assert peer is not None
+        out = {
+            h.spiffe_id: peer.spiffe_id,
+            h.cert_sha256: peer.fingerprint_sha256,
+            h.xfcc: f'Hash={peer.fingerprint_sha256};URI={peer.spiffe_id}',
+            h.forwarded_for: trace.source_address,
+            h.request_id: trace.request_id,
+            "x-forwarded-proto": "https",
+        }
+        if creds.user is not None:
+            out[h.user_subject] = creds.user.subject
+            out[h.user_issuer] = creds.user.issuer
+        if creds.device is not None:
+            out[h.device_id] = creds.device.device_id
+        return out
+
+    async def _forward(self, request: web.BaseRequest, trace: _Trace, facts: RequestFacts,
+                       creds: Credentials, decision: Decision) -> ForwardResult:
+        route = facts.route
+        headers = upstream_headers(
+            request.headers, stripped=self._stripped,
+            credential_headers=self.credential_headers,
+            asserted=self._asserted(trace, creds), policy_headers=decision.headers)
+        target = f"{facts.path}?{facts.raw_query}" if facts.raw_query else facts.path
+        ssl_ctx = self.upstream_ssl.get(route.name)
+        if route.websocket and is_websocket_upgrade(request.headers):
+            return await proxy_websocket(
+                request, upstream_url=route.upstream, target=target, headers=headers,
+                session=self.session, ssl_context=ssl_ctx,
+                connect_timeout=self.config.timeouts.upstream_connect_seconds)
+        return await forward(request, upstream_url=route.upstream, target=target,
+                             headers=headers, session=self.session, ssl_context=ssl_ctx,
+                             max_body_bytes=self.config.limits.max_body_bytes,
+                             response_headers=dict(decision.response_headers))
+
+    def _denied(self, trace: _Trace, decision: Decision) -> ForwardResult:
+        status = decision.http_status or 403
+        if not 400 <= status <= 599:
+            status = 403
+        headers = dict(decision.response_headers)
+        if decision.body is not None:
+            resp = web.Response(status=status, text=decision.body, headers=headers)
+        else:
+            resp = error_response(status, trace.request_id, headers)
+        return ForwardResult(resp, status)
+
+    def _reject(self, trace: _Trace, exc: Rejection) -> web.Response:
+        headers: dict[str, str] = {}
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = www_authenticate(exc.reason)
+        resp = error_response(exc.status, trace.request_id, headers)
+        if exc.status in (400, 413, 431):
+            resp.force_close()  # after a framing error the connection cannot be trusted
+        return resp
+
+    # -- audit and telemetry ----------------------------------------------------------
+    def _finish(self, trace: _Trace, status: int, reason: str) -> None:
+        latency_us = (time.perf_counter_ns() - trace.started_ns) // 1000
+        facts, peer, creds, decision = trace.facts, trace.peer, trace.creds, trace.decision
+        route = facts.route.name if facts else "-"
+        event = AuditEvent(
+            kind="request",
+            time=rfc3339(facts.time) if facts else rfc3339(datetime.fromtimestamp(
+                self.clock(), UTC)),
+            request_id=trace.request_id,
+            source_address=trace.source_address,
+            reason=reason,
+            decision="allow" if decision is not None and decision.allowed else "deny",
+            status=status,
+            latency_us=latency_us,
+            source_spiffe_id=peer.spiffe_id if peer else None,
+            source_cert_sha256=peer.fingerprint_sha256 if peer else None,
+            user_issuer=creds.user.issuer if creds and creds.user else None,
+            user_subject=creds.user.subject if creds and creds.user else None,
+            device_id=creds.device.device_id if creds and creds.device else None,
+            method=facts.method if facts else None,
+            host=facts.host if facts else None,
+            path=facts.path if facts else None,
+            destination_service=facts.route.service if facts else None,
+            route=facts.route.name if facts else None,
+            policy_revision=decision.policy_revision if decision else self.decider.revision,
+            policy_input_sha256=trace.input_sha256,
+            policy_reasons=tuple(decision.reasons) if decision else (),
+        )
+        self.audit.append(event)
+        self.metrics.requests.labels(route, event.decision, reason).inc()
+        for stage, ns in trace.stages.items():
+            self.metrics.stage_seconds.labels(stage).observe(ns / 1e9)
+        log.info("request", request_id=trace.request_id, route=route,
+                 source=event.source_spiffe_id, user=event.user_subject,
+                 device=event.device_id, method=event.method, path=event.path,
+                 decision=event.decision, reason=reason, status=status,
+                 latency_us=latency_us,
+                 stages_us={k: v // 1000 for k, v in trace.stages.items()},
+                 cached=decision.cached if decision else None)
+
+    # -- events from outside the request handler ---------------------------------------
+    def record_unparsable(self, source_address: str, peer: PeerIdentity | None, status: int,
+                          reason: str) -> str:
+        """A request the HTTP parser refused (bad framing, header line too long)."""
+        request_id = uuid.uuid4().hex
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        self.audit.append(AuditEvent(
+            kind="request", time=rfc3339(now), request_id=request_id,
+            source_address=source_address, reason=reason, decision="deny", status=status,
+            latency_us=0, source_spiffe_id=peer.spiffe_id if peer else None,
+            source_cert_sha256=peer.fingerprint_sha256 if peer else None,
+            policy_revision=self.decider.revision))
+        self.metrics.requests.labels("-", "deny", reason).inc()
+        log.info("request", request_id=request_id, source=peer.spiffe_id if peer else None,
+                 decision="deny", reason=reason, status=status)
+        return request_id
+
+    def record_tls_rejected(self, source_address: str, reason: str,
+                            peer_cert_sha256: str | None, spiffe_id: str | None) -> None:
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        self.audit.append(AuditEvent(
+            kind="tls_rejected", time=rfc3339(now), request_id=uuid.uuid4().hex,
+            source_address=source_address, reason=reason, decision="deny", status=0,
+            latency_us=0, source_spiffe_id=spiffe_id, source_cert_sha256=peer_cert_sha256))
+        self.metrics.tls_handshake_failures.labels(reason).inc()
+        log.info("tls_rejected", source_address=source_address, reason=reason,
+                 cert_sha256=peer_cert_sha256)

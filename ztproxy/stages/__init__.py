@@ -1,0 +1,1 @@
+"""Pipeline stages: each a small unit with plain inputs and outputs."""

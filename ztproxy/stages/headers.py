@@ -1,0 +1,104 @@
+"""Header hygiene, both directions.
+
+- `visible_headers`: the request headers the policy may see (no hop-by-hop, no
+  credentials, none of the headers the proxy asserts).
+- `upstream_headers`: what goes to the upstream: the incoming headers without
+  hop-by-hop headers, without any header named in `Connection`, without credential
+  headers (unless the route forwards the user token), and without every spelling of the
+  asserted headers (`X-User`, `x_user`, `X-USER` all normalize to `x-user`); then the
+  asserted headers set from verified data, and the policy's extra headers, which may
+  never replace an asserted or stripped one.
+- `downstream_headers`: the upstream response headers minus hop-by-hop ones.
+
+Names are compared after `normalize_name`: lowercase, `_` read as `-`, because some
+servers (CGI, WSGI, nginx with underscores_in_headers) read them as the same header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
+    "proxy-authorization", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+    "http2-settings",
+})
+
+# Never shown to policy, never logged: credential carriers.
+BASE_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+def normalize_name(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+def connection_named(headers: CIMultiDictProxy[str]) -> frozenset[str]:
+    named: set[str] = set()
+    for value in headers.getall("Connection", []):
+        for token in value.split(","):
+            token = normalize_name(token)
+            if token:
+                named.add(token)
+    return frozenset(named)
+
+
+def visible_headers(headers: CIMultiDictProxy[str],
+                    hidden: Collection[str]) -> dict[str, tuple[str, ...]]:
+    dropped = connection_named(headers)
+    out: dict[str, list[str]] = {}
+    for name, value in headers.items():
+        norm = normalize_name(name)
+        if norm in HOP_BY_HOP or norm in dropped or norm in hidden \
+                or norm in BASE_CREDENTIAL_HEADERS:
+            continue
+        out.setdefault(name.lower(), []).append(value)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def upstream_headers(headers: CIMultiDictProxy[str], *, stripped: Collection[str],
+                     credential_headers: Collection[str], asserted: Mapping[str, str],
+                     policy_headers: Mapping[str, str] = {},
+                     keep: Iterable[str] = ()) -> CIMultiDict[str]:
+    """`stripped`: normalized names removed in every spelling; `asserted`: the proxy's
+    own headers (name -> value), set, never appended; `keep`: normalized credential
+    names the route forwards (e.g. "authorization")."""
+    dropped = connection_named(headers)
+    keep_set = frozenset(keep)
+    protected = frozenset(stripped) | frozenset(asserted) | HOP_BY_HOP
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        norm = normalize_name(name)
+        if norm in HOP_BY_HOP or norm in dropped or norm in stripped or norm in asserted:
+            continue
+        if norm in credential_headers and norm not in keep_set:
+            continue
+        if "_" in name:
+            # A header spelled with "_" that is not stripped is forwarded under its
+            # canonical dashed name, so the upstream cannot read two spellings.
+            name = norm
+        out.add(name, value)
+    for name, value in asserted.items():
+        out[name] = value
+    for name, value in policy_headers.items():
+        norm = normalize_name(name)
+        if norm in protected or norm in credential_headers or norm == "host":
+            continue
+        out[norm] = value
+    return out
+
+
+def downstream_headers(headers: CIMultiDictProxy[str],
+                       extra: Mapping[str, str] = {}) -> CIMultiDict[str]:
+    dropped = connection_named(headers)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        norm = normalize_name(name)
+        if norm in HOP_BY_HOP or norm in dropped or norm == "content-length":
+            continue
+        out.add(name, value)
+    for name, value in extra.items():
+        if normalize_name(name) not in HOP_BY_HOP:
+            out[name] = value
+    return out

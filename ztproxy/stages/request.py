@@ -1,0 +1,121 @@
+"""Stage 2: parse the request into `RequestFacts` and match its route.
+
+Takes what the HTTP parser produced (method, raw target, headers, version) plus the
+peer address; returns the canonical `RequestFacts` or raises `BadRequest` /
+`HeadersTooLarge` / `RouteNotFound`. It trusts nothing in the request: framing
+ambiguities the C parser lets through (duplicate Host, duplicate Content-Length,
+Transfer-Encoding together with Content-Length) are refused here.
+
+Route matching: among routes whose `host` equals the request host (or have no host),
+the longest `path_prefix` that matches on a segment boundary wins; a route with a host
+beats one without. No match is a 404 (fail closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime
+
+from multidict import CIMultiDictProxy
+
+from ..errors import BadRequest, HeadersTooLarge, RouteNotFound
+from ..model import RequestFacts, Route
+from .canonical import canonicalize
+from .headers import normalize_name, visible_headers
+
+
+def _host(headers: CIMultiDictProxy[str]) -> str:
+    hosts = headers.getall("Host", [])
+    if len(hosts) > 1:
+        raise BadRequest("duplicate_host")
+    if not hosts or not hosts[0]:
+        raise BadRequest("missing_host")
+    host = hosts[0].strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0:
+            raise BadRequest("bad_host")
+        name, rest = host[: end + 1], host[end + 1:]
+    else:
+        name, _, port = host.partition(":")
+        rest = ":" + port if port or host.endswith(":") else ""
+    if rest and (not rest.startswith(":") or not rest[1:].isdigit()):
+        raise BadRequest("bad_host")
+    if not name or not all(c.isalnum() or c in ".-_[]:" for c in name):
+        raise BadRequest("bad_host")
+    return name
+
+
+def _framing(headers: CIMultiDictProxy[str]) -> None:
+    lengths = headers.getall("Content-Length", [])
+    if len(lengths) > 1 or any("," in v for v in lengths):
+        raise BadRequest("duplicate_content_length")
+    if lengths and not lengths[0].strip().isdigit():
+        raise BadRequest("bad_content_length")
+    encodings = headers.getall("Transfer-Encoding", [])
+    if encodings:
+        if lengths:
+            raise BadRequest("transfer_encoding_with_content_length")
+        if [e.strip().lower() for e in encodings] != ["chunked"]:
+            raise BadRequest("bad_transfer_encoding")
+
+
+def _header_bytes(headers: CIMultiDictProxy[str]) -> int:
+    return sum(len(k) + len(v) + 4 for k, v in headers.items())
+
+
+def _prefix_matches(prefix: str, path: str) -> bool:
+    if prefix == "/" or path == prefix:
+        return True
+    base = prefix.rstrip("/")
+    return path.startswith(base + "/")
+
+
+def match_route(routes: Sequence[Route], host: str, path: str) -> Route:
+    best: Route | None = None
+    best_key = (-1, -1)
+    for route in routes:
+        if route.host is not None and route.host != host:
+            continue
+        if not _prefix_matches(route.path_prefix, path):
+            continue
+        key = (1 if route.host is not None else 0, len(route.path_prefix.rstrip("/")))
+        if key > best_key:
+            best, best_key = route, key
+    if best is None:
+        raise RouteNotFound("no_route")
+    return best
+
+
+def build_request_facts(*, request_id: str, method: str, raw_target: str, version: str,
+                        headers: CIMultiDictProxy[str], source_address: str, now: datetime,
+                        routes: Sequence[Route], max_header_bytes: int,
+                        hidden_headers: Collection[str]) -> RequestFacts:
+    """`hidden_headers`: normalized names never shown to policy (credentials and the
+    headers the proxy asserts)."""
+    if _header_bytes(headers) > max_header_bytes:
+        raise HeadersTooLarge("headers_too_large")
+    if method == "CONNECT":
+        raise BadRequest("connect_not_supported")
+    _framing(headers)
+    host = _host(headers)
+    target = canonicalize(raw_target)
+    route = match_route(routes, host, target.path)
+    return RequestFacts(
+        request_id=request_id,
+        method=method,
+        scheme="https",
+        host=host,
+        path=target.path,
+        parsed_path=target.parsed_path,
+        raw_query=target.raw_query,
+        query=target.query,
+        headers=visible_headers(headers, hidden_headers),
+        protocol=version,
+        time=now,
+        route=route,
+        source_address=source_address,
+    )
+
+
+__all__ = ["build_request_facts", "match_route", "normalize_name"]

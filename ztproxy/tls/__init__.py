@@ -1,0 +1,1 @@
+"""TLS material and workload identity (SPIFFE X.509-SVID)."""

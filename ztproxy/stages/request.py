@@ -68,7 +68,7 @@ def _prefix_matches(prefix: str, path: str) -> bool:
     if prefix == "/" or path == prefix:
         return True
     base = prefix.rstrip("/")
-    return path.startswith(base + "/")
+    return path == base or path.startswith(base + "/")
 
 
 def match_route(routes: Sequence[Route], host: str, path: str) -> Route:

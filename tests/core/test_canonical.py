@@ -85,8 +85,10 @@ def test_accepted_paths_are_canonical(target: str) -> None:
         c = canonicalize(target)
     except BadRequest:
         return
-    # the target goes upstream byte for byte as the policy sees it
-    assert c.target == target
+    # the target goes upstream byte for byte as the policy sees it (an empty query
+    # marker "?" carries nothing and is the one thing dropped)
+    assert c.target == (target[:-1] if target.endswith("?") and target.count("?") == 1
+                        else target)
     # idempotent
     again = canonicalize(c.target)
     assert again == c

@@ -89,6 +89,7 @@ class Pipeline:
     clock: Callable[[], float] = time.time
     _hidden: frozenset[str] = frozenset()
     _stripped: frozenset[str] = frozenset()
+    _not_forwarded: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         creds = frozenset(self.authenticator.credential_header_names()) | BASE_CREDENTIAL_HEADERS
@@ -96,10 +97,9 @@ class Pipeline:
             self.config.headers.asserted())
         self._stripped = frozenset(self.config.headers.strip) | frozenset(
             self.config.headers.asserted())
-
-    @property
-    def credential_headers(self) -> frozenset[str]:
-        return frozenset(self.authenticator.credential_header_names()) | BASE_CREDENTIAL_HEADERS
+        # Tokens stop here; the application's own cookies go on to it (never to the
+        # policy, a log line or the audit record).
+        self._not_forwarded = creds - {"cookie"}
 
     # -- the request path -------------------------------------------------------------
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -188,7 +188,7 @@ class Pipeline:
         route = facts.route
         headers = upstream_headers(
             request.headers, stripped=self._stripped,
-            credential_headers=self.credential_headers,
+            credential_headers=self._not_forwarded,
             asserted=self._asserted(trace, creds), policy_headers=decision.headers)
         target = f"{facts.path}?{facts.raw_query}" if facts.raw_query else facts.path
         ssl_ctx = self.upstream_ssl.get(route.name)

@@ -51,6 +51,7 @@ def error_response(status: int, request_id: str,
     body = json.dumps({"error": public_message(status), "request_id": request_id})
     resp = web.Response(status=status, text=body, content_type="application/json",
                         headers=headers)
+    resp.headers["Server"] = "ztproxy"  # not aiohttp's version string
     return resp
 
 

@@ -1,44 +1,20 @@
-"""The wire-level harness: a dev PKI made at run time, real aiohttp upstreams, the
-real proxy (TLS acceptor, pipeline, token verifier, embedded Rego, audit log) on
-127.0.0.1 port 0, and clients that present real certificates."""
+"""The wire-level harness fixtures: a dev PKI made at run time, real aiohttp upstreams,
+the real proxy (TLS acceptor, pipeline, token verifier, embedded Rego, audit log) on
+127.0.0.1 port 0. Helpers live in e2e_harness.py."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
+from e2e_harness import TEST_POLICY, Running, StartProxy
 
-from ztproxy.config.load import Config, parse_config
-from ztproxy.devtools.lab import client_context, proxy_config, start_app, upstream_app
-from ztproxy.devtools.mint import load_private_key, mint_token
+from ztproxy.config.load import parse_config
+from ztproxy.devtools.lab import proxy_config, start_app, upstream_app
 from ztproxy.devtools.pki import DevPki, init_dev_pki
 from ztproxy.server import Proxy
-
-CHECKOUT = "checkout"
-TEST_POLICY = """
-package ztproxy.authz
-
-import rego.v1
-
-default decision := {"allowed": false, "reasons": ["default deny"]}
-
-decision := {"allowed": true, "headers": {"x-tenant": "acme", "x-client-spiffe-id": "forged"},
-             "response_headers_to_add": {"x-policy": "yes"}} if {
-	input.source.spiffe_id == "spiffe://corp.example/ns/prod/sa/checkout"
-	not startswith(input.request.path, "/payments/forbidden")
-}
-
-decision := {"allowed": false, "http_status": 418, "body": "teapot"} if {
-	input.request.path == "/payments/forbidden/teapot"
-}
-"""
 
 
 @pytest.fixture(scope="session")
@@ -59,73 +35,6 @@ async def upstream() -> AsyncIterator[str]:
     runner, port = await start_app(upstream_app("payments"))
     yield f"http://127.0.0.1:{port}"
     await runner.cleanup()
-
-
-@dataclass
-class Running:
-    proxy: Proxy
-    config: Config
-    pki: DevPki
-    audit_dir: Path
-
-    @property
-    def url(self) -> str:
-        return f"https://localhost:{self.proxy.port}"
-
-    def ctx(self, workload: str | None = CHECKOUT) -> ssl.SSLContext:
-        return client_context(self.pki, workload)
-
-    def user_token(self, sub: str = "alice", **claims: Any) -> str:
-        return mint_token(key=load_private_key(self.pki.user_key), kid=self.pki.user_kid,
-                          issuer=self.pki.user_issuer, audience=self.pki.audience,
-                          subject=sub, claims=claims)
-
-    def device_token(self, workload: str = CHECKOUT, sub: str = "laptop-1",
-                     **claims: Any) -> str:
-        cert = self.pki.workloads[workload][0].read_bytes()
-        return mint_token(key=load_private_key(self.pki.device_key), kid=self.pki.device_kid,
-                          issuer=self.pki.device_issuer, audience=self.pki.audience,
-                          subject=sub, claims=claims, bind_cert=cert)
-
-    async def request(self, method: str, path: str, *, workload: str | None = CHECKOUT,
-                      headers: Mapping[str, str] | None = None, data: Any = None,
-                      ) -> tuple[int, dict[str, str], bytes]:
-        async with aiohttp.ClientSession() as s:
-            async with s.request(method, self.url + path, headers=headers, data=data,
-                                 ssl=self.ctx(workload)) as r:
-                return r.status, dict(r.headers), await r.read()
-
-    def audit_records(self) -> list[dict[str, Any]]:
-        out = []
-        for f in sorted(self.audit_dir.rglob("*.jsonl")):
-            for line in f.read_text().splitlines():
-                if line.strip():
-                    out.append(json.loads(line))
-        return out
-
-
-async def raw_exchange(port: int, ctx: ssl.SSLContext, data: bytes,
-                       timeout: float = 5.0) -> bytes:
-    """Send raw bytes over TLS (no client library to normalize them); read the reply."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
-                                                   server_hostname="localhost")
-    writer.write(data)
-    await writer.drain()
-    chunks = []
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                chunk = await reader.read(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-    except (TimeoutError, ConnectionResetError, ssl.SSLError):
-        pass
-    writer.close()
-    return b"".join(chunks)
-
-
-StartProxy = Callable[..., Awaitable[Running]]
 
 
 @pytest.fixture
@@ -151,11 +60,3 @@ async def start_proxy(pki: DevPki, tmp_path: Path, upstream: str,
     for proxy in started:
         if not proxy.stopping:
             await proxy.stop()
-
-
-def open_route(upstream: str, **over: Any) -> dict[str, Any]:
-    """A route that needs no user or device token (mTLS + policy only)."""
-    route = {"name": "payments-api", "service": "payments", "path_prefix": "/payments",
-             "upstream": upstream, "user": "none", "device": "none"}
-    route.update(over)
-    return route

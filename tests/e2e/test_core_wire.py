@@ -10,8 +10,7 @@ import ssl
 
 import aiohttp
 import pytest
-
-from .conftest import CHECKOUT, StartProxy, open_route, raw_exchange
+from e2e_harness import StartProxy, open_route, raw_exchange
 
 
 def _echo(body: bytes) -> dict:
@@ -93,7 +92,9 @@ async def test_unknown_route_is_404_and_audited(start_proxy: StartProxy, upstrea
     (b"GET /payments/x;a=b HTTP/1.1\r\nHost: l\r\n\r\n", "path_parameter"),
     (b"GET http://payments.internal/payments/x HTTP/1.1\r\nHost: l\r\n\r\n",
      "absolute_form_target"),
-    (b"GET /payments/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "duplicate_host"),
+    # aiohttp's parser refuses a second Host itself (reason bad_header); the request
+    # stage's duplicate_host check stands behind it (tests/core)
+    (b"GET /payments/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", None),
     (b"POST /payments/x HTTP/1.1\r\nHost: l\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
      None),
     (b"POST /payments/x HTTP/1.1\r\nHost: l\r\nTransfer-Encoding: chunked\r\n"
@@ -106,7 +107,7 @@ async def test_framing_and_path_rejected_with_400_and_audited(
         start_proxy: StartProxy, upstream: str, raw: bytes, reason: str | None) -> None:
     run = await start_proxy(routes=[open_route(upstream)])
     reply = await raw_exchange(run.proxy.port, run.ctx(), raw)
-    assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
+    assert reply.split(b"\r\n", 1)[0].split(b" ")[1] == b"400", reply[:200]
     await asyncio.sleep(0.05)
     rec = run.audit_records()[-1]
     assert rec["status"] == 400 and rec["decision"] == "deny"

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from e2e_harness import Running, StartProxy, open_route
 
 from ztproxy.devtools.pki import DevCA, DevPki
-
-from .conftest import Running, StartProxy, open_route
 
 
 def _ctx(pki: DevPki, tmp: Path, cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
@@ -130,6 +129,7 @@ async def test_revoked_certificate_with_crl(start_proxy: StartProxy, upstream: s
     assert await _attempt(run, run.ctx("checkout")) == 200  # not revoked: passes
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 async def test_tls_1_1_refused(start_proxy: StartProxy, upstream: str) -> None:
     run = await start_proxy(routes=[open_route(upstream)])
     ctx = run.ctx()

@@ -23,7 +23,6 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from ..audit import AuditLog
 from ..config.load import Config, load_config
 from ..errors import ConfigError
 from ..identity import TokenAuthenticator
@@ -69,8 +68,11 @@ class Proxy:
         self.worker_id = worker_id
         self.reuse_port = reuse_port
         self._sock = sock
-        self.audit = audit or AuditLog(config.audit, worker_id=worker_id, metrics=self.metrics,
-                                       clock=clock)
+        if audit is None:
+            from ..audit import AuditLog
+
+            audit = AuditLog(config.audit, worker_id=worker_id, metrics=self.metrics, clock=clock)
+        self.audit = audit
         self.authenticator = authenticator or TokenAuthenticator(
             config.identity, metrics=self.metrics, clock=clock)
         self.decider = decider or build_decider(config.policy, metrics=self.metrics)

@@ -16,8 +16,7 @@ from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from ..errors import public_message
-from ..pipeline import Pipeline
+from ..pipeline import Pipeline, error_response
 from .acceptor import PeerCache
 
 
@@ -62,7 +61,6 @@ class AuditingRequestHandler(RequestHandler):
         peername = transport.get_extra_info("peername") if transport else None
         request_id = self._zt_pipeline.record_unparsable(
             peername[0] if peername else "", peer, status, reason)
-        body = '{"error": "%s", "request_id": "%s"}' % (public_message(status), request_id)
-        resp = web.Response(status=status, text=body, content_type="application/json")
+        resp = error_response(status, request_id)
         resp.force_close()
         return resp

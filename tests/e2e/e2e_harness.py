@@ -47,6 +47,7 @@ class Running:
     config: Config
     pki: DevPki
     audit_dir: Path
+    sent: int = 0
 
     @property
     def url(self) -> str:
@@ -70,10 +71,23 @@ class Running:
     async def request(self, method: str, path: str, *, workload: str | None = CHECKOUT,
                       headers: Mapping[str, str] | None = None, data: Any = None,
                       ) -> tuple[int, CIMultiDict[str], bytes]:
+        self.sent += 1
         async with aiohttp.ClientSession() as s:
             async with s.request(method, self.url + path, headers=headers, data=data,
                                  ssl=self.ctx(workload)) as r:
                 return r.status, CIMultiDict(r.headers), await r.read()
+
+    async def records(self, at_least: int | None = None) -> list[dict[str, Any]]:
+        """The audit records on disk, waiting (up to 5 s) until the writer thread has
+        written at least `at_least` request records (default: one per request sent)."""
+        want = self.sent if at_least is None else at_least
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while True:
+            recs = self.audit_records()
+            if sum(r.get("kind") == "request" for r in recs) >= want or loop.time() > deadline:
+                return recs
+            await asyncio.sleep(0.02)
 
     def audit_records(self) -> list[dict[str, Any]]:
         out = []

@@ -127,11 +127,8 @@ def proxy_config(pki: DevPki, *, upstreams: Mapping[str, str], audit_dir: str | 
              "audiences": [pki.audience], "jwks_file": str(pki.device_jwks),
              "algorithms": ["ES256"]},
         ]},
-        "policy": {"engine": "embedded",
-                   "policy_dirs": [str(Path(p) / "ztproxy") if (Path(p) / "ztproxy").is_dir()
-                                   else str(p) for p in policy_dirs],
-                   "data_dirs": [str(Path(p) / "data") for p in policy_dirs
-                                 if (Path(p) / "data").is_dir()],
+        # Data files under a policy root load at their directory's path, as OPA does.
+        "policy": {"engine": "embedded", "policy_dirs": [str(p) for p in policy_dirs],
                    **(policy or {})},
         "audit": {"dir": str(audit_dir), "signing_key": str(_audit_key(pki))},
         "admin": {"enabled": admin_port is not None, "port": admin_port or 0},

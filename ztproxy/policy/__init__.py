@@ -1,0 +1,50 @@
+"""Stage 5's subsystem: authorization decisions from Rego, embedded or remote.
+
+`build_decider(config)` gives the `seams.Decider` the pipeline calls. Inside, split by
+concern: `engine` (the PolicyEngine seam and reason codes), `embedded` (regorus) and
+`remote` (OPA over REST), `loader` and `revision` (files -> engine, SHA-256),
+`result` (raw result -> Decision, fail closed), `cache`, `breaker`, `decider` (the
+order of work), `testrunner` (`ztproxy policy test`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ..config.policy import PolicyConfig
+from ..metrics import Metrics
+from ..seams import Decider
+from .breaker import Breaker
+from .cache import DecisionCache
+from .decider import PolicyDecider
+from .embedded import EmbeddedEngine
+from .engine import PolicyEngine
+from .remote import RemoteEngine
+
+__all__ = ["PolicyDecider", "build_decider", "build_engine"]
+
+
+def build_engine(config: PolicyConfig) -> PolicyEngine:
+    if config.engine == "opa":
+        assert config.opa_url is not None, "parse_policy requires opa_url for engine opa"
+        return RemoteEngine(config.opa_url, timeout_s=config.timeout_ms / 1000,
+                            ca_file=config.opa_ca_file, cert_file=config.opa_cert_file,
+                            key_file=config.opa_key_file, token_file=config.opa_token_file)
+    return EmbeddedEngine(config.policy_dirs, config.data_dirs)
+
+
+def build_decider(config: PolicyConfig, *, metrics: Metrics | None = None,
+                  clock: Callable[[], float] = time.monotonic) -> Decider:
+    """The decider for `config`. Call `start()` before the first decision (it loads the
+    policy or opens the OPA client) and `close()` on the way out."""
+    engine = build_engine(config)
+    cache = DecisionCache(config.cache_ttl_ms / 1000, config.cache_max_entries, clock)
+    # The breaker guards a remote dependency; an embedded evaluation error is a policy
+    # bug for some inputs, not an outage, so it does not stop all decisions.
+    breaker = Breaker(config.breaker_failures, config.breaker_cooldown_ms / 1000, clock) \
+        if config.engine == "opa" else None
+    watch = config.watch_interval_ms / 1000 \
+        if config.watch and config.engine == "embedded" else None
+    return PolicyDecider(engine, cache=cache, breaker=breaker, metrics=metrics,
+                         watch_interval_s=watch)

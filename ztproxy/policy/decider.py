@@ -1,0 +1,191 @@
+"""Stage 5's decider (`seams.Decider`): cache, breaker, engine, result parsing, reload.
+
+Takes a decision path and the policy input document (built by
+`stages.policy_input`); returns a `model.Decision` or raises
+`errors.ServiceUnavailable(reason)` when the engine cannot answer (the pipeline turns
+that into 503). Order of work for one decision:
+
+    cache hit?  -> the cached Decision with cached=True (allow or well-formed deny only)
+    breaker open? -> ServiceUnavailable("policy_circuit_open"), engine not asked
+    engine.evaluate -> EngineError -> breaker.failure, ServiceUnavailable(reason)
+    result.parse_result -> invalid -> deny "policy_result_invalid" (403), not cached
+
+Reload (SIGHUP via `reload()`, or a file change seen by the watcher every
+`watch_interval_ms`) compiles a fresh engine off the loop and swaps it; a failure keeps
+the last good policy. A successful reload clears the cache. Trusts the input document
+as already verified; logs only reason codes, paths and revisions, never the input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from ..config.policy import check_decision_path
+from ..errors import ConfigError, ServiceUnavailable
+from ..metrics import Metrics
+from ..model import Decision
+from .breaker import OPEN, Breaker
+from .cache import DecisionCache, cache_key
+from .engine import CIRCUIT_OPEN, ENGINE_ERROR, EngineError, PolicyEngine
+from .loader import LoadError
+from .result import ALLOW, parse_result
+
+log = structlog.get_logger(__name__)
+
+
+class PolicyDecider:
+    def __init__(self, engine: PolicyEngine, *, cache: DecisionCache,
+                 breaker: Breaker | None, metrics: Metrics | None = None,
+                 watch_interval_s: float | None = None) -> None:
+        self.engine = engine
+        self.cache = cache
+        self.breaker = breaker
+        self._metrics = metrics if metrics is not None else Metrics()
+        self._watch_interval = watch_interval_s
+        self._watch_task: asyncio.Task[None] | None = None
+        self._valid_paths: set[str] = set()
+        self._counts = {"decisions": 0, "cache_hits": 0, "cache_misses": 0, "errors": 0,
+                        "invalid": 0, "reloads_ok": 0, "reloads_failed": 0}
+
+    # -- seams.Decider -------------------------------------------------------------
+    @property
+    def revision(self) -> str:
+        return self.engine.revision
+
+    async def decide(self, decision_path: str, input_doc: Mapping[str, Any]) -> Decision:
+        self._check_path(decision_path)
+        name = self.engine.name
+        revision = self.engine.revision
+        self._counts["decisions"] += 1
+        key = ""
+        if self.cache.enabled:
+            key = cache_key(decision_path, revision, input_doc)
+            hit = self.cache.get(key)
+            if hit is not None:
+                self._counts["cache_hits"] += 1
+                self._metrics.decision_cache.labels("hit").inc()
+                self._metrics.policy_decisions.labels(
+                    name, "allow" if hit.allowed else "deny").inc()
+                return dataclasses.replace(hit, cached=True)
+            self._counts["cache_misses"] += 1
+            self._metrics.decision_cache.labels("miss").inc()
+        if self.breaker is not None and not self.breaker.allow():
+            self._fail(CIRCUIT_OPEN, "circuit open: OPA not asked during the cool-down",
+                       decision_path, count_breaker=False)
+        started = time.perf_counter()
+        try:
+            raw = await self.engine.evaluate(decision_path, input_doc)
+        except EngineError as exc:
+            self._fail(exc.reason, exc.detail, decision_path)
+        except asyncio.CancelledError:
+            if self.breaker is not None:
+                self.breaker.abandon()
+            raise
+        finally:
+            self._metrics.policy_seconds.labels(name).observe(time.perf_counter() - started)
+        if self.breaker is not None:
+            if raw.http_status is not None:
+                self._breaker_failure()
+            else:
+                self.breaker.success()
+                self._metrics.policy_breaker_open.set(0)
+        decision, problem = parse_result(raw, revision)
+        if problem is not None:
+            self._counts["invalid"] += 1
+            self._metrics.policy_decisions.labels(name, "invalid").inc()
+            log.warning("policy_result_invalid", engine=name, decision_path=decision_path,
+                        problem=problem, revision=revision)
+            return decision
+        self._metrics.policy_decisions.labels(
+            name, "allow" if decision.reason == ALLOW else "deny").inc()
+        if key:
+            self.cache.put(key, decision)
+        return decision
+
+    def readiness(self) -> Mapping[str, bool]:
+        breaker_ok = self.breaker is None or self.breaker.state != OPEN
+        return {"policy_loaded": self.engine.loaded, "policy_breaker_closed": breaker_ok}
+
+    def stats(self) -> Mapping[str, float]:
+        out = {f"policy_{k}": float(v) for k, v in self._counts.items()}
+        out["policy_cache_entries"] = float(len(self.cache))
+        out["policy_breaker_open"] = float(
+            self.breaker is not None and self.breaker.state == OPEN)
+        return out
+
+    async def reload(self) -> bool:
+        ok = await self.engine.reload()
+        self._counts["reloads_ok" if ok else "reloads_failed"] += 1
+        self._metrics.policy_reloads.labels("ok" if ok else "failed").inc()
+        if ok:
+            self.cache.clear()
+        return ok
+
+    async def start(self) -> None:
+        try:
+            await self.engine.start()
+        except LoadError as exc:
+            log.error("policy_load_failed", engine=self.engine.name, error=str(exc))
+            raise ConfigError([f"policy.policy_dirs: policy does not load: {exc}"]) from None
+        if self._watch_interval is not None and self._watch_task is None:
+            self._watch_task = asyncio.create_task(self._watch(), name="policy-watch")
+            self._watch_task.add_done_callback(_report_watch_end)
+
+    async def close(self) -> None:
+        task, self._watch_task = self._watch_task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        await self.engine.close()
+
+    # -- internals -----------------------------------------------------------------
+    def _check_path(self, decision_path: str) -> None:
+        if decision_path in self._valid_paths:
+            return
+        problem = check_decision_path(decision_path)
+        if problem:
+            self._counts["errors"] += 1
+            raise ServiceUnavailable(ENGINE_ERROR, f"decision path: {problem}")
+        if len(self._valid_paths) < 1024:  # routes are few; never grow without bound
+            self._valid_paths.add(decision_path)
+
+    def _breaker_failure(self) -> None:
+        assert self.breaker is not None
+        if self.breaker.failure():
+            self._metrics.policy_breaker_open.set(1)
+            log.warning("policy_circuit_opened", engine=self.engine.name,
+                        opened_count=self.breaker.opened_count)
+
+    def _fail(self, reason: str, detail: str, decision_path: str, *,
+              count_breaker: bool = True) -> None:
+        if count_breaker and self.breaker is not None:
+            self._breaker_failure()
+        self._counts["errors"] += 1
+        self._metrics.policy_errors.labels(self.engine.name, reason).inc()
+        self._metrics.policy_decisions.labels(self.engine.name, "error").inc()
+        log.warning("policy_engine_failed", engine=self.engine.name, reason=reason,
+                    detail=detail, decision_path=decision_path)
+        raise ServiceUnavailable(reason, detail)
+
+    async def _watch(self) -> None:
+        assert self._watch_interval is not None
+        while True:
+            await asyncio.sleep(self._watch_interval)
+            if await asyncio.to_thread(self.engine.changed_on_disk):
+                log.info("policy_files_changed", engine=self.engine.name)
+                await self.reload()
+
+
+def _report_watch_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("policy_watch_stopped", error=type(task.exception()).__name__)
+

@@ -1,0 +1,96 @@
+"""Stage 4: builds the policy input document from verified facts only.
+
+Takes the canonical request (`RequestFacts`), the verified workload (`PeerIdentity`)
+and the verified user / device (`Credentials`); returns the versioned JSON document
+Rego sees as `input` (docs/rego-authors.md describes it field by field). Everything in
+it was verified by an earlier stage; nothing comes from a header the client could
+forge. Credential headers never appear: the request stage already drops them, and
+this stage drops authorization, cookie and proxy-authorization again (defence in
+depth). `input_digest` is the hex SHA-256 of the canonical JSON (sorted keys, compact,
+UTF-8), recorded in the audit log as `policy_input_sha256`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from ..model import Credentials, PeerIdentity, Principal, RequestFacts
+from ..policy.canonical import sha256_hex
+
+INPUT_VERSION = 1
+_NEVER_SHOWN = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+def rfc3339_ms(moment: datetime) -> str:
+    """UTC, millisecond precision, `Z` suffix: 2026-11-28T01:02:03.456Z. A naive
+    datetime is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _plain(value: Any) -> Any:
+    """Claims as plain JSON values (dicts and lists), whatever mapping type held them."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _user(user: Principal | None) -> dict[str, Any] | None:
+    if user is None:
+        return None
+    return {"issuer": user.issuer, "subject": user.subject, "claims": _plain(user.claims)}
+
+
+def _device(device: Principal | None) -> dict[str, Any] | None:
+    if device is None:
+        return None
+    return {"issuer": device.issuer, "id": device.device_id,
+            "bound_to_client_cert": bool(device.bound_to_client_cert),
+            "claims": _plain(device.claims)}
+
+
+def build_policy_input(facts: RequestFacts, peer: PeerIdentity,
+                       creds: Credentials) -> dict[str, Any]:
+    return {
+        "version": INPUT_VERSION,
+        "request": {
+            "id": facts.request_id,
+            "method": facts.method,
+            "scheme": facts.scheme,
+            "host": facts.host,
+            "path": facts.path,
+            "parsed_path": list(facts.parsed_path),
+            "query": {k: list(v) for k, v in facts.query.items()},
+            "headers": {k.lower(): list(v) for k, v in facts.headers.items()
+                        if k.lower() not in _NEVER_SHOWN},
+            "protocol": facts.protocol,
+            "time": rfc3339_ms(facts.time),
+        },
+        "source": {
+            "address": facts.source_address,
+            "spiffe_id": peer.spiffe_id,
+            "certificate": {
+                "fingerprint_sha256": peer.fingerprint_sha256,
+                "subject": peer.subject,
+                "issuer": peer.issuer,
+                "not_after": rfc3339_ms(peer.not_after),
+                "uri_sans": list(peer.uri_sans),
+                "dns_sans": list(peer.dns_sans),
+            },
+        },
+        "user": _user(creds.user),
+        "device": _device(creds.device),
+        "destination": {"service": facts.route.service, "route": facts.route.name},
+    }
+
+
+def input_digest(doc: Mapping[str, Any]) -> str:
+    """Hex SHA-256 of the canonical JSON of the whole document (id and time included:
+    it identifies this request's input in the audit record)."""
+    return sha256_hex(doc)

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
-import types
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-import ztproxy
 from ztproxy.devtools.pki import DevCA, DevPki, init_dev_pki
 
 NOW = datetime(2026, 11, 28, 1, 2, 3, tzinfo=UTC)
@@ -35,16 +31,6 @@ def dev_pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
 
 
 def _cli_modules() -> tuple[Any, Any]:
-    """Import our CLI modules. `ztproxy.cli/__init__` imports every helper's subcommand; while
-    some of those do not exist yet, stand in an empty package so ours import on their own."""
-    try:
-        importlib.import_module("ztproxy.cli")
-    except ImportError:
-        for name in [n for n in sys.modules if n == "ztproxy.cli" or n.startswith("ztproxy.cli.")]:
-            del sys.modules[name]
-        package = types.ModuleType("ztproxy.cli")
-        package.__path__ = [str(Path(ztproxy.__file__).parent / "cli")]
-        sys.modules["ztproxy.cli"] = package
     return (
         importlib.import_module("ztproxy.cli.certs"),
         importlib.import_module("ztproxy.cli.tokens"),

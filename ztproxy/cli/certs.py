@@ -66,10 +66,7 @@ def run_init(args: argparse.Namespace) -> int:
         f"  device issuer  {pki.device_issuer} kid={pki.device_kid} jwks={pki.device_jwks}",
         file=out,
     )
-    if pki.audit_dir is None:
-        print("  audit keys     skipped (ztproxy.audit.keys not available)", file=out)
-    else:
-        print(f"  audit keys     {pki.audit_dir}", file=out)
+    print(f"  audit keys     {pki.audit_dir}", file=out)
     first = next(iter(pki.workloads.values()), None)
     print("try:", file=out)
     print(f"  ztproxy token mint --kind user --key {pki.user_key} --sub alice", file=out)

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from ..audit.keys import PRIVATE_FILE, PUBLIC_FILE
 from .pki import DevPki
 
 REPO_POLICIES = Path(__file__).resolve().parent.parent.parent / "policies"
@@ -140,9 +141,8 @@ def proxy_config(pki: DevPki, *, upstreams: Mapping[str, str], audit_dir: str | 
 
 
 def _audit_key(pki: DevPki) -> Path:
-    if pki.audit_dir is None:
-        raise RuntimeError("the dev PKI has no audit key (ztproxy.audit.keys missing)")
-    keys = sorted(p for p in pki.audit_dir.iterdir() if "pub" not in p.name)
-    if not keys:
-        raise RuntimeError(f"no audit private key in {pki.audit_dir}")
-    return keys[0]
+    return pki.audit_dir / PRIVATE_FILE
+
+
+def audit_public_key(pki: DevPki) -> Path:
+    return pki.audit_dir / PUBLIC_FILE

@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..audit.keys import generate_keypair
+
 # Token-key helpers live in mint.py (imports point pki -> mint); re-exported as part of this API.
 from .mint import generate_signing_key, jwks, public_jwk, x5t_s256
 
@@ -339,7 +341,7 @@ class DevPki:
     user_jwks: Path
     device_key: Path
     device_jwks: Path
-    audit_dir: Path | None  # None when ztproxy.audit.keys is not available
+    audit_dir: Path  # the audit signing key pair (ztproxy.audit.keys)
     user_issuer: str = USER_ISSUER
     device_issuer: str = DEVICE_ISSUER
     audience: str = AUDIENCE
@@ -400,7 +402,7 @@ def init_dev_pki(
         paths[name] = ca.issue_workload(spiffe_id, not_before=at).write(root / "workloads", name)
     user_key, user_jwks = _write_issuer(root / "issuers", "user", USER_KID)
     device_key, device_jwks = _write_issuer(root / "issuers", "device", DEVICE_KID)
-    audit_dir = _write_audit_keys(root / "audit")
+    audit_dir = _write_audit_keys(root / "audit", overwrite=force)
     written = sorted(p for p in root.rglob("*") if p.is_file())
     return DevPki(
         root=root,
@@ -420,14 +422,7 @@ def init_dev_pki(
     )
 
 
-def _write_audit_keys(directory: Path) -> Path | None:
-    try:
-        # Lazy: the audit package sits below devtools in the layers and owns its key format.
-        from ztproxy.audit.keys import generate_keypair
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("ztproxy.audit.keys", "ztproxy.audit"):
-            raise
-        return None
-    directory.mkdir(parents=True, exist_ok=True)
-    generate_keypair(directory)
+def _write_audit_keys(directory: Path, *, overwrite: bool) -> Path:
+    # The audit package owns its key format (and sits below devtools in the layers).
+    generate_keypair(directory, overwrite=overwrite)
     return directory

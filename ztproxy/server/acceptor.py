@@ -18,6 +18,7 @@ import asyncio
 import ssl
 from collections import OrderedDict
 from collections.abc import Callable, Collection
+from typing import cast
 
 import structlog
 
@@ -112,7 +113,8 @@ class TLSAcceptor(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not asyncio.Transport subclasses; both behave as one.
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         transport.pause_reading()
         task = asyncio.get_running_loop().create_task(self._handshake(transport),

@@ -73,7 +73,7 @@ def run_init(args: argparse.Namespace) -> int:
     if first is not None:
         print(
             f"  ztproxy token mint --kind device --key {pki.device_key} --sub laptop-1 "
-            f"--bind-cert {first[0]} --claim trust_level=high",
+            f"--bind-cert {first[0]} --claim trust_level=3 --claim managed=true",
             file=out,
         )
     return 0

@@ -174,6 +174,6 @@ class AuditEvent:
     policy_reasons: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        out = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        out = {name: getattr(self, name) for name in self.__slots__}
         out["policy_reasons"] = list(self.policy_reasons)
         return out

@@ -13,7 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import audit, certs, demo, policy, run, tokens
+from .audit import register as register_audit
+from .certs import register as register_certs
+from .demo import register as register_demo
+from .policy import register as register_policy
+from .run import register as register_run
+from .tokens import register as register_tokens
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ztproxy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (run, demo, certs, tokens, policy, audit):
-        module.register(sub)
+    for register in (register_run, register_demo, register_certs, register_tokens,
+                     register_policy, register_audit):
+        register(sub)
     return parser
 
 

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 T = TypeVar("T")
 
 _MISSING: Any = object()
+# Node has methods named str/bool/int; annotations inside it use these aliases.
+_Str: TypeAlias = str
+_Bool: TypeAlias = bool
+_Int: TypeAlias = int
 
 
 class Problems:
@@ -31,36 +35,36 @@ class Problems:
 class Node:
     """A mapping (or a scalar) at a key path."""
 
-    def __init__(self, value: Any, path: str = "", problems: Problems | None = None,
-                 base_dir: str = ".") -> None:
+    def __init__(self, value: Any, path: _Str = "", problems: Problems | None = None,
+                 base_dir: _Str = ".") -> None:
         self.value = value
         self.path = path
         self.problems = problems if problems is not None else Problems()
         self.base_dir = base_dir
-        self._read: set[str] = set()
+        self._read: set[_Str] = set()
 
     # -- navigation ---------------------------------------------------------------
-    def _child_path(self, key: str | int) -> str:
+    def _child_path(self, key: _Str | _Int) -> _Str:
         if isinstance(key, int):
             return f"{self.path}[{key}]"
         return f"{self.path}.{key}" if self.path else key
 
-    def error(self, message: str, key: str | int | None = None) -> None:
+    def error(self, message: _Str, key: _Str | _Int | None = None) -> None:
         self.problems.add(self._child_path(key) if key is not None else self.path, message)
 
-    def is_mapping(self) -> bool:
+    def is_mapping(self) -> _Bool:
         return isinstance(self.value, dict)
 
-    def has(self, key: str) -> bool:
+    def has(self, key: _Str) -> _Bool:
         return isinstance(self.value, dict) and key in self.value
 
-    def _raw(self, key: str) -> Any:
+    def _raw(self, key: _Str) -> Any:
         self._read.add(key)
         if not isinstance(self.value, dict):
             return _MISSING
         return self.value.get(key, _MISSING)
 
-    def section(self, key: str, *, required: bool = False) -> Node:
+    def section(self, key: _Str, *, required: _Bool = False) -> Node:
         """A nested mapping; an absent optional section reads as an empty mapping."""
         raw = self._raw(key)
         path = self._child_path(key)
@@ -73,7 +77,7 @@ class Node:
             return Node({}, path, self.problems, self.base_dir)
         return Node(raw, path, self.problems, self.base_dir)
 
-    def items(self, key: str, *, required: bool = False) -> Iterator[Node]:
+    def items(self, key: _Str, *, required: _Bool = False) -> Iterator[Node]:
         """The elements of a list, each as a Node at `key[i]`."""
         raw = self._raw(key)
         path = self._child_path(key)
@@ -88,8 +92,8 @@ class Node:
             yield Node(item, f"{path}[{i}]", self.problems, self.base_dir)
 
     # -- scalars ------------------------------------------------------------------
-    def _typed(self, key: str, default: Any, required: bool, kinds: tuple[type, ...],
-               kind_name: str) -> Any:
+    def _typed(self, key: _Str, default: Any, required: _Bool, kinds: tuple[type, ...],
+               kind_name: _Str) -> Any:
         raw = self._raw(key)
         if raw is _MISSING or raw is None:
             if required:
@@ -103,17 +107,17 @@ class Node:
             return default
         return raw
 
-    def str(self, key: str, default: Any = None, *, required: bool = False) -> Any:
+    def str(self, key: _Str, default: Any = None, *, required: _Bool = False) -> Any:
         value = self._typed(key, default, required, (str,), "a string")
         if value is not None and isinstance(value, str) and value == "" and required:
             self.error("must not be empty", key)
         return value
 
-    def bool(self, key: str, default: bool, ) -> bool:
+    def bool(self, key: _Str, default: _Bool, ) -> _Bool:
         return bool(self._typed(key, default, False, (bool,), "true or false"))
 
-    def int(self, key: str, default: Any = None, *, required: bool = False,
-            min: int | None = None, max: int | None = None) -> Any:  # noqa: A002
+    def int(self, key: _Str, default: Any = None, *, required: _Bool = False,
+            min: _Int | None = None, max: _Int | None = None) -> Any:  # noqa: A002
         value = self._typed(key, default, required, (int,), "an integer")
         if isinstance(value, int) and value is not default:
             if min is not None and value < min:
@@ -124,7 +128,7 @@ class Node:
                 return default
         return value
 
-    def number(self, key: str, default: Any = None, *, required: bool = False,
+    def number(self, key: _Str, default: Any = None, *, required: _Bool = False,
                min: float | None = None, max: float | None = None) -> Any:  # noqa: A002
         value = self._typed(key, default, required, (int, float), "a number")
         if isinstance(value, (int, float)) and value is not default:
@@ -137,15 +141,15 @@ class Node:
             return float(value)
         return value
 
-    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+    def choice(self, key: _Str, choices: tuple[_Str, ...], default: _Str) -> _Str:
         value = self.str(key, default)
         if value not in choices:
             self.error(f"must be one of {', '.join(choices)}; got {value!r}", key)
             return default
         return str(value)
 
-    def str_list(self, key: str, default: tuple[str, ...] = (), *,
-                 required: bool = False) -> tuple[str, ...]:
+    def str_list(self, key: _Str, default: tuple[_Str, ...] = (), *,
+                 required: _Bool = False) -> tuple[_Str, ...]:
         raw = self._raw(key)
         if raw is _MISSING or raw is None:
             if required:
@@ -164,7 +168,7 @@ class Node:
             out.append(item)
         return tuple(out)
 
-    def str_map(self, key: str) -> dict[str, str]:
+    def str_map(self, key: _Str) -> dict[_Str, _Str]:
         raw = self._raw(key)
         if raw is _MISSING or raw is None:
             return {}
@@ -175,12 +179,12 @@ class Node:
             return {}
         return dict(raw)
 
-    def raw(self, key: str, default: Any = None) -> Any:
+    def raw(self, key: _Str, default: Any = None) -> Any:
         value = self._raw(key)
         return default if value is _MISSING else value
 
-    def path_value(self, key: str, *, required: bool = False, must_exist: bool = True,
-                   is_dir: bool = False, default: Any = None) -> Any:
+    def path_value(self, key: _Str, *, required: _Bool = False, must_exist: _Bool = True,
+                   is_dir: _Bool = False, default: Any = None) -> Any:
         """A file or directory path, resolved against the config file's directory.
         Secrets are always given as paths like this, never inline."""
         value = self.str(key, default, required=required)
@@ -195,7 +199,7 @@ class Node:
                 self.error(f"file not found: {value}", key)
         return resolved
 
-    def parse(self, key: str, fn: Callable[[Any], T], message: str, default: T) -> T:
+    def parse(self, key: _Str, fn: Callable[[Any], T], message: _Str, default: T) -> T:
         """Read a string and convert it with `fn`; ValueError becomes a problem."""
         raw = self.str(key, None)
         if raw is None:
@@ -206,7 +210,7 @@ class Node:
             self.error(message, key)
             return default
 
-    def finish(self, allowed_extra: tuple[str, ...] = ()) -> None:
+    def finish(self, allowed_extra: tuple[_Str, ...] = ()) -> None:
         """Report keys present in this mapping that no parser read."""
         if not isinstance(self.value, dict):
             return

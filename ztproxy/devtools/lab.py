@@ -12,7 +12,7 @@ import asyncio
 import ssl
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import WSMsgType, web
 
@@ -89,7 +89,7 @@ async def start_app(app: web.Application, *, port: int = 0,
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=ssl_context)
     await site.start()
-    server = site._server  # noqa: SLF001 - the bound port is only reachable here
+    server = cast("asyncio.Server | None", site._server)  # noqa: SLF001 - the bound port is only reachable here
     assert server is not None and server.sockets
     return runner, server.sockets[0].getsockname()[1]
 

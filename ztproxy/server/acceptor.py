@@ -136,8 +136,7 @@ class TLSAcceptor(asyncio.Protocol):
         try:
             tls = await loop.start_tls(transport, gate, self._context(), server_side=True,
                                        ssl_handshake_timeout=self._timeout)
-        except (ssl.SSLError, OSError, asyncio.TimeoutError, ConnectionError,
-                RuntimeError) as exc:
+        except (TimeoutError, ssl.SSLError, OSError, ConnectionError, RuntimeError) as exc:
             self._on_reject(address, handshake_reason(exc), None, None)
             transport.abort()
             return

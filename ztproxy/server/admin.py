@@ -5,7 +5,8 @@ policy and audit log are all usable; the JSON body says which is not), /metrics
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from typing import TYPE_CHECKING, cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -35,6 +36,6 @@ async def start_admin(proxy: Proxy) -> tuple[web.AppRunner, int]:
     cfg = proxy.config.admin
     site = web.TCPSite(runner, cfg.address, cfg.port, reuse_port=proxy.reuse_port or None)
     await site.start()
-    server = site._server  # noqa: SLF001 - aiohttp exposes no public bound-port accessor
+    server = cast("asyncio.Server | None", site._server)  # noqa: SLF001 - aiohttp exposes no public bound-port accessor
     port = server.sockets[0].getsockname()[1] if server and server.sockets else cfg.port
     return runner, port

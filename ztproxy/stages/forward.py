@@ -10,7 +10,6 @@ the read timeout -> 504 (`UpstreamTimeout`), a request body over the limit -> 41
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -78,7 +77,7 @@ async def forward(request: web.BaseRequest, *, upstream_url: str, target: str,
         )
     except BodyTooLarge:
         raise
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise UpstreamTimeout("upstream_timeout") from None
     except aiohttp.ClientSSLError:
         raise UpstreamUnavailable("upstream_tls_error") from None
@@ -99,7 +98,7 @@ async def forward(request: web.BaseRequest, *, upstream_url: str, target: str,
             resp.content_length = upstream.content_length
         try:
             first = await upstream.content.read(CHUNK)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamTimeout("upstream_timeout") from None
         except (aiohttp.ClientError, OSError):
             raise UpstreamUnavailable("upstream_reset") from None
@@ -110,7 +109,7 @@ async def forward(request: web.BaseRequest, *, upstream_url: str, target: str,
                 async for chunk in upstream.content.iter_chunked(CHUNK):
                     await resp.write(chunk)
             await resp.write_eof()
-        except (asyncio.TimeoutError, aiohttp.ClientError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             # The status line is gone already; the only honest signal left is to cut
             # the connection so the client sees a truncated response.
             if request.transport is not None:

@@ -61,7 +61,7 @@ async def proxy_websocket(request: web.BaseRequest, *, upstream_url: str, target
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=connect_timeout),
             autoping=True, max_msg_size=16 * 1024 * 1024,
         )
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise UpstreamTimeout("upstream_timeout") from None
     except aiohttp.WSServerHandshakeError:
         raise UpstreamUnavailable("upstream_websocket_refused") from None

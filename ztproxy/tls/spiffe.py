@@ -17,7 +17,6 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.x509.oid import ExtensionOID
 
 from ..model import PeerIdentity
 
@@ -76,19 +75,19 @@ def peer_identity(der: bytes, trust_domains: Collection[str]) -> PeerIdentity:
     except ValueError:
         raise SvidError("unparsable_certificate") from None
     try:
-        bc = cert.extensions.get_extension_for_oid(ExtensionOID.BASIC_CONSTRAINTS).value
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
         if bc.ca:
             raise SvidError("leaf_is_ca")
     except x509.ExtensionNotFound:
         pass
     try:
-        ku = cert.extensions.get_extension_for_oid(ExtensionOID.KEY_USAGE).value
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
         if ku.key_cert_sign or ku.crl_sign:
             raise SvidError("leaf_is_ca")
     except x509.ExtensionNotFound:
         pass
     try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         raise SvidError("no_spiffe_id") from None
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)

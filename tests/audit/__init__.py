@@ -1,0 +1,1 @@
+"""Tests of the signed, tamper-evident audit log (issue 5)."""

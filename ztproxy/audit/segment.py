@@ -1,0 +1,131 @@
+"""Audit files on disk: names, discovery, reading lines back, appending safely.
+
+Layout of an audit directory (each worker process has its own chain):
+
+    w<N>-<000001>.jsonl        segments of worker N's chain, one record per line
+    w<N>-checkpoints.jsonl     worker N's signed checkpoints, one JSON object a line
+    w<N>.lock                  held (flock) by the live writer of worker N
+
+Takes a directory; returns file lists and lines. Reading trusts nothing: a last
+line without its newline is returned apart as a torn fragment (a write cut short by
+a crash), never as a record.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SEGMENT_RE = re.compile(r"^w(\d{1,6})-(\d{6,9})\.jsonl$")
+CHECKPOINTS_RE = re.compile(r"^w(\d{1,6})-checkpoints\.jsonl$")
+
+
+def segment_name(worker: int, number: int) -> str:
+    return f"w{worker}-{number:06d}.jsonl"
+
+
+def checkpoints_name(worker: int) -> str:
+    return f"w{worker}-checkpoints.jsonl"
+
+
+def lock_name(worker: int) -> str:
+    return f"w{worker}.lock"
+
+
+def segment_number(path: Path) -> int:
+    match = SEGMENT_RE.match(path.name)
+    if match is None:
+        raise ValueError(f"not a segment file name: {path.name}")
+    return int(match.group(2))
+
+
+@dataclass(frozen=True, slots=True)
+class ChainFiles:
+    worker: int
+    segments: tuple[Path, ...]
+    checkpoints: Path | None
+
+
+@dataclass
+class _Found:
+    segments: list[tuple[int, Path]] = field(default_factory=list)
+    checkpoints: Path | None = None
+
+
+def discover(directory: str | os.PathLike[str]) -> dict[int, ChainFiles]:
+    """Every worker chain in `directory`, segments in number order."""
+    found: dict[int, _Found] = {}
+    for entry in sorted(Path(directory).iterdir()):
+        seg = SEGMENT_RE.match(entry.name)
+        cps = CHECKPOINTS_RE.match(entry.name)
+        if seg:
+            found.setdefault(int(seg.group(1)), _Found()).segments.append(
+                (int(seg.group(2)), entry))
+        elif cps:
+            found.setdefault(int(cps.group(1)), _Found()).checkpoints = entry
+    return {
+        worker: ChainFiles(worker, tuple(p for _, p in sorted(f.segments)), f.checkpoints)
+        for worker, f in sorted(found.items())
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Lines:
+    """The complete lines of a file (without newlines) and a torn last fragment."""
+
+    lines: list[bytes]
+    torn: bytes
+
+
+def split_lines(data: bytes) -> Lines:
+    lines = data.split(b"\n")
+    torn = lines.pop()
+    return Lines(lines, torn)
+
+
+def read_lines(path: Path) -> Lines:
+    return split_lines(path.read_bytes())
+
+
+class AppendFile:
+    """An append-only file written with os.write (no user-space buffer: what was
+    handed to the kernel survives the process being killed)."""
+
+    __slots__ = ("path", "size", "opened_at", "_fd")
+
+    def __init__(self, path: Path, opened_at: float, *, exclusive: bool = True) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_EXCL if exclusive else 0)
+        self._fd: int | None = os.open(path, flags, 0o640)
+        self.path = path
+        self.size = os.fstat(self._fd).st_size
+        self.opened_at = opened_at
+
+    def write(self, data: bytes) -> None:
+        """Write all of `data`; on OSError `self.size` tells how much got through."""
+        if self._fd is None:
+            raise OSError(9, "file is closed")
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            self.size += written
+            view = view[written:]
+
+    def sync(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a new file's directory entry durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,238 @@
+"""Offline verification of an audit directory: every chain, every segment.
+
+Takes the directory, the auditor's public keys and optionally a checkpoint the
+auditor kept from earlier; returns a `Report` (report.py). Trusts only the keys:
+everything read from the directory is checked, and a checkpoint counts only when
+a given key signed it.
+
+Per worker chain: (1) walk.fast_walk re-hashes every record and checks seq and prev;
+(2) only if that fails, walk.slow_walk names the first damage;
+(3) every checkpoint's signature is checked and its root and head recomputed from
+the records; a checkpoint larger than the log means it was truncated; (4) a trusted
+checkpoint must be a prefix of today's log (same root at its size), else the log was
+rolled back (truncated) or rewritten (forked).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import merkle
+from .keys import PublicKey
+from .note import (
+    Checkpoint,
+    NoteError,
+    SignatureCheck,
+    SignedCheckpoint,
+    parse_signed_checkpoint,
+    verify_note,
+)
+from .report import ChainReport, Finding, Kind, Report, SegmentReport
+from .segment import ChainFiles, discover, read_lines
+from .walk import fast_walk, slow_walk
+
+
+@dataclass
+class _Chain:
+    files: ChainFiles
+    lines: list[bytes]
+    starts: list[int]  # position of each segment's first record
+    torn: list[bytes]  # per segment
+
+    def segment_at(self, pos: int) -> str | None:
+        if not self.files.segments:
+            return None
+        index = max(0, bisect.bisect_right(self.starts, pos) - 1)
+        return self.files.segments[index].name
+
+
+def _read(files: ChainFiles) -> _Chain:
+    lines: list[bytes] = []
+    starts: list[int] = []
+    torn: list[bytes] = []
+    for path in files.segments:
+        found = read_lines(path)
+        starts.append(len(lines))
+        lines.extend(found.lines)
+        torn.append(found.torn)
+    return _Chain(files, lines, starts, torn)
+
+
+def _checkpoints(chain: _Chain, keys: tuple[PublicKey, ...]
+                 ) -> tuple[list[tuple[Checkpoint, str]], list[Finding]]:
+    """Checkpoints signed by a given key (with the key name), and findings for the rest."""
+    good: list[tuple[Checkpoint, str]] = []
+    findings: list[Finding] = []
+    path = chain.files.checkpoints
+    if path is None:
+        return good, findings
+    found = read_lines(path)
+    n = len(chain.lines)
+    for number, raw in enumerate(found.lines, 1):
+        try:
+            signed = parse_signed_checkpoint(json.loads(raw)["note"])
+        except (ValueError, KeyError, TypeError, NoteError):
+            findings.append(Finding(Kind.BAD_SIGNATURE, None, None,
+                                    f"checkpoint line {number} is not a signed checkpoint"))
+            continue
+        status, key = verify_note(signed.note, keys)
+        cp = signed.checkpoint
+        if status is SignatureCheck.VALID and key is not None:
+            good.append((cp, key.name))
+            continue
+        seq = cp.size - 1 if cp.size else None
+        names = ", ".join(s.name for s in signed.note.signatures)
+        detail = (f"checkpoint of size {cp.size} is signed by {names}, not a given key"
+                  if status is SignatureCheck.UNKNOWN_KEY else
+                  f"checkpoint of size {cp.size} does not verify with key {names}")
+        findings.append(Finding(Kind(status.value), seq,
+                                chain.segment_at(min(seq or 0, max(n - 1, 0))), detail))
+    if found.torn:
+        findings.append(Finding(Kind.TORN_TAIL, None, None,
+                                f"checkpoints file ends in a {len(found.torn)}-byte fragment"))
+    return good, findings
+
+
+def _roots(leaves: list[bytes], sizes: Iterable[int]) -> dict[int, bytes]:
+    tree = merkle.CompactTree()
+    out: dict[int, bytes] = {}
+    for size in sorted(set(sizes)):
+        tree.extend(leaves[tree.size:size])
+        out[size] = tree.root()
+    return out
+
+
+def verify_chain(files: ChainFiles, keys: tuple[PublicKey, ...],
+                 trusted: Checkpoint | None = None) -> ChainReport:
+    chain = _read(files)
+    n = len(chain.lines)
+    cps, findings = _checkpoints(chain, keys)
+    origins = {cp.origin for cp, _ in cps}
+    geneses = {cp.genesis for cp, _ in cps}
+    origin = min(origins) if origins else ""
+    genesis = min(geneses) if len(geneses) == 1 else None
+    if len(origins) > 1 or len(geneses) > 1 or any(cp.worker != files.worker
+                                                    for cp, _ in cps):
+        findings.append(Finding(Kind.FORKED, None, None,
+                                "checkpoints signed for different logs or chains"))
+    leaves, good = fast_walk(chain.lines, genesis)
+    walk_damage: int | None = None
+    if good < n:
+        damage = slow_walk(chain.lines, genesis, {cp.head for cp, _ in cps})
+        kind, pos, detail = damage or (Kind.MODIFIED, good, "the record is not canonical")
+        findings.append(Finding(kind, pos, chain.segment_at(pos), detail))
+        walk_damage = good = min(pos, good)
+        leaves = leaves[:good]
+    sizes = [cp.size for cp, _ in cps if cp.size <= good]
+    if trusted is not None and trusted.size <= good:
+        sizes.append(trusted.size)
+    roots = _roots(leaves, sizes)
+    signed, last_ok = 0, 0
+    for cp, _ in sorted(cps, key=lambda item: item[0].size):
+        if cp.size > n:
+            if walk_damage is None:
+                findings.append(Finding(Kind.TRUNCATED, n, chain.segment_at(n),
+                                        f"a checkpoint covers {cp.size} records, "
+                                        f"the log has {n}"))
+            continue
+        if cp.size > good:
+            continue  # beyond the damage the walk already reported
+        head = leaves[cp.size - 1].hex() if cp.size else cp.genesis
+        if roots[cp.size] != cp.root or head != cp.head:
+            findings.append(Finding(Kind.MODIFIED, last_ok, chain.segment_at(last_ok),
+                                    f"records {last_ok}..{cp.size - 1} do not match the "
+                                    f"checkpoint signed at size {cp.size}"))
+        else:
+            signed = last_ok = cp.size
+    if trusted is not None:
+        findings.extend(_against_trusted(chain, trusted, origin, genesis, good,
+                                         walk_damage, roots))
+    if signed < n:
+        findings.append(Finding(Kind.UNSIGNED_TAIL, signed, chain.segment_at(signed),
+                                f"records {signed}..{n - 1} are not covered by a "
+                                "signed checkpoint"))
+    segments = _segments(chain, findings, signed, walk_damage)
+    keys_used = tuple(sorted({name for _, name in cps}))
+    return ChainReport(files.worker, origin, n, signed, len(cps), keys_used, segments,
+                       tuple(findings))
+
+
+def _against_trusted(chain: _Chain, trusted: Checkpoint, origin: str, genesis: str | None,
+                     good: int, walk_damage: int | None,
+                     roots: dict[int, bytes]) -> list[Finding]:
+    n = len(chain.lines)
+    where = f"the trusted checkpoint (size {trusted.size}, {trusted.time})"
+    if (origin and trusted.origin != origin) or (genesis and trusted.genesis != genesis):
+        return [Finding(Kind.FORKED, None, None, f"{where} belongs to another log")]
+    if trusted.size > n:
+        return [Finding(Kind.TRUNCATED, n, chain.segment_at(n),
+                        f"the log holds {n} records but {where} covers more: "
+                        "rolled back or truncated")]
+    if trusted.size <= good and roots[trusted.size] != trusted.root:
+        return [Finding(Kind.FORKED, None, None,
+                        f"records 0..{trusted.size - 1} differ from {where}: rewritten")]
+    del walk_damage
+    return []
+
+
+def _segments(chain: _Chain, findings: list[Finding], signed: int,
+              walk_damage: int | None) -> tuple[SegmentReport, ...]:
+    out: list[SegmentReport] = []
+    n = len(chain.lines)
+    for index, path in enumerate(chain.files.segments):
+        start = chain.starts[index]
+        end = chain.starts[index + 1] if index + 1 < len(chain.starts) else n
+        span = (start, end - 1) if end > start else (None, None)
+        torn = None
+        if chain.torn[index]:
+            torn = Finding(Kind.TORN_TAIL, end, path.name,
+                           f"{len(chain.torn[index])} bytes after the last record: a write "
+                           "cut short (crash or disk error), not a record")
+        mine = [f for f in findings if f.segment == path.name and f.kind.is_tampering]
+        if mine:
+            first = min(mine, key=lambda f: -1 if f.seq is None else f.seq)
+            status, finding = "invalid", first
+        elif walk_damage is not None and start > walk_damage:
+            status, finding = "unverified", None
+        elif end > signed:
+            status = "unsigned"
+            finding = Finding(Kind.UNSIGNED_TAIL, max(start, signed), path.name,
+                              f"records {max(start, signed)}..{end - 1} are not covered by a "
+                              "signed checkpoint")
+        else:
+            status, finding = "valid", None
+        out.append(SegmentReport(path.name, span[0], span[1], end - start, status, finding,
+                                 torn))
+    return tuple(out)
+
+
+def verify_directory(path: str | Path, public_keys: Iterable[PublicKey], *,
+                     trusted_checkpoint: SignedCheckpoint | None = None) -> Report:
+    """Verify every chain in `path`. `trusted_checkpoint` (parsed with
+    note.parse_signed_checkpoint) must be signed by one of `public_keys`."""
+    directory = Path(path)
+    keys = tuple(public_keys)
+    if not directory.is_dir():
+        return Report(str(directory), (), (f"not a directory: {directory}",))
+    chains = discover(directory)
+    problems: list[str] = []
+    trusted: Checkpoint | None = None
+    if trusted_checkpoint is not None:
+        status, _ = verify_note(trusted_checkpoint.note, keys)
+        trusted = trusted_checkpoint.checkpoint
+        if status is not SignatureCheck.VALID:
+            problems.append(f"trusted checkpoint: {status.value}")
+            trusted = None
+        elif trusted.worker not in chains:
+            problems.append(f"trusted checkpoint of {trusted.origin}: its chain is missing "
+                            "from the directory (removed or rolled back)")
+    if not chains:
+        problems.append("no audit chains found")
+    reports = tuple(
+        verify_chain(files, keys, trusted if trusted and trusted.worker == w else None)
+        for w, files in chains.items())
+    return Report(str(directory), reports, tuple(problems))

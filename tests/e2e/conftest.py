@@ -4,7 +4,8 @@ the real proxy (TLS acceptor, pipeline, token verifier, embedded Rego, audit log
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +61,12 @@ async def start_proxy(pki: DevPki, tmp_path: Path, upstream: str,
     for proxy in started:
         if not proxy.stopping:
             await proxy.stop()
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config,
+                                  item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    """Every wire test runs on both event loops: `ztproxy run` uses uvloop when it is
+    installed, and the two differ in how they hand over accepted connections."""
+    import uvloop
+
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}

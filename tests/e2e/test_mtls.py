@@ -100,6 +100,7 @@ async def test_certificate_validity_window(start_proxy: StartProxy, upstream: st
 async def test_bad_svid_shapes_rejected(start_proxy: StartProxy, upstream: str, pki: DevPki,
                                         tmp_path: Path, kwargs: dict, reason: str) -> None:
     run = await start_proxy(routes=[open_route(upstream)])
+    kwargs = dict(kwargs)
     spiffe_id = kwargs.pop("spiffe_id")
     try:
         leaf = _dev_ca(pki).issue_workload(spiffe_id, **kwargs)

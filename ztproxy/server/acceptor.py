@@ -1,7 +1,7 @@
 """Stage 1: the TLS handshake, done by us so that every rejected handshake is seen.
 
-A plain TCP protocol accepts the connection, then `loop.start_tls` runs the handshake
-with the current listener context (client certificate required, verified by OpenSSL
+An accept loop takes each TCP connection and runs the handshake with the current
+listener context (client certificate required, verified by OpenSSL
 against the CA bundle and CRL). On failure the handshake is audited as `tls_rejected`
 with the peer address and OpenSSL's reason. On success the leaf certificate is checked
 against the X.509-SVID rules; a certificate that fails them is audited with its
@@ -15,10 +15,10 @@ connection's identity up without parsing the certificate again.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections import OrderedDict
 from collections.abc import Callable, Collection
-from typing import cast
 
 import structlog
 
@@ -95,54 +95,67 @@ class _Gate(asyncio.Protocol):
 RejectFn = Callable[[str, str, "str | None", "str | None"], None]
 
 
-class TLSAcceptor(asyncio.Protocol):
-    """One per TCP connection. Hands the TLS transport to `handler_factory()`."""
+class TLSListener:
+    """Accepts TCP connections on a listening socket and runs each TLS handshake as
+    its own task with `loop.connect_accepted_socket`, which raises when the handshake
+    fails. (`start_tls` on an accepted transport races with uvloop, which may read
+    the ClientHello before reading can be paused.) Each accepted connection is handed
+    to `handler_factory()` only after its identity is accepted."""
 
-    def __init__(self, *, context: Callable[[], ssl.SSLContext],
+    def __init__(self, sock: socket.socket, *, context: Callable[[], ssl.SSLContext],
                  handler_factory: Callable[[], asyncio.Protocol],
                  trust_domains: Callable[[], Collection[str]], peers: PeerCache,
-                 on_reject: RejectFn, handshake_timeout: float,
-                 tasks: set[asyncio.Task[None]]) -> None:
+                 on_reject: RejectFn, handshake_timeout: float) -> None:
+        self.sock = sock
         self._context = context
         self._handler_factory = handler_factory
         self._trust_domains = trust_domains
         self._peers = peers
         self._on_reject = on_reject
         self._timeout = handshake_timeout
-        self._tasks = tasks
-        self._transport: asyncio.Transport | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accepting: asyncio.Task[None] | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses; both behave as one.
-        transport = cast(asyncio.Transport, transport)
-        self._transport = transport
-        transport.pause_reading()
-        task = asyncio.get_running_loop().create_task(self._handshake(transport),
-                                                      name="tls-handshake")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def start(self) -> None:
+        self.sock.setblocking(False)
+        self._accepting = asyncio.get_running_loop().create_task(self._accept(),
+                                                                 name="tls-accept")
 
-    def data_received(self, data: bytes) -> None:  # pragma: no cover - reading is paused
-        pass
+    async def close(self) -> None:
+        """Stop accepting and abandon handshakes in progress."""
+        if self._accepting is not None:
+            self._accepting.cancel()
+            await asyncio.gather(self._accepting, return_exceptions=True)
+        self.sock.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = None
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, addr = await loop.sock_accept(self.sock)
+            except OSError as exc:  # EMFILE and the like: keep serving, say so
+                log.warning("accept_failed", error=type(exc).__name__)
+                await asyncio.sleep(0.05)
+                continue
+            task = loop.create_task(self._handshake(conn, addr[0] if addr else ""),
+                                    name="tls-handshake")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _handshake(self, transport: asyncio.Transport) -> None:
-        peername = transport.get_extra_info("peername")
-        address = peername[0] if peername else ""
+    async def _handshake(self, conn: socket.socket, address: str) -> None:
         gate = _Gate()
         loop = asyncio.get_running_loop()
         try:
-            tls = await loop.start_tls(transport, gate, self._context(), server_side=True,
-                                       ssl_handshake_timeout=self._timeout)
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: gate, conn, ssl=self._context(), ssl_handshake_timeout=self._timeout)
         except (TimeoutError, ssl.SSLError, OSError, ConnectionError, RuntimeError) as exc:
             self._on_reject(address, handshake_reason(exc), None, None)
-            transport.abort()
+            conn.close()
             return
-        if tls is None:  # pragma: no cover - only for non-TLS-capable transports
-            transport.abort()
-            return
+        tls = transport
         ssl_object = tls.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if not der:
@@ -165,3 +178,19 @@ class TLSAcceptor(asyncio.Protocol):
             handler.data_received(b"".join(gate.buffer))
         if gate.eof:
             handler.eof_received()
+
+
+def listening_socket(address: str, port: int, *, reuse_port: bool,
+                     backlog: int = 1024) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((address, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -31,7 +31,7 @@ from ..pipeline import Pipeline
 from ..policy import build_decider
 from ..seams import AuditSink, Authenticator, Decider
 from ..tls.context import TLSMaterialError, server_context, upstream_context
-from .acceptor import PeerCache, TLSAcceptor
+from .acceptor import PeerCache, TLSListener, listening_socket
 from .admin import start_admin
 from .handler import AuditingRequestHandler
 
@@ -78,11 +78,10 @@ class Proxy:
         self.decider = decider or build_decider(config.policy, metrics=self.metrics)
         self.peers = PeerCache()
         self._tls: ssl.SSLContext | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._listener: TLSListener | None = None
         self._runner: web.ServerRunner | None = None
         self._admin: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._handshakes: set[asyncio.Task[None]] = set()
         self.pipeline: Pipeline | None = None
         self.port = 0
         self.admin_port = 0
@@ -114,22 +113,20 @@ class Proxy:
                 max_field_size=lim.max_line_bytes, access_log=None, auto_decompress=False,
                 lingering_time=2.0)
 
-        def acceptor() -> TLSAcceptor:
-            return TLSAcceptor(context=lambda: self._tls,  # type: ignore[arg-type,return-value]
-                               handler_factory=handler,
-                               trust_domains=lambda: self.config.trust_domains,
-                               peers=self.peers, on_reject=pipeline.record_tls_rejected,
-                               handshake_timeout=self.config.listener.handshake_timeout_seconds,
-                               tasks=self._handshakes)
+        def context() -> ssl.SSLContext:
+            assert self._tls is not None
+            return self._tls
 
         listener = self.config.listener
-        if self._sock is not None:
-            self._server = await loop.create_server(acceptor, sock=self._sock, backlog=1024)
-        else:
-            self._server = await loop.create_server(acceptor, listener.address, listener.port,
-                                                    reuse_port=self.reuse_port or None,
-                                                    backlog=1024)
-        self.port = self._server.sockets[0].getsockname()[1]
+        sock = self._sock or listening_socket(listener.address, listener.port,
+                                              reuse_port=self.reuse_port)
+        self._listener = TLSListener(
+            sock, context=context, handler_factory=handler,
+            trust_domains=lambda: self.config.trust_domains, peers=self.peers,
+            on_reject=pipeline.record_tls_rejected,
+            handshake_timeout=listener.handshake_timeout_seconds)
+        self._listener.start()
+        self.port = sock.getsockname()[1]
         if self.config.admin.enabled:
             self._admin, self.admin_port = await start_admin(self)
         log.info("started", address=listener.address, port=self.port, worker=self.worker_id,
@@ -139,14 +136,10 @@ class Proxy:
     async def stop(self) -> None:
         """Stop accepting, drain in-flight requests, then close everything."""
         self.stopping = True
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._handshakes):
-            task.cancel()
+        if self._listener is not None:
+            await self._listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
-        if self._server is not None:
-            await self._server.wait_closed()
         if self._session is not None:
             await self._session.close()
         await self.decider.close()

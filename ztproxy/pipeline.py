@@ -18,12 +18,13 @@ wrong can let a request through.
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import structlog
@@ -92,6 +93,8 @@ class Pipeline:
     _hidden: frozenset[str] = frozenset()
     _stripped: frozenset[str] = frozenset()
     _not_forwarded: frozenset[str] = frozenset()
+    _counters: dict[tuple[str, str, str], Any] = field(default_factory=dict)
+    _stages: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         creds = frozenset(self.authenticator.credential_header_names()) | BASE_CREDENTIAL_HEADERS
@@ -105,7 +108,7 @@ class Pipeline:
 
     # -- the request path -------------------------------------------------------------
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        trace = _Trace(uuid.uuid4().hex, time.perf_counter_ns(), request.remote or "")
+        trace = _Trace(os.urandom(16).hex(), time.perf_counter_ns(), request.remote or "")
         self.metrics.in_flight.inc()
         status, reason = 500, "internal_error"
         try:
@@ -254,9 +257,9 @@ class Pipeline:
             policy_reasons=tuple(decision.reasons) if decision else (),
         )
         self.audit.append(event)
-        self.metrics.requests.labels(route, event.decision, reason).inc()
+        self._count(route, event.decision, reason)
         for stage, ns in trace.stages.items():
-            self.metrics.stage_seconds.labels(stage).observe(ns / 1e9)
+            self._stage(stage).observe(ns / 1e9)
         log.info("request", request_id=trace.request_id, route=route,
                  source=event.source_spiffe_id, user=event.user_subject,
                  device=event.device_id, method=event.method, path=event.path,
@@ -265,11 +268,26 @@ class Pipeline:
                  stages_us={k: v // 1000 for k, v in trace.stages.items()},
                  cached=decision.cached if decision else None)
 
+    def _count(self, route: str, decision: str, reason: str) -> None:
+        # prometheus_client's labels() takes a lock and builds a tuple key each call;
+        # the label sets are bounded (routes x decisions x reason codes), so keep them.
+        key = (route, decision, reason)
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = self.metrics.requests.labels(route, decision, reason)
+        child.inc()
+
+    def _stage(self, stage: str) -> Any:
+        child = self._stages.get(stage)
+        if child is None:
+            child = self._stages[stage] = self.metrics.stage_seconds.labels(stage)
+        return child
+
     # -- events from outside the request handler ---------------------------------------
     def record_unparsable(self, source_address: str, peer: PeerIdentity | None, status: int,
                           reason: str) -> str:
         """A request the HTTP parser refused (bad framing, header line too long)."""
-        request_id = uuid.uuid4().hex
+        request_id = os.urandom(16).hex()
         now = datetime.fromtimestamp(self.clock(), UTC)
         self.audit.append(AuditEvent(
             kind="request", time=rfc3339(now), request_id=request_id,
@@ -277,7 +295,7 @@ class Pipeline:
             latency_us=0, source_spiffe_id=peer.spiffe_id if peer else None,
             source_cert_sha256=peer.fingerprint_sha256 if peer else None,
             policy_revision=self.decider.revision))
-        self.metrics.requests.labels("-", "deny", reason).inc()
+        self._count("-", "deny", reason)
         log.info("request", request_id=request_id, source=peer.spiffe_id if peer else None,
                  decision="deny", reason=reason, status=status)
         return request_id
@@ -286,7 +304,7 @@ class Pipeline:
                             peer_cert_sha256: str | None, spiffe_id: str | None) -> None:
         now = datetime.fromtimestamp(self.clock(), UTC)
         self.audit.append(AuditEvent(
-            kind="tls_rejected", time=rfc3339(now), request_id=uuid.uuid4().hex,
+            kind="tls_rejected", time=rfc3339(now), request_id=os.urandom(16).hex(),
             source_address=source_address, reason=reason, decision="deny", status=0,
             latency_us=0, source_spiffe_id=spiffe_id, source_cert_sha256=peer_cert_sha256))
         self.metrics.tls_handshake_failures.labels(reason).inc()

@@ -8,6 +8,7 @@ and any value that looks like a JWT or a PEM private key, wherever it comes from
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -23,26 +24,35 @@ _PEM_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 MASK = "[secure]"
 
 
+@functools.lru_cache(maxsize=1024)
+def _secret_key(key: str) -> bool:
+    """Is a field of this name masked whatever its value? (Names are few: cached.)"""
+    return key != "event" and bool(_SECRET_KEYS.search(key)) and not key.endswith(
+        ("_sha256", "_digest"))
+
+
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        if _PEM_KEY.search(value):
+        # Cheap substring tests first: the regular expressions run only on suspects.
+        if "-----BEGIN" in value and _PEM_KEY.search(value):
             return MASK
-        return _JWT.sub(MASK, value)
+        if "eyJ" in value:
+            return _JWT.sub(MASK, value)
+        return value
     if isinstance(value, dict):
-        return {k: MASK if isinstance(k, str) and _SECRET_KEYS.search(k) and
-                not k.endswith(("_sha256", "_digest")) else _scrub(v) for k, v in value.items()}
+        return {k: MASK if isinstance(k, str) and _secret_key(k) else _scrub(v)
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_scrub(v) for v in value]
     return value
 
 
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for key in list(event):
-        if key != "event" and _SECRET_KEYS.search(key) and not key.endswith(
-                ("_sha256", "_digest")):
+    for key, value in event.items():
+        if _secret_key(key):
             event[key] = MASK
-        else:
-            event[key] = _scrub(event[key])
+        elif isinstance(value, (str, dict, list, tuple)):
+            event[key] = _scrub(value)
     return event
 
 

@@ -46,7 +46,7 @@ def test_every_problem_named_by_key_path(files: Path) -> None:
         {"name": "b", "service": "b", "upstream": "http://127.0.0.1:2", "user": "sometimes",
          "device": "none"},
         {"name": "c", "service": "c", "upstream": "ftp://x", "user": "none", "device": "none",
-         "path_prefix": "/a/../b", "colour": "blue"},
+         "path_prefix": "/a/../b", "colour": "blue", "decision_path": "data/../x"},
     ], trust_domains=["Corp.Example"], limits={"max_body_bytes": -1})
     raw["listener"]["port"] = "8443"
     problems = "\n".join(_problems(raw, files))
@@ -54,6 +54,7 @@ def test_every_problem_named_by_key_path(files: Path) -> None:
     assert "routes[1].user: must be one of required, optional, none" in problems
     assert "routes[2].path_prefix: must be a canonical absolute path" in problems
     assert "routes[2].colour: unknown key" in problems
+    assert "routes[2].decision_path: segment '..' is not a Rego identifier" in problems
     assert "trust_domains[0]: 'Corp.Example' is not a SPIFFE trust domain" in problems
     assert "limits.max_body_bytes: must be at least 0" in problems
     assert "listener.port: must be an integer, not str" in problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -124,6 +125,7 @@ def test_cache_is_bounded_lru() -> None:
     d = Decision(allowed=True, reason="policy_allow")
     cache.put("a", d)
     cache.put("b", d)
-    assert cache.get("a") is d  # a is now most recent
+    stored = cache.get("a")  # a is now most recent
+    assert stored == dataclasses.replace(d, cached=True)
     cache.put("c", d)
-    assert len(cache) == 2 and cache.get("b") is None and cache.get("a") is d
+    assert len(cache) == 2 and cache.get("b") is None and cache.get("a") is stored

@@ -7,7 +7,6 @@ builds the TLS contexts, so unusable certificate material is caught before a dep
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from ..config.load import Config, load_config

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..model import Binding, Requirement, Route
+from .policy import check_decision_path
 from .reader import Node
 
 DEFAULT_ASSERTED_HEADERS = (
@@ -165,6 +166,10 @@ def parse_routes(root: Node) -> tuple[Route, ...]:
             node.error("must be a canonical absolute path starting with /", "path_prefix")
             prefix = "/"
         host = node.str("host")
+        decision_path = node.str("decision_path")
+        if isinstance(decision_path, str) and (problem := check_decision_path(decision_path)):
+            node.error(problem, "decision_path")
+            decision_path = None
         routes.append(Route(
             name=name,
             service=node.str("service", required=True) or "",
@@ -175,7 +180,7 @@ def parse_routes(root: Node) -> tuple[Route, ...]:
             device=_requirement(node, "device"),
             device_binding=Binding(node.choice("device_binding", ("required", "relaxed"),
                                                "required")),
-            decision_path=node.str("decision_path"),
+            decision_path=decision_path,
             upstream_ca_file=node.path_value("upstream_ca_file"),
             upstream_cert_file=node.path_value("upstream_cert_file"),
             upstream_key_file=node.path_value("upstream_key_file"),

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..model import Route
 from .audit import AuditConfig, parse_audit
 from .core import (
     AdminConfig,
@@ -34,7 +35,6 @@ from .core import (
 from .identity import IdentityConfig, parse_identity
 from .policy import PolicyConfig, parse_policy
 from .reader import Node, Problems
-from ..model import Route
 
 
 @dataclass(frozen=True, slots=True)

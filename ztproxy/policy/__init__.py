@@ -2,7 +2,9 @@
 
 `build_decider(config)` gives the `seams.Decider` the pipeline calls. Inside, split by
 concern: `engine` (the PolicyEngine seam and reason codes), `embedded` (regorus) and
-`remote` (OPA over REST), `loader` and `revision` (files -> engine, SHA-256),
+`remote` (OPA over REST), `vm` and `projection` (the compiled path of the embedded
+engine), `loader` and `revision` (files -> engine, SHA-256), `prepared` (one
+serialization of the input for digest, cache key and engines),
 `result` (raw result -> Decision, fail closed), `cache`, `breaker`, `decider` (the
 order of work), `testrunner` (`ztproxy policy test`).
 """
@@ -10,7 +12,7 @@ order of work), `testrunner` (`ztproxy policy test`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..config.policy import PolicyConfig
 from ..metrics import Metrics
@@ -25,20 +27,25 @@ from .remote import RemoteEngine
 __all__ = ["PolicyDecider", "build_decider", "build_engine"]
 
 
-def build_engine(config: PolicyConfig) -> PolicyEngine:
+def build_engine(config: PolicyConfig, decision_paths: Sequence[str] = ()) -> PolicyEngine:
     if config.engine == "opa":
         assert config.opa_url is not None, "parse_policy requires opa_url for engine opa"
         return RemoteEngine(config.opa_url, timeout_s=config.timeout_ms / 1000,
                             ca_file=config.opa_ca_file, cert_file=config.opa_cert_file,
                             key_file=config.opa_key_file, token_file=config.opa_token_file)
-    return EmbeddedEngine(config.policy_dirs, config.data_dirs)
+    # the compiled VM serves what it can; programs for these paths are built at load
+    # (others on first use), so a policy the VM refuses is logged at start
+    paths = tuple(dict.fromkeys((config.decision_path, *decision_paths)))
+    return EmbeddedEngine(config.policy_dirs, config.data_dirs, decision_paths=paths)
 
 
 def build_decider(config: PolicyConfig, *, metrics: Metrics | None = None,
-                  clock: Callable[[], float] = time.monotonic) -> Decider:
+                  clock: Callable[[], float] = time.monotonic,
+                  decision_paths: Sequence[str] = ()) -> Decider:
     """The decider for `config`. Call `start()` before the first decision (it loads the
-    policy or opens the OPA client) and `close()` on the way out."""
-    engine = build_engine(config)
+    policy or opens the OPA client) and `close()` on the way out. `decision_paths`: the
+    routes' own decision paths, compiled at load along with the global one."""
+    engine = build_engine(config, decision_paths)
     cache = DecisionCache(config.cache_ttl_ms / 1000, config.cache_max_entries, clock)
     # The breaker guards a remote dependency; an embedded evaluation error is a policy
     # bug for some inputs, not an outage, so it does not stop all decisions.

@@ -1,31 +1,32 @@
 """Decision cache: recent decisions by (decision path, policy revision, input digest).
 
 Takes successful decisions only (allow, or a policy's well-formed deny); errors and
-invalid results are never stored. The key is SHA-256 over the canonical input without
-request id and time, plus the path and the revision, so an entry never answers a
-request differing in method, path, query, headers, user, device, source or
-destination. Bounded in size (least recently used goes first) and in age (TTL on an
-injected monotonic clock). `clear()` on every policy reload.
+invalid results are never stored. The key is the decision path, the revision and the
+SHA-256 of the canonical input without request id and time (`prepared.stable_sha256`,
+computed once per request with the audit digest), so an entry never answers a request
+differing in method, path, query, headers, user, device, source or destination.
+Bounded in size (least recently used goes first) and in age (TTL on an injected
+monotonic clock). `clear()` on every policy reload.
+
+A hit is a dict lookup and an expiry check: the entry holds the decision already
+marked `cached=True`, built once when it is stored.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from ..model import Decision
-from .canonical import canonical_bytes, stable_view
+from .prepared import stable_sha256
+
+CacheKey = tuple[str, str, str]
 
 
-def cache_key(decision_path: str, revision: str, input_doc: Mapping[str, Any]) -> str:
-    h = hashlib.sha256()
-    for part in (decision_path.encode(), revision.encode()):
-        h.update(len(part).to_bytes(4, "big"))
-        h.update(part)
-    h.update(canonical_bytes(stable_view(input_doc)))
-    return h.hexdigest()
+def cache_key(decision_path: str, revision: str, input_doc: Mapping[str, Any]) -> CacheKey:
+    return (decision_path, revision, stable_sha256(input_doc))
 
 
 class DecisionCache:
@@ -34,32 +35,28 @@ class DecisionCache:
         self._ttl = ttl_s
         self._max = max_entries
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, Decision]] = OrderedDict()
-
-    @property
-    def enabled(self) -> bool:
-        return self._ttl > 0
+        self.enabled = ttl_s > 0
+        self._entries: OrderedDict[Hashable, tuple[float, Decision]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: str) -> Decision | None:
-        if not self.enabled:
-            return None
+    def get(self, key: Hashable) -> Decision | None:
+        """The stored decision (with `cached=True`), or None."""
         item = self._entries.get(key)
         if item is None:
             return None
-        expires, decision = item
-        if self._clock() >= expires:
+        if self._clock() >= item[0]:
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
-        return decision
+        return item[1]
 
-    def put(self, key: str, decision: Decision) -> None:
+    def put(self, key: Hashable, decision: Decision) -> None:
         if not self.enabled:
             return
-        self._entries[key] = (self._clock() + self._ttl, decision)
+        cached = decision if decision.cached else dataclasses.replace(decision, cached=True)
+        self._entries[key] = (self._clock() + self._ttl, cached)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)

@@ -5,7 +5,9 @@ Takes a decision path and the policy input document (built by
 `errors.ServiceUnavailable(reason)` when the engine cannot answer (the pipeline turns
 that into 503). Order of work for one decision:
 
-    cache hit?  -> the cached Decision with cached=True (allow or well-formed deny only)
+    cache hit?  -> the cached Decision with cached=True (allow or well-formed deny only);
+                   the key's digest is the prepared input's (`prepared`), computed
+                   once per request together with the audit digest
     breaker open? -> ServiceUnavailable("policy_circuit_open"), engine not asked
     engine.evaluate -> EngineError -> breaker.failure, ServiceUnavailable(reason)
     result.parse_result -> invalid -> deny "policy_result_invalid" (403), not cached
@@ -19,7 +21,6 @@ as already verified; logs only reason codes, paths and revisions, never the inpu
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -31,9 +32,10 @@ from ..errors import ConfigError, ServiceUnavailable
 from ..metrics import Metrics
 from ..model import Decision
 from .breaker import OPEN, Breaker
-from .cache import DecisionCache, cache_key
+from .cache import CacheKey, DecisionCache
 from .engine import CIRCUIT_OPEN, ENGINE_ERROR, EngineError, PolicyEngine
 from .loader import LoadError
+from .prepared import stable_sha256
 from .result import ALLOW, parse_result
 
 log = structlog.get_logger(__name__)
@@ -52,6 +54,14 @@ class PolicyDecider:
         self._valid_paths: set[str] = set()
         self._counts = {"decisions": 0, "cache_hits": 0, "cache_misses": 0, "errors": 0,
                         "invalid": 0, "reloads_ok": 0, "reloads_failed": 0}
+        # label children bound once: a labels() lookup per decision costs more than the
+        # whole cache hit is allowed to
+        m, name = self._metrics, engine.name
+        self._m_hit = m.decision_cache.labels("hit")
+        self._m_miss = m.decision_cache.labels("miss")
+        self._m_allow = m.policy_decisions.labels(name, "allow")
+        self._m_deny = m.policy_decisions.labels(name, "deny")
+        self._m_seconds = m.policy_seconds.labels(name)
 
     # -- seams.Decider -------------------------------------------------------------
     @property
@@ -59,28 +69,29 @@ class PolicyDecider:
         return self.engine.revision
 
     async def decide(self, decision_path: str, input_doc: Mapping[str, Any]) -> Decision:
-        self._check_path(decision_path)
-        name = self.engine.name
-        revision = self.engine.revision
-        self._counts["decisions"] += 1
-        key = ""
+        if decision_path not in self._valid_paths:
+            self._check_path(decision_path)
+        engine = self.engine
+        revision = engine.revision
+        counts = self._counts
+        counts["decisions"] += 1
+        key: CacheKey | None = None
         if self.cache.enabled:
-            key = cache_key(decision_path, revision, input_doc)
+            key = (decision_path, revision, stable_sha256(input_doc))
             hit = self.cache.get(key)
-            if hit is not None:
-                self._counts["cache_hits"] += 1
-                self._metrics.decision_cache.labels("hit").inc()
-                self._metrics.policy_decisions.labels(
-                    name, "allow" if hit.allowed else "deny").inc()
-                return dataclasses.replace(hit, cached=True)
-            self._counts["cache_misses"] += 1
-            self._metrics.decision_cache.labels("miss").inc()
+            if hit is not None:  # stored with cached=True: no copy on the way out
+                counts["cache_hits"] += 1
+                self._m_hit.inc()
+                (self._m_allow if hit.allowed else self._m_deny).inc()
+                return hit
+            counts["cache_misses"] += 1
+            self._m_miss.inc()
         if self.breaker is not None and not self.breaker.allow():
             self._fail(CIRCUIT_OPEN, "circuit open: OPA not asked during the cool-down",
                        decision_path, count_breaker=False)
         started = time.perf_counter()
         try:
-            raw = await self.engine.evaluate(decision_path, input_doc)
+            raw = await engine.evaluate(decision_path, input_doc)
         except EngineError as exc:
             self._fail(exc.reason, exc.detail, decision_path)
         except asyncio.CancelledError:
@@ -88,7 +99,7 @@ class PolicyDecider:
                 self.breaker.abandon()
             raise
         finally:
-            self._metrics.policy_seconds.labels(name).observe(time.perf_counter() - started)
+            self._m_seconds.observe(time.perf_counter() - started)
         if self.breaker is not None:
             if raw.http_status is not None:
                 self._breaker_failure()
@@ -97,14 +108,13 @@ class PolicyDecider:
                 self._metrics.policy_breaker_open.set(0)
         decision, problem = parse_result(raw, revision)
         if problem is not None:
-            self._counts["invalid"] += 1
-            self._metrics.policy_decisions.labels(name, "invalid").inc()
-            log.warning("policy_result_invalid", engine=name, decision_path=decision_path,
-                        problem=problem, revision=revision)
+            counts["invalid"] += 1
+            self._metrics.policy_decisions.labels(engine.name, "invalid").inc()
+            log.warning("policy_result_invalid", engine=engine.name,
+                        decision_path=decision_path, problem=problem, revision=revision)
             return decision
-        self._metrics.policy_decisions.labels(
-            name, "allow" if decision.reason == ALLOW else "deny").inc()
-        if key:
+        (self._m_allow if decision.reason == ALLOW else self._m_deny).inc()
+        if key is not None:
             self.cache.put(key, decision)
         return decision
 
@@ -149,8 +159,6 @@ class PolicyDecider:
 
     # -- internals -----------------------------------------------------------------
     def _check_path(self, decision_path: str) -> None:
-        if decision_path in self._valid_paths:
-            return
         problem = check_decision_path(decision_path)
         if problem:
             self._counts["errors"] += 1

@@ -3,6 +3,11 @@
 Takes policy and data directories (see `loader`); evaluates the decision path for an
 input document and returns the raw value (`engine.RawResult`), undefined kept apart.
 
+Two evaluators: the compiled VM (`vm.Vms`, one program per decision path, fed the
+projected input, `projection`) serves every decision it can answer; the interpreter
+(`regorus.Engine`) answers the rest (undefined, errors, policies the VM refuses) and
+is what `ztproxy policy test` runs. `use_vm=False` keeps the interpreter only.
+
 Concurrency: a regorus `Engine` is not re-entrant (input is set, then a rule is
 evaluated). Evaluation runs inline on the event loop: it costs about 20 us, less than a
 hop to a worker thread and back, and on one loop thread nothing interleaves between
@@ -29,6 +34,8 @@ import structlog
 
 from .engine import ENGINE_ERROR, UNAVAILABLE, UNDEFINED, EngineError, RawResult
 from .loader import Loaded, LoadError, Source, compile_sources, read_sources, short_error, walk
+from .projection import input_paths
+from .vm import Vms
 
 log = structlog.get_logger(__name__)
 
@@ -68,10 +75,14 @@ def fingerprint(roots: Sequence[str]) -> Fingerprint:
 class EmbeddedEngine:
     name = "embedded"
 
-    def __init__(self, policy_dirs: Sequence[str], data_dirs: Sequence[str] = ()) -> None:
+    def __init__(self, policy_dirs: Sequence[str], data_dirs: Sequence[str] = (), *,
+                 use_vm: bool = True, decision_paths: Sequence[str] = ()) -> None:
         self._policy_dirs = tuple(policy_dirs)
         self._data_dirs = tuple(data_dirs)
+        self._use_vm = use_vm
+        self._rules = tuple(_rule(p) for p in decision_paths)
         self._loaded: Loaded | None = None
+        self._vms: Vms | None = None
         self._fingerprint: Fingerprint = ()
         self._lock = asyncio.Lock()
         self.last_error = ""
@@ -93,10 +104,39 @@ class EmbeddedEngine:
         sources, fp = await asyncio.to_thread(self._read)
         return compile_sources(sources), fp
 
+    def _install(self, loaded: Loaded, fp: Fingerprint) -> None:
+        vms = None
+        if self._use_vm:
+            engine = loaded.engine
+            paths = input_paths(engine.get_ast_as_json(), [text for _, text in loaded.modules])
+            vms = Vms(loaded.modules, loaded.data_json, paths,
+                      lambda rule, doc: _evaluate(engine, rule, doc))
+            for rule in self._rules:
+                vms.compile(rule)
+        self._loaded, self._vms, self._fingerprint = loaded, vms, fp
+
+    @property
+    def vm_stats(self) -> dict[str, float]:
+        vms = self._vms
+        if vms is None:
+            return {"policy_vm_paths": 0.0, "policy_vm_fallbacks": 0.0}
+        return {"policy_vm_paths": float(sum(v == "rvm" for v in vms.served.values())),
+                "policy_vm_fallbacks": float(vms.fallbacks)}
+
+    def served_by(self, decision_path: str) -> str:
+        """"rvm" or "engine": who answers this path now (compiling it if need be)."""
+        vms = self._vms
+        if vms is None:
+            return "engine"
+        rule = _rule(decision_path)
+        if rule not in vms.served:
+            vms.compile(rule)
+        return vms.served.get(rule, "engine")
+
     async def start(self) -> None:
         """Load the policy; raises LoadError when the first load fails (fail at start)."""
         loaded, fp = await self._load()
-        self._loaded, self._fingerprint = loaded, fp
+        self._install(loaded, fp)
         log.info("policy_loaded", engine=self.name, revision=loaded.revision,
                  files=len(loaded.rego_files) + len(loaded.data_files))
 
@@ -113,7 +153,7 @@ class EmbeddedEngine:
                           kept_revision=self.revision)
                 return False
             old = self.revision
-            self._loaded, self._fingerprint = loaded, fp
+            self._install(loaded, fp)
             self.last_error = ""
             log.info("policy_reloaded", engine=self.name, revision=loaded.revision,
                      previous_revision=old)
@@ -123,7 +163,7 @@ class EmbeddedEngine:
         return fingerprint(self._policy_dirs + self._data_dirs) != self._fingerprint
 
     async def close(self) -> None:
-        self._loaded = None
+        self._loaded = self._vms = None
 
     async def evaluate(self, decision_path: str, input_doc: Mapping[str, Any]) -> RawResult:
         return self.evaluate_sync(decision_path, input_doc)
@@ -132,12 +172,21 @@ class EmbeddedEngine:
         loaded = self._loaded
         if loaded is None:
             raise EngineError(UNAVAILABLE, "no policy loaded")
-        outcome = _evaluate(loaded.engine, "data." + decision_path.replace("/", "."),
-                            input_doc)
-        del loaded  # no engine in this frame if the error below joins a reference cycle
+        rule = _rule(decision_path)
+        vms = self._vms
+        if vms is not None:
+            served = vms.evaluate(rule, input_doc)
+            if served is not None:
+                return served
+        outcome = _evaluate(loaded.engine, rule, input_doc)
+        del loaded, vms  # no engine in this frame if the error below joins a reference cycle
         if isinstance(outcome, str):
             raise EngineError(ENGINE_ERROR, outcome)
         return outcome
+
+
+def _rule(decision_path: str) -> str:
+    return "data." + decision_path.replace("/", ".")
 
 
 def _evaluate(engine: regorus.Engine, rule: str, input_doc: Mapping[str, Any]

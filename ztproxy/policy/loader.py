@@ -40,6 +40,8 @@ class Loaded:
     rego_files: tuple[str, ...]
     data_files: tuple[str, ...]
     packages: tuple[str, ...]
+    modules: tuple[tuple[str, str], ...] = ()  # (path, Rego text): what the VM compiles
+    data_json: str = "{}"  # the merged data document
 
 
 def short_error(exc: BaseException) -> str:
@@ -146,7 +148,9 @@ def compile_sources(sources: Sequence[Source], *, probe: bool = True) -> Loaded:
     engine = regorus.Engine()
     rego_files: list[str] = []
     data_files: list[str] = []
-    problem = _fill(engine, sources, rego_files, data_files)
+    modules: list[tuple[str, str]] = []
+    data_json: list[str] = []
+    problem = _fill(engine, sources, rego_files, data_files, modules, data_json)
     packages: tuple[str, ...] = ()
     if problem is None:
         packages = tuple(engine.get_packages())
@@ -156,21 +160,25 @@ def compile_sources(sources: Sequence[Source], *, probe: bool = True) -> Loaded:
         del engine
         raise LoadError(problem)
     revision = compute_revision((s.root, s.rel, s.content) for s in sources)
-    return Loaded(engine, revision, tuple(rego_files), tuple(data_files), packages)
+    return Loaded(engine, revision, tuple(rego_files), tuple(data_files), packages,
+                  tuple(modules), data_json[0])
 
 
 def _fill(engine: regorus.Engine, sources: Sequence[Source], rego_files: list[str],
-          data_files: list[str]) -> str | None:
+          data_files: list[str], modules: list[tuple[str, str]],
+          data_json: list[str]) -> str | None:
     data: dict[str, Any] = {}
     for src in sources:
         if src.is_rego:
             try:
-                engine.add_policy(src.path, src.content.decode("utf-8"))
+                text = src.content.decode("utf-8")
+                engine.add_policy(src.path, text)
             except RuntimeError as exc:
                 return short_error(exc)
             except UnicodeDecodeError:
                 return f"{src.path}: not UTF-8"
             rego_files.append(src.path)
+            modules.append((src.path, text))
             continue
         try:
             doc = _parse_data(src.path, src.content)
@@ -184,8 +192,9 @@ def _fill(engine: regorus.Engine, sources: Sequence[Source], rego_files: list[st
         except LoadError as exc:
             return str(exc)
         data_files.append(src.path)
+    data_json.append(json.dumps(data))
     try:
-        engine.add_data_json(json.dumps(data))
+        engine.add_data_json(data_json[0])
     except RuntimeError as exc:
         return f"data: {short_error(exc)}"
     return None

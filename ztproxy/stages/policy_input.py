@@ -8,6 +8,10 @@ forge. Credential headers never appear: the request stage already drops them, an
 this stage drops authorization, cookie and proxy-authorization again (defence in
 depth). `input_digest` is the hex SHA-256 of the canonical JSON (sorted keys, compact,
 UTF-8), recorded in the audit log as `policy_input_sha256`.
+
+The document is returned as a `policy.prepared.PreparedInput` (a read-only dict): its
+canonical JSON is encoded once and serves the audit digest, the decision cache key
+and the engines alike.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 from ..model import Credentials, PeerIdentity, Principal, RequestFacts
 from ..policy.canonical import sha256_hex
+from ..policy.prepared import PreparedInput
 
 INPUT_VERSION = 1
 _NEVER_SHOWN = frozenset({"authorization", "cookie", "proxy-authorization"})
@@ -56,8 +61,8 @@ def _device(device: Principal | None) -> dict[str, Any] | None:
 
 
 def build_policy_input(facts: RequestFacts, peer: PeerIdentity,
-                       creds: Credentials) -> dict[str, Any]:
-    return {
+                       creds: Credentials) -> PreparedInput:
+    return PreparedInput({
         "version": INPUT_VERSION,
         "request": {
             "id": facts.request_id,
@@ -87,10 +92,12 @@ def build_policy_input(facts: RequestFacts, peer: PeerIdentity,
         "user": _user(creds.user),
         "device": _device(creds.device),
         "destination": {"service": facts.route.service, "route": facts.route.name},
-    }
+    })
 
 
 def input_digest(doc: Mapping[str, Any]) -> str:
     """Hex SHA-256 of the canonical JSON of the whole document (id and time included:
     it identifies this request's input in the audit record)."""
+    if isinstance(doc, PreparedInput):
+        return doc.sha256
     return sha256_hex(doc)

@@ -69,4 +69,6 @@ def pytest_asyncio_loop_factories(config: pytest.Config,
     installed, and the two differ in how they hand over accepted connections."""
     import uvloop
 
+    if item.path.name == "test_process.py":  # the proxy runs in its own process there
+        return {"asyncio": asyncio.new_event_loop}
     return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}

@@ -35,8 +35,9 @@ def _config(pki: DevPki, tmp_path: Path, upstream: str, policy_dir: Path) -> Pat
     return path
 
 
-async def _start(config: Path) -> tuple[subprocess.Popen[bytes], int]:
-    proc = subprocess.Popen([sys.executable, "-m", "ztproxy", "run", "--config", str(config)],
+async def _start(config: Path, workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
+    proc = subprocess.Popen([sys.executable, "-m", "ztproxy", "run", "--config", str(config),
+                             "--workers", str(workers)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None
     loop = asyncio.get_running_loop()
@@ -128,3 +129,28 @@ async def test_sigkill_under_load_then_restart_verifies(pki: DevPki, tmp_path: P
     # kill is reported as a torn tail (exit 3), never as tampering (exit 1).
     assert result.returncode in (0, 3), result.stdout + result.stderr
     assert "INVALID" not in result.stdout
+
+
+async def test_workers_share_the_port_each_with_its_own_chain(pki: DevPki, tmp_path: Path,
+                                                              upstream: str,
+                                                              test_policy_dir: Path) -> None:
+    proc, port = await _start(_config(pki, tmp_path, upstream, test_policy_dir), workers=2)
+    ctx = client_context(pki, "checkout")
+    try:
+        await asyncio.sleep(0.5)  # let the second worker bind
+        for i in range(40):  # a new connection each time: the kernel spreads them
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"https://localhost:{port}/w/{i}", ssl=ctx) as r:
+                    assert r.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    chains = sorted(p.name for p in (tmp_path / "audit").glob("w*-000001.jsonl"))
+    assert chains == ["w0-000001.jsonl", "w1-000001.jsonl"]
+    lines = sum(len(p.read_text().splitlines())
+                for p in (tmp_path / "audit").glob("w*-0*.jsonl"))
+    assert lines == 40
+    result = _verify(tmp_path / "audit", pki)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -18,9 +18,9 @@ from ..tls.context import TLSMaterialError, server_context, upstream_context
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the proxy")
     p.add_argument("--config", "-c", required=True, help="YAML config file")
-    p.add_argument("--workers", type=int, default=1,
-                   help="worker processes sharing the port with SO_REUSEPORT "
-                        "(0 = one per core; default 1)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="worker processes sharing the port with SO_REUSEPORT, each with its "
+                        "own audit chain (default 0: one per core)")
     p.set_defaults(func=cmd_run)
     c = sub.add_parser("check-config", help="validate a config file and summarize it")
     c.add_argument("--config", "-c", required=True, help="YAML config file")

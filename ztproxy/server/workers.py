@@ -7,7 +7,9 @@ workers, relays SIGTERM / SIGINT / SIGHUP to them, and exits with the worst stat
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import socket
 import signal
 import sys
 
@@ -28,10 +30,26 @@ def _child(config: Config, worker_id: int, reuse_port: bool) -> int:
     return asyncio.run(serve(config, worker_id=worker_id, reuse_port=reuse_port))
 
 
+def _reserve_port(config: Config) -> tuple[Config, socket.socket | None]:
+    """With port 0 and several workers, pick the port once: a socket bound (never
+    listening, so it takes no connections) with SO_REUSEPORT holds it while the
+    workers bind theirs."""
+    if config.listener.port != 0:
+        return config, None
+    family = socket.AF_INET6 if ":" in config.listener.address else socket.AF_INET
+    holder = socket.socket(family, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind((config.listener.address, 0))
+    port = holder.getsockname()[1]
+    listener = dataclasses.replace(config.listener, port=port)
+    return dataclasses.replace(config, listener=listener), holder
+
+
 def run_workers(config: Config, workers: int) -> int:
     count = workers if workers > 0 else (os.cpu_count() or 1)
     if count == 1:
         return _child(config, 0, False)
+    config, holder = _reserve_port(config)
     pids: list[int] = []
     for worker_id in range(count):
         pid = os.fork()
@@ -52,6 +70,8 @@ def run_workers(config: Config, workers: int) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, relay)
+    if holder is not None:
+        holder.close()
     worst = 0
     for pid in pids:
         while True:

@@ -72,3 +72,15 @@ def pytest_asyncio_loop_factories(config: pytest.Config,
     if item.path.name == "test_process.py":  # the proxy runs in its own process there
         return {"asyncio": asyncio.new_event_loop}
     return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_audit_file(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """After every wire test has run: no audit file any of them produced holds a bearer
+    token, a device token, a cookie value or a private key (checked on the raw bytes)."""
+    yield
+    base = tmp_path_factory.getbasetemp()
+    for path in base.rglob("*.jsonl"):
+        raw = path.read_bytes()
+        for needle in (b"eyJ", b"Bearer ", b"PRIVATE KEY", b"SECRET-cookie"):
+            assert needle not in raw, f"{needle!r} found in {path}"

@@ -40,6 +40,8 @@ async def test_revision_is_deterministic_and_follows_content(policies_dir: Path)
     data.write_text(data.read_text().replace("corp.example", "corp2.example"))
     assert await a.reload()
     assert a.revision != b.revision
+    await a.close()  # regorus objects must be dropped on this thread, not by a late GC
+    await b.close()
 
 
 async def test_policy_error_at_evaluation_is_503(policies_dir: Path) -> None:
@@ -66,6 +68,7 @@ async def test_null_decision_is_told_apart_from_undefined(policies_dir: Path) ->
     undefined = await engine.evaluate("ztproxy/nul/decision", {"x": False})
     assert (defined.defined, defined.value) == (True, None)
     assert undefined.defined is False
+    await engine.close()
 
 
 async def test_failed_reload_keeps_last_good_policy(policies_dir: Path) -> None:

@@ -2,7 +2,7 @@
 
 `build_decider(config)` gives the `seams.Decider` the pipeline calls. Inside, split by
 concern: `engine` (the PolicyEngine seam and reason codes), `embedded` (regorus) and
-`remote` (OPA over REST), `vm` and `projection` (the compiled path of the embedded
+`remote` (OPA over REST), `vm` (the compiled path of the embedded
 engine), `loader` and `revision` (files -> engine, SHA-256), `prepared` (one
 serialization of the input for digest, cache key and engines),
 `result` (raw result -> Decision, fail closed), `cache`, `breaker`, `decider` (the

@@ -33,6 +33,7 @@ from ..metrics import Metrics
 from ..model import Decision
 from .breaker import OPEN, Breaker
 from .cache import CacheKey, DecisionCache
+from .embedded import EmbeddedEngine
 from .engine import CIRCUIT_OPEN, ENGINE_ERROR, EngineError, PolicyEngine
 from .loader import LoadError
 from .prepared import stable_sha256
@@ -52,6 +53,8 @@ class PolicyDecider:
         self._watch_interval = watch_interval_s
         self._watch_task: asyncio.Task[None] | None = None
         self._valid_paths: set[str] = set()
+        # VM result text -> its parsed Decision (valid results only; bounded)
+        self._parsed: dict[str, Decision] = {}
         self._counts = {"decisions": 0, "cache_hits": 0, "cache_misses": 0, "errors": 0,
                         "invalid": 0, "reloads_ok": 0, "reloads_failed": 0}
         # label children bound once: a labels() lookup per decision costs more than the
@@ -106,7 +109,15 @@ class PolicyDecider:
             else:
                 self.breaker.success()
                 self._metrics.policy_breaker_open.set(0)
-        decision, problem = parse_result(raw, revision)
+        memo = self._parsed.get(raw.text) if raw.text else None
+        if memo is not None and memo.policy_revision == revision:
+            decision, problem = memo, None
+        else:
+            decision, problem = parse_result(raw, revision)
+            if problem is None and raw.text:
+                if len(self._parsed) >= 1024:
+                    self._parsed.clear()
+                self._parsed[raw.text] = decision
         if problem is not None:
             counts["invalid"] += 1
             self._metrics.policy_decisions.labels(engine.name, "invalid").inc()
@@ -127,6 +138,8 @@ class PolicyDecider:
         out["policy_cache_entries"] = float(len(self.cache))
         out["policy_breaker_open"] = float(
             self.breaker is not None and self.breaker.state == OPEN)
+        if isinstance(self.engine, EmbeddedEngine):
+            out.update(self.engine.vm_stats)
         return out
 
     async def reload(self) -> bool:

@@ -11,7 +11,7 @@ input document, and returns the raw value the policy produced (`RawResult`), kee
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 # Reason codes for an engine that cannot answer (all fail closed with 503).
@@ -32,11 +32,15 @@ class EngineError(Exception):
 class RawResult:
     """What the engine answered. `defined` is False for an undefined decision (OPA's
     `{}`), in which case `value` is None. `http_status` is set when OPA answered with
-    an HTTP error status yet carried a `result` (never trusted: an invalid result)."""
+    an HTTP error status yet carried a `result` (never trusted: an invalid result).
+    `text` is the value's JSON as the compiled VM printed it, when it did: the same
+    text is the same value, so the decider parses it once (`value` is shared then:
+    read it, never change it)."""
 
     defined: bool
     value: Any = None
     http_status: int | None = None
+    text: str = field(default="", compare=False)
 
 
 UNDEFINED = RawResult(defined=False)

@@ -1,0 +1,154 @@
+"""One serialization of the policy input, shared by the audit digest, the cache key and
+the engines.
+
+Takes the policy input document (a JSON-like mapping built by `stages.policy_input`);
+returns a `PreparedInput`: the same document (a read-only dict, so every existing
+caller keeps working) that also carries, computed once on first use,
+
+    json           canonical JSON of the whole document (sorted keys, compact, UTF-8 text)
+    sha256         hex SHA-256 of `json`: the audit record's `policy_input_sha256`
+    stable_sha256  hex SHA-256 of the canonical JSON without `request.id` and
+                   `request.time`: what the decision cache keys on
+
+Both digests come from one pass of the JSON encoder: the document is cut around
+`request`, and around `id` and `time` inside it, each piece encoded once, so the full
+text and the stable text differ exactly by the `"id":...` and `"time":...` members. The
+bytes are those of `json.dumps(doc, sort_keys=True, separators=(",", ":"),
+ensure_ascii=False)` (tests/policy/test_policy_prepared.py proves it with hypothesis
+against `canonical.canonical_bytes` and `canonical.stable_view`). Trusts the document as
+built by the input stage; holds no secret beyond what the document holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
+
+from .canonical import canonical_bytes, stable_view
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _c_encoder() -> Callable[[Any], str]:
+    """json's C encoder, made once: `JSONEncoder.encode` builds a new one per call,
+    which costs more than encoding a small piece. No circular-reference markers (the
+    input is a tree); otherwise the arguments `JSONEncoder.iterencode` passes."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # a Python without the C accelerator
+        return _ENCODER.encode
+    encoder = make(None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",",
+                   True, False, True)
+
+    def encode(value: Any) -> str:
+        return "".join(encoder(value, 0))
+    return encode
+
+
+_encode = _c_encoder()
+
+
+def _members(obj: Mapping[str, Any]) -> str:
+    """`"k":v,...` of a canonical object without its braces ("" when empty)."""
+    return _encode(obj)[1:-1]
+
+
+def _join(*parts: str) -> str:
+    return ",".join(p for p in parts if p)
+
+
+def serialize(doc: Mapping[str, Any]) -> tuple[str, str]:
+    """(canonical JSON of doc, canonical JSON of doc without request id and time)."""
+    request = doc.get("request")
+    if not isinstance(request, Mapping) or not all(isinstance(k, str) for k in doc):
+        text = canonical_bytes(doc).decode("utf-8")
+        return text, canonical_bytes(stable_view(doc)).decode("utf-8")
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key < "request":
+            before[key] = value
+        elif key != "request":
+            after[key] = value
+    low: dict[str, Any] = {}  # request members sorting before "id"
+    mid: dict[str, Any] = {}  # between "id" and "time"
+    high: dict[str, Any] = {}  # after "time"
+    for key, value in request.items():
+        if not isinstance(key, str):  # sort_keys would fail on mixed keys: let it say so
+            text = canonical_bytes(doc).decode("utf-8")
+            return text, canonical_bytes(stable_view(doc)).decode("utf-8")
+        if key < "id":
+            low[key] = value
+        elif key < "time":
+            if key != "id":
+                mid[key] = value
+        elif key != "time":
+            high[key] = value
+    r_low, r_mid, r_high = _members(low), _members(mid), _members(high)
+    r_id = '"id":' + _encode(request["id"]) if "id" in request else ""
+    r_time = '"time":' + _encode(request["time"]) if "time" in request else ""
+    head, tail = _members(before), _members(after)
+    full_request = "{" + _join(r_low, r_id, r_mid, r_time, r_high) + "}"
+    stable_request = "{" + _join(r_low, r_mid, r_high) + "}"
+    full = "{" + _join(head, '"request":' + full_request, tail) + "}"
+    stable = "{" + _join(head, '"request":' + stable_request, tail) + "}"
+    return full, stable
+
+
+def _read_only(*_args: Any, **_kwargs: Any) -> NoReturn:
+    raise TypeError("a prepared policy input is read-only")
+
+
+class PreparedInput(dict[str, Any]):
+    """The policy input document, read-only at the top level, with its serialization.
+
+    Nested values are plain dicts and lists: nobody may change them after preparing
+    (the input stage builds them and hands them on; nothing else writes)."""
+
+    __slots__ = ("_json", "_sha256", "_stable_sha256")
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        super().__init__(doc)
+        self._json: str | None = None
+        self._sha256 = ""
+        self._stable_sha256 = ""
+
+    def _prepare(self) -> None:
+        full, stable = serialize(self)
+        self._sha256 = hashlib.sha256(full.encode("utf-8")).hexdigest()
+        self._stable_sha256 = hashlib.sha256(stable.encode("utf-8")).hexdigest()
+        self._json = full
+
+    @property
+    def json(self) -> str:
+        if self._json is None:
+            self._prepare()
+        assert self._json is not None
+        return self._json
+
+    @property
+    def sha256(self) -> str:
+        if self._json is None:
+            self._prepare()
+        return self._sha256
+
+    @property
+    def stable_sha256(self) -> str:
+        if self._json is None:
+            self._prepare()
+        return self._stable_sha256
+
+    __setitem__ = __delitem__ = _read_only
+    clear = pop = popitem = setdefault = update = __ior__ = _read_only
+
+
+def prepare(doc: Mapping[str, Any]) -> PreparedInput:
+    return doc if isinstance(doc, PreparedInput) else PreparedInput(doc)
+
+
+def stable_sha256(doc: Mapping[str, Any]) -> str:
+    """The cache key's digest for any mapping (prepared or not)."""
+    if isinstance(doc, PreparedInput):
+        return doc.stable_sha256
+    return hashlib.sha256(canonical_bytes(stable_view(doc))).hexdigest()

@@ -25,7 +25,14 @@ default decision := {"allowed": false, "reasons": ["policy_default_deny"], "http
 
 decision := verdict(sort(deny))
 
-verdict(reasons) := {"allowed": true, "reasons": []} if reasons == []
+# An allow also needs a positive match in the segmentation matrix, not only the absence of
+# deny reasons: a condition that cannot be evaluated (a builtin error, malformed data)
+# drops out of `deny`, and must never turn into an allow. Without the match the decision
+# is undefined here, and the default above denies.
+verdict(reasons) := {"allowed": true, "reasons": []} if {
+	reasons == []
+	[true, true] in checks
+}
 
 verdict(reasons) := {"allowed": false, "reasons": reasons, "http_status": 403} if reasons != []
 

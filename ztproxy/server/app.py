@@ -75,7 +75,9 @@ class Proxy:
         self.audit = audit
         self.authenticator = authenticator or TokenAuthenticator(
             config.identity, metrics=self.metrics, clock=clock)
-        self.decider = decider or build_decider(config.policy, metrics=self.metrics)
+        self.decider = decider or build_decider(
+            config.policy, metrics=self.metrics,
+            decision_paths=[r.decision_path for r in config.routes if r.decision_path])
         self.peers = PeerCache()
         self._tls: ssl.SSLContext | None = None
         self._listener: TLSListener | None = None

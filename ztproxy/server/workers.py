@@ -19,7 +19,7 @@ from .serve import serve
 
 def _uvloop_policy() -> None:
     try:
-        import uvloop  # optional extra: pip install ztproxy[fast]
+        import uvloop  # a dependency on POSIX; absent elsewhere
     except ImportError:
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

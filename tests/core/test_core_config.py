@@ -103,3 +103,26 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     bad.write_text(yaml.safe_dump(raw))
     assert cmd_check_config(argparse.Namespace(config=str(bad))) == 1
     assert "routes[0].upstream: not an http(s) URL" in capsys.readouterr().err
+
+
+def test_unloadable_tls_material_is_named(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from ztproxy.devtools.lab import proxy_config
+    from ztproxy.devtools.pki import init_dev_pki
+    pki = init_dev_pki(tmp_path / "pki")
+    raw = proxy_config(pki, upstreams={"payments": "https://127.0.0.1:9"},
+                       audit_dir=tmp_path / "audit")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate")
+    raw["listener"]["client_ca_file"] = str(garbage)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    assert cmd_check_config(argparse.Namespace(config=str(cfg))) == 1
+    assert "listener.client_ca_file: cannot load" in capsys.readouterr().err
+    raw["listener"]["client_ca_file"] = str(pki.ca_cert)
+    raw["routes"][0]["upstream_ca_file"] = str(garbage)
+    cfg.write_text(yaml.safe_dump(raw))
+    assert cmd_check_config(argparse.Namespace(config=str(cfg))) == 1
+    err = capsys.readouterr().err
+    assert "routes[payments-api].upstream_ca_file: cannot load" in err
+    assert "BEGIN" not in err

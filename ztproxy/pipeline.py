@@ -17,7 +17,6 @@ wrong can let a request through.
 
 from __future__ import annotations
 
-import json
 import os
 import ssl
 import time
@@ -31,37 +30,18 @@ import structlog
 from aiohttp import web
 
 from .config.load import Config
-from .errors import Rejection, ServiceUnavailable, Unauthenticated, public_message
+from .errors import Rejection, ServiceUnavailable, Unauthenticated
 from .metrics import Metrics
 from .model import AuditEvent, Credentials, Decision, PeerIdentity, RequestFacts
 from .seams import AuditSink, Authenticator, Decider, PeerLookup
 from .stages.forward import ForwardResult, forward
-from .stages.headers import BASE_CREDENTIAL_HEADERS, upstream_headers
-from .stages.policy_input import build_policy_input, input_digest
+from .stages.headers import BASE_CREDENTIAL_HEADERS, asserted_headers, upstream_headers
+from .stages.policy_input import build_policy_input, input_digest, rfc3339_ms
 from .stages.request import build_request_facts
+from .stages.respond import denied_response, error_response, rejection_response
 from .stages.websocket import is_websocket_upgrade, proxy_websocket
 
 log = structlog.get_logger("ztproxy.request")
-
-
-def rfc3339(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
-
-def error_response(status: int, request_id: str,
-                   headers: Mapping[str, str] | None = None) -> web.Response:
-    body = json.dumps({"error": public_message(status), "request_id": request_id})
-    resp = web.Response(status=status, text=body, content_type="application/json",
-                        headers=headers)
-    resp.headers["Server"] = "ztproxy"  # not aiohttp's version string
-    return resp
-
-
-def www_authenticate(reason: str) -> str:
-    # RFC 6750 section 3.1: no error code when the request carried no credential.
-    if reason == "missing_token":
-        return 'Bearer realm="ztproxy"'
-    return 'Bearer realm="ztproxy", error="invalid_token"'
 
 
 @dataclass(slots=True)
@@ -119,7 +99,7 @@ class Pipeline:
             return result.response
         except Rejection as exc:
             status, reason = exc.status, exc.reason
-            return self._reject(trace, exc)
+            return rejection_response(exc, trace.request_id)
         except Exception:  # noqa: BLE001 - the one outermost handler: it never allows
             log.exception("internal_error", request_id=trace.request_id)
             return error_response(500, trace.request_id)
@@ -155,7 +135,8 @@ class Pipeline:
         t3 = time.perf_counter_ns()
         trace.stages["policy"] = t3 - t2
         if not decision.allowed:
-            return self._denied(trace, decision)
+            resp = denied_response(decision, trace.request_id)
+            return ForwardResult(resp, resp.status)
         result = await self._forward(request, trace, facts, creds, decision)
         trace.stages["upstream"] = time.perf_counter_ns() - t3
         return result
@@ -169,32 +150,15 @@ class Pipeline:
             raise Unauthenticated("no_client_certificate")
         return peer
 
-    def _asserted(self, trace: _Trace, creds: Credentials) -> dict[str, str]:
-        h = self.config.headers
-        peer = trace.peer
-        assert peer is not None
-        out = {
-            h.spiffe_id: peer.spiffe_id,
-            h.cert_sha256: peer.fingerprint_sha256,
-            h.xfcc: f'Hash={peer.fingerprint_sha256};URI={peer.spiffe_id}',
-            h.forwarded_for: trace.source_address,
-            h.request_id: trace.request_id,
-            "x-forwarded-proto": "https",
-        }
-        if creds.user is not None:
-            out[h.user_subject] = creds.user.subject
-            out[h.user_issuer] = creds.user.issuer
-        if creds.device is not None:
-            out[h.device_id] = creds.device.device_id
-        return out
-
     async def _forward(self, request: web.BaseRequest, trace: _Trace, facts: RequestFacts,
                        creds: Credentials, decision: Decision) -> ForwardResult:
         route = facts.route
         headers = upstream_headers(
             request.headers, stripped=self._stripped,
             credential_headers=self._not_forwarded,
-            asserted=self._asserted(trace, creds), policy_headers=decision.headers)
+            asserted=asserted_headers(self.config.headers, trace.peer, creds, trace.source_address,
+                                     trace.request_id),
+            policy_headers=decision.headers)
         target = f"{facts.path}?{facts.raw_query}" if facts.raw_query else facts.path
         ssl_ctx = self.upstream_ssl.get(route.name)
         if route.websocket and is_websocket_upgrade(request.headers):
@@ -207,26 +171,6 @@ class Pipeline:
                              max_body_bytes=self.config.limits.max_body_bytes,
                              response_headers=dict(decision.response_headers))
 
-    def _denied(self, trace: _Trace, decision: Decision) -> ForwardResult:
-        status = decision.http_status or 403
-        if not 400 <= status <= 599:
-            status = 403
-        headers = dict(decision.response_headers)
-        if decision.body is not None:
-            resp = web.Response(status=status, text=decision.body, headers=headers)
-        else:
-            resp = error_response(status, trace.request_id, headers)
-        return ForwardResult(resp, status)
-
-    def _reject(self, trace: _Trace, exc: Rejection) -> web.Response:
-        headers: dict[str, str] = {}
-        if exc.status == 401:
-            headers["WWW-Authenticate"] = www_authenticate(exc.reason)
-        resp = error_response(exc.status, trace.request_id, headers)
-        if exc.status in (400, 413, 431):
-            resp.force_close()  # after a framing error the connection cannot be trusted
-        return resp
-
     # -- audit and telemetry ----------------------------------------------------------
     def _finish(self, trace: _Trace, status: int, reason: str) -> None:
         latency_us = (time.perf_counter_ns() - trace.started_ns) // 1000
@@ -234,7 +178,7 @@ class Pipeline:
         route = facts.route.name if facts else "-"
         event = AuditEvent(
             kind="request",
-            time=rfc3339(facts.time) if facts else rfc3339(datetime.fromtimestamp(
+            time=rfc3339_ms(facts.time) if facts else rfc3339_ms(datetime.fromtimestamp(
                 self.clock(), UTC)),
             request_id=trace.request_id,
             source_address=trace.source_address,
@@ -290,7 +234,7 @@ class Pipeline:
         request_id = os.urandom(16).hex()
         now = datetime.fromtimestamp(self.clock(), UTC)
         self.audit.append(AuditEvent(
-            kind="request", time=rfc3339(now), request_id=request_id,
+            kind="request", time=rfc3339_ms(now), request_id=request_id,
             source_address=source_address, reason=reason, decision="deny", status=status,
             latency_us=0, source_spiffe_id=peer.spiffe_id if peer else None,
             source_cert_sha256=peer.fingerprint_sha256 if peer else None,
@@ -304,7 +248,7 @@ class Pipeline:
                             peer_cert_sha256: str | None, spiffe_id: str | None) -> None:
         now = datetime.fromtimestamp(self.clock(), UTC)
         self.audit.append(AuditEvent(
-            kind="tls_rejected", time=rfc3339(now), request_id=os.urandom(16).hex(),
+            kind="tls_rejected", time=rfc3339_ms(now), request_id=os.urandom(16).hex(),
             source_address=source_address, reason=reason, decision="deny", status=0,
             latency_us=0, source_spiffe_id=spiffe_id, source_cert_sha256=peer_cert_sha256))
         self.metrics.tls_handshake_failures.labels(reason).inc()

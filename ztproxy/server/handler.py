@@ -16,7 +16,8 @@ from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from ..pipeline import Pipeline, error_response
+from ..pipeline import Pipeline
+from ..stages.respond import error_response
 from .acceptor import PeerCache
 
 

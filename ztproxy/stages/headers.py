@@ -20,6 +20,9 @@ from collections.abc import Collection, Iterable, Mapping
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from ..config.core import HeadersConfig
+from ..model import Credentials, PeerIdentity
+
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
     "proxy-authorization", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
@@ -101,4 +104,25 @@ def downstream_headers(headers: CIMultiDictProxy[str],
     for name, value in extra.items():
         if normalize_name(name) not in HOP_BY_HOP:
             out[name] = value
+    return out
+
+
+def asserted_headers(names: HeadersConfig, peer: PeerIdentity | None, creds: Credentials,
+                     source_address: str, request_id: str) -> dict[str, str]:
+    """The identity headers the proxy sets, from verified data only."""
+    if peer is None:  # the pipeline never forwards without a peer identity
+        raise ValueError("no peer identity")
+    out = {
+        names.spiffe_id: peer.spiffe_id,
+        names.cert_sha256: peer.fingerprint_sha256,
+        names.xfcc: f"Hash={peer.fingerprint_sha256};URI={peer.spiffe_id}",
+        names.forwarded_for: source_address,
+        names.request_id: request_id,
+        "x-forwarded-proto": "https",
+    }
+    if creds.user is not None:
+        out[names.user_subject] = creds.user.subject
+        out[names.user_issuer] = creds.user.issuer
+    if creds.device is not None:
+        out[names.device_id] = creds.device.device_id
     return out

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import socket
 import signal
+import socket
 import sys
 
 from ..config.load import Config

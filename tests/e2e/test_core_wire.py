@@ -190,6 +190,7 @@ async def test_large_bodies_stream_with_bounded_memory(start_proxy: StartProxy,
                 got += len(chunk)
         assert got == size
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    print(f"moved {2 * size >> 20} MiB through the proxy; peak RSS grew {grown_mib:.1f} MiB")
     # client, proxy and upstream share this process: 512 MiB moved, memory stays flat
     assert grown_mib < 100, f"peak RSS grew by {grown_mib:.0f} MiB"
 

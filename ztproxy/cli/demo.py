@@ -21,17 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..devtools.demo import (
-    DEVICE_HEADER,
-    DemoLab,
-    DemoReport,
-    Outcome,
-    Tokens,
-    audit_key,
-    find_policies,
-    prepare_demo,
-    run_demo,
-)
+from ..devtools.demo import DemoReport, Outcome, find_policies, prepare_demo, run_demo
+from ..devtools.demo_lab import DEVICE_HEADER, DemoLab, Tokens, audit_key
 from ..errors import ConfigError
 from ..ops.logs import configure_logging
 

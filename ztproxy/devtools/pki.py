@@ -5,19 +5,20 @@ proxy at run time). Takes names, SPIFFE IDs and an optional `now`; returns certi
 keys as `cryptography` objects plus their PEM bytes, and writes them to disk with private
 keys in mode 0600. Trusts nothing: everything here is freshly generated and for dev only.
 Production material comes from SPIRE / cert-manager / a corporate CA (see certs/README.md).
+
+The directory layout `init_dev_pki` writes (and `DevPki`, the issuer constants) lives in
+`layout`; it is re-exported here, the one import path the CLI, demo, bench and tests use.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Final
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -25,7 +26,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ..audit.keys import generate_keypair
+# The layout (DevPki, init_dev_pki, issuer constants) imports DevCA from here at call time.
+from .layout import (
+    AUDIENCE,
+    DEFAULT_WORKLOADS,
+    DEVICE_ISSUER,
+    DEVICE_KID,
+    USER_ISSUER,
+    USER_KID,
+    DevPki,
+    init_dev_pki,
+    workload_spiffe_id,
+)
 
 # Token-key helpers live in mint.py (imports point pki -> mint); re-exported as part of this API.
 from .mint import generate_signing_key, jwks, public_jwk, x5t_s256
@@ -34,7 +46,9 @@ __all__ = [
     "AUDIENCE",
     "DEFAULT_WORKLOADS",
     "DEVICE_ISSUER",
+    "DEVICE_KID",
     "USER_ISSUER",
+    "USER_KID",
     "DevCA",
     "DevPki",
     "Issued",
@@ -42,6 +56,7 @@ __all__ = [
     "init_dev_pki",
     "jwks",
     "public_jwk",
+    "workload_spiffe_id",
     "x5t_s256",
 ]
 
@@ -314,115 +329,3 @@ def _cn_from_spiffe(spiffe_id: str) -> str:
     """The last path segment of a SPIFFE ID (spiffe://td/ns/prod/sa/checkout -> checkout)."""
     tail = spiffe_id.rstrip("/").rsplit("/", 1)[-1] if "://" in spiffe_id else spiffe_id
     return tail or "workload"
-
-
-USER_ISSUER: Final = "https://sso.dev.ztproxy.local"
-DEVICE_ISSUER: Final = "https://devices.dev.ztproxy.local"
-AUDIENCE: Final = "ztproxy"
-USER_KID: Final = "user-1"
-DEVICE_KID: Final = "device-1"
-# "name" means namespace prod; "namespace/name" names the namespace.
-DEFAULT_WORKLOADS: Final = ("checkout", "payments", "reports", "batch", "dev/intruder")
-
-
-@dataclass(frozen=True, slots=True)
-class DevPki:
-    """Where `init_dev_pki` wrote everything (paths only; no key material held)."""
-
-    root: Path
-    trust_domain: str
-    ca_cert: Path
-    ca_key: Path
-    server_cert: Path
-    server_key: Path
-    workloads: Mapping[str, tuple[Path, Path]]
-    spiffe_ids: Mapping[str, str]
-    user_key: Path
-    user_jwks: Path
-    device_key: Path
-    device_jwks: Path
-    audit_dir: Path  # the audit signing key pair (ztproxy.audit.keys)
-    user_issuer: str = USER_ISSUER
-    device_issuer: str = DEVICE_ISSUER
-    audience: str = AUDIENCE
-    user_kid: str = USER_KID
-    device_kid: str = DEVICE_KID
-    written: tuple[Path, ...] = field(default=())
-
-
-def workload_spiffe_id(trust_domain: str, entry: str) -> tuple[str, str]:
-    """("checkout" | "dev/intruder") -> (name, spiffe://td/ns/<namespace>/sa/<name>)."""
-    namespace, _, name = entry.rpartition("/")
-    if not name or "/" in namespace:
-        raise ValueError(f"workload {entry!r} must be 'name' or 'namespace/name'")
-    return name, f"spiffe://{trust_domain}/ns/{namespace or 'prod'}/sa/{name}"
-
-
-def _write_issuer(directory: Path, stem: str, kid: str) -> tuple[Path, Path]:
-    key = generate_signing_key("ES256")
-    key_path, jwks_path = directory / f"{stem}.key", directory / f"{stem}.jwks.json"
-    write_private(key_path, key_pem(key))
-    body = json.dumps(jwks(public_jwk(key, kid, "ES256")), indent=2) + "\n"
-    write_public(jwks_path, body.encode("utf-8"))
-    return key_path, jwks_path
-
-
-def init_dev_pki(
-    out_dir: str | Path,
-    *,
-    force: bool = False,
-    trust_domain: str = "corp.example",
-    workloads: Sequence[str] = DEFAULT_WORKLOADS,
-    now: datetime | None = None,
-) -> DevPki:
-    """Write a complete dev PKI into `out_dir` (see certs/README.md for the layout).
-
-    Refuses (FileExistsError) when `out_dir` exists and is not empty, unless `force`.
-    """
-    root = Path(out_dir)
-    if root.exists() and not root.is_dir():
-        raise FileExistsError(f"{root} exists and is not a directory")
-    if root.is_dir() and any(root.iterdir()) and not force:
-        raise FileExistsError(
-            f"{root} exists and is not empty; refusing to overwrite (use --force / force=True)"
-        )
-    for sub in ("workloads", "issuers"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    ca = DevCA.create(now=now)
-    ca_cert, ca_key = ca.write(root, "ca")
-    at = (now or datetime.now(UTC)) - BACKDATE
-    server_cert, server_key = ca.issue_server(not_before=at).write(root, "server")
-    paths: dict[str, tuple[Path, Path]] = {}
-    ids: dict[str, str] = {}
-    for entry in workloads:
-        name, spiffe_id = workload_spiffe_id(trust_domain, entry)
-        if name in paths:
-            raise ValueError(f"duplicate workload name {name!r}")
-        ids[name] = spiffe_id
-        paths[name] = ca.issue_workload(spiffe_id, not_before=at).write(root / "workloads", name)
-    user_key, user_jwks = _write_issuer(root / "issuers", "user", USER_KID)
-    device_key, device_jwks = _write_issuer(root / "issuers", "device", DEVICE_KID)
-    audit_dir = _write_audit_keys(root / "audit", overwrite=force)
-    written = sorted(p for p in root.rglob("*") if p.is_file())
-    return DevPki(
-        root=root,
-        trust_domain=trust_domain,
-        ca_cert=ca_cert,
-        ca_key=ca_key,
-        server_cert=server_cert,
-        server_key=server_key,
-        workloads=MappingProxyType(paths),
-        spiffe_ids=MappingProxyType(ids),
-        user_key=user_key,
-        user_jwks=user_jwks,
-        device_key=device_key,
-        device_jwks=device_jwks,
-        audit_dir=audit_dir,
-        written=tuple(written),
-    )
-
-
-def _write_audit_keys(directory: Path, *, overwrite: bool) -> Path:
-    # The audit package owns its key format (and sits below devtools in the layers).
-    generate_keypair(directory, overwrite=overwrite)
-    return directory

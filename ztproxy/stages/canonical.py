@@ -25,6 +25,7 @@ decoded segments for policy convenience.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote
 
@@ -49,8 +50,16 @@ class CanonicalTarget:
         return f"{self.path}?{self.raw_query}" if self.raw_query else self.path
 
 
+# Anything outside printable ASCII, a space or a backslash: the only characters that
+# need a closer look (the fast path is one regex scan that finds none).
+_SUSPECT = re.compile(r"[^\x21-\x5b\x5d-\x7e]")
+
+
 def _check_chars(text: str) -> None:
-    for ch in text:
+    match = _SUSPECT.search(text)
+    if match is None:
+        return
+    for ch in text[match.start():]:
         o = ord(ch)
         if o < 0x20 or o == 0x7F:
             raise BadRequest("control_byte")
@@ -77,6 +86,8 @@ def _check_escapes(text: str, *, in_path: bool) -> None:
 
 
 def _decode(text: str) -> str:
+    if "%" not in text:
+        return text
     try:
         return unquote(text, errors="strict")
     except UnicodeDecodeError:

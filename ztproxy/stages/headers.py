@@ -16,6 +16,7 @@ servers (CGI, WSGI, nginx with underscores_in_headers) read them as the same hea
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable, Mapping
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -33,7 +34,9 @@ HOP_BY_HOP = frozenset({
 BASE_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_name(name: str) -> str:
+    """Header names repeat from request to request: the normal form is cached."""
     return name.strip().lower().replace("_", "-")
 
 

@@ -13,6 +13,7 @@ beats one without. No match is a 404 (fail closed).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
@@ -22,6 +23,10 @@ from ..errors import BadRequest, HeadersTooLarge, RouteNotFound
 from ..model import RequestFacts, Route
 from .canonical import canonicalize
 from .headers import normalize_name, visible_headers
+
+# A DNS name or IPv4 address (ASCII letters, digits, dots, dashes, underscores), or a
+# bracketed IPv6 literal; lowercased before the check.
+_HOST_NAME = re.compile(r"[a-z0-9._-]+|\[[0-9a-f:.]+\]")
 
 
 def _host(headers: CIMultiDictProxy[str]) -> str:
@@ -41,7 +46,7 @@ def _host(headers: CIMultiDictProxy[str]) -> str:
         rest = ":" + port if port or host.endswith(":") else ""
     if rest and (not rest.startswith(":") or not rest[1:].isdigit()):
         raise BadRequest("bad_host")
-    if not name or not all(c.isalnum() or c in ".-_[]:" for c in name):
+    if not _HOST_NAME.fullmatch(name):
         raise BadRequest("bad_host")
     return name
 
@@ -61,7 +66,7 @@ def _framing(headers: CIMultiDictProxy[str]) -> None:
 
 
 def _header_bytes(headers: CIMultiDictProxy[str]) -> int:
-    return sum(len(k) + len(v) + 4 for k, v in headers.items())
+    return sum(map(len, headers.keys())) + sum(map(len, headers.values())) + 4 * len(headers)
 
 
 def _prefix_matches(prefix: str, path: str) -> bool:

@@ -8,7 +8,6 @@ and any value that looks like a JWT or a PEM private key, wherever it comes from
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import sys
@@ -24,21 +23,32 @@ _PEM_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 MASK = "[secure]"
 
 
-@functools.lru_cache(maxsize=1024)
+_KEY_VERDICTS: dict[str, bool] = {}
+
+
 def _secret_key(key: str) -> bool:
-    """Is a field of this name masked whatever its value? (Names are few: cached.)"""
-    return key != "event" and bool(_SECRET_KEYS.search(key)) and not key.endswith(
-        ("_sha256", "_digest"))
+    """Is a field of this name masked whatever its value? Field names are few, so the
+    verdict is kept (bounded: names come from code, not from requests)."""
+    verdict = _KEY_VERDICTS.get(key)
+    if verdict is None:
+        verdict = key != "event" and bool(_SECRET_KEYS.search(key)) and not key.endswith(
+            ("_sha256", "_digest"))
+        if len(_KEY_VERDICTS) < 4096:
+            _KEY_VERDICTS[key] = verdict
+    return verdict
+
+
+def _suspect(text: str) -> bool:
+    return "eyJ" in text or "-----BEGIN" in text
 
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        # Cheap substring tests first: the regular expressions run only on suspects.
-        if "-----BEGIN" in value and _PEM_KEY.search(value):
+        if not _suspect(value):
+            return value
+        if _PEM_KEY.search(value):
             return MASK
-        if "eyJ" in value:
-            return _JWT.sub(MASK, value)
-        return value
+        return _JWT.sub(MASK, value)
     if isinstance(value, dict):
         return {k: MASK if isinstance(k, str) and _secret_key(k) else _scrub(v)
                 for k, v in value.items()}
@@ -51,7 +61,10 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     for key, value in event.items():
         if _secret_key(key):
             event[key] = MASK
-        elif isinstance(value, (str, dict, list, tuple)):
+        elif type(value) is str:
+            if _suspect(value):  # cheap substring tests; the regexes run on suspects only
+                event[key] = _scrub(value)
+        elif isinstance(value, (dict, list, tuple)):
             event[key] = _scrub(value)
     return event
 

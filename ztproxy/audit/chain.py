@@ -27,7 +27,7 @@ from . import merkle
 from .canonical import canonical_json
 from .keys import SigningKey
 from .note import Checkpoint, sign_note
-from .record import build_record
+from .record import build_lines
 from .recovery import ChainState, recover
 from .segment import (
     AppendFile,
@@ -68,7 +68,8 @@ class ChainWriter:
         self._segment: AppendFile | None = None
         self._checkpoints: AppendFile | None = None
         self._state: ChainState | None = None
-        self._pending: list[tuple[bytes, bytes]] = []  # (line, leaf) not yet written
+        self._lines: list[bytes] = []  # not yet written, in order
+        self._leaves: list[bytes] = []  # their leaf hashes
         self._head = ""  # hex hash of the last record written
         self.last_checkpoint_size = -1
         self.last_checkpoint_time = clock()
@@ -149,25 +150,24 @@ class ChainWriter:
     def write(self, events: Sequence[AuditEvent]) -> None:
         """Append `events` as one write. On OSError they stay pending (in order)."""
         state = self._require_state()
-        for event in events:
-            built = build_record(event, seq=state.seq, prev=state.prev, worker=self.worker)
-            self._pending.append((built.line, built.leaf))
-            state.seq += 1
-            state.prev = built.leaf.hex()
+        lines, leaves, state.prev = build_lines(events, seq=state.seq, prev=state.prev,
+                                                worker=self.worker)
+        self._lines += lines
+        self._leaves += leaves
+        state.seq += len(lines)
         self.flush_pending()
 
     def flush_pending(self) -> None:
-        if not self._pending:
+        if not self._lines:
             return
-        state = self._require_state()
+        self._require_state()
         if self._segment is None:
             self._open_segment(self._next_segment_number())
         segment = self._segment
         assert segment is not None
-        batch = b"".join(line for line, _ in self._pending)
         before = segment.size
         try:
-            segment.write(batch)
+            segment.write(b"".join(self._lines))
             if self._fsync == "always":
                 segment.sync()
         except OSError:
@@ -175,25 +175,30 @@ class ChainWriter:
             segment.close()  # a fresh segment next time; a cut line stays a fragment
             self._segment = None
             raise
-        for _, leaf in self._pending:
-            state.tree.append(leaf)
-        self.records_written += len(self._pending)
-        self._head = self._pending[-1][1].hex()
-        self._pending.clear()
+        self._written(len(self._lines))
+
+    def _written(self, count: int) -> None:
+        """The first `count` pending lines reached the kernel: they join the tree."""
+        state = self._require_state()
+        leaves = self._leaves[:count]
+        state.tree.extend(leaves)
+        self.records_written += count
+        self._head = leaves[-1].hex()
+        del self._lines[:count], self._leaves[:count]
 
     def _keep_unwritten(self, written: int) -> None:
-        state = self._require_state()
-        done = 0
-        while self._pending and done + len(self._pending[0][0]) <= written:
-            line, leaf = self._pending.pop(0)
+        done = count = 0
+        for line in self._lines:
+            if done + len(line) > written:
+                break
             done += len(line)
-            state.tree.append(leaf)
-            self.records_written += 1
-            self._head = leaf.hex()
+            count += 1
+        if count:
+            self._written(count)
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._lines)
 
     # -- checkpoints and rotation ---------------------------------------------------
     def checkpoint(self) -> None:

@@ -1,9 +1,10 @@
 """`AuditLog`: the pipeline's audit sink (seams.AuditSink), one per worker process.
 
 Takes `model.AuditEvent`s on the event loop; `append` only puts them on a bounded
-in-memory queue (queue.SimpleQueue: a C-level put, no lock the loop could wait on,
-no I/O) that also wakes the writer thread, which does
-canonicalization, hashing, file I/O, fsync and signing. Trusts the events to hold
+in-memory queue (writer.Mailbox: a deque append, no lock the loop could wait on,
+no I/O; the writer thread is woken only when it had parked for lack of work, and
+then takes whole batches), and the writer thread does canonicalization, hashing,
+file I/O, fsync and signing. Trusts the events to hold
 no secret (the model's contract); it never adds anything from a request.
 
 Back-pressure, so that nothing is lost silently:
@@ -19,7 +20,6 @@ Back-pressure, so that nothing is lost silently:
 from __future__ import annotations
 
 import asyncio
-import queue
 import time
 from collections.abc import Callable, Mapping
 
@@ -30,7 +30,7 @@ from ..metrics import Metrics
 from ..model import AuditEvent
 from .chain import ChainWriter
 from .keys import load_signing_key
-from .writer import STOP, CheckpointPolicy, WriterThread
+from .writer import CheckpointPolicy, Mailbox, WriterThread
 
 log = structlog.get_logger(__name__)
 
@@ -46,7 +46,7 @@ class AuditLog:
         self.worker_id = worker_id
         self.metrics = metrics if metrics is not None else Metrics()
         self._clock = clock
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._queue = Mailbox()
         self._soft_limit = config.queue_size
         self._hard_limit = 2 * config.queue_size
         self._low_water = config.queue_size // 2
@@ -58,11 +58,11 @@ class AuditLog:
 
     # -- the hot path (event loop) ------------------------------------------------------
     def append(self, event: AuditEvent) -> None:
-        depth = self._queue.qsize()
+        depth = len(self._queue)
         if depth >= self._hard_limit or self._closed:
             self._drop("closed" if self._closed else "dropped")
             return
-        self._queue.put_nowait(event)
+        self._queue.put(event)
         if depth + 1 >= self._soft_limit and not self._overloaded:
             self._overloaded = True
             self.metrics.audit_failures.labels(reason="queue_full").inc()
@@ -77,7 +77,7 @@ class AuditLog:
                       dropped_total=self._dropped)
 
     def accepting(self) -> bool:
-        if self._overloaded and self._queue.qsize() <= self._low_water:
+        if self._overloaded and len(self._queue) <= self._low_water:
             self._overloaded = False
             log.info("audit_queue_drained", worker=self.worker_id)
         if self._allow:
@@ -96,11 +96,12 @@ class AuditLog:
         thread = self._thread
         chain = thread.chain if thread is not None else None
         return {
-            "queue_depth": float(self._queue.qsize()),
+            "queue_depth": float(len(self._queue)),
             "records_written": float(chain.records_written if chain else 0),
             "checkpoints": float(chain.checkpoints_written if chain else 0),
             "next_seq": float(chain.next_seq if chain else 0),
             "dropped": float(self._dropped),
+            "writer_wakeups": float(self._queue.wakeups),
             "healthy": 1.0 if thread is not None and thread.healthy else 0.0,
             "seconds_since_checkpoint": (self._clock() - chain.last_checkpoint_time)
             if chain else 0.0,
@@ -134,13 +135,12 @@ class AuditLog:
         thread = self._thread
         self._closed = True
         if thread is None:
-            if self._queue.qsize():
+            if len(self._queue):
                 log.error("audit_closed_before_start", worker=self.worker_id,
-                          records_not_written=self._queue.qsize())
+                          records_not_written=len(self._queue))
             return
-        self._queue.put_nowait(STOP)
-        thread.stop_requested.set()
+        thread.stop()
         await asyncio.to_thread(thread.join, CLOSE_TIMEOUT_SECONDS)
         if thread.is_alive():
             log.error("audit_close_timeout", worker=self.worker_id,
-                      queued=self._queue.qsize())
+                      queued=len(self._queue))

@@ -15,6 +15,8 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+_NODE = hashlib.sha256(b"\x01")  # copied per node: cheaper than a new hash object
+MAX_BLOCK_HEIGHT = 16  # bulk-hashed subtrees hold at most 2**16 leaves
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -22,7 +24,22 @@ def leaf_hash(data: bytes) -> bytes:
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
+    h = _NODE.copy()
+    h.update(left)
+    h.update(right)
+    return h.digest()
+
+
+def _pairs(level: list[bytes]) -> list[bytes]:
+    """The next level up of a perfect subtree (len(level) even)."""
+    out: list[bytes] = []
+    add, copy = out.append, _NODE.copy
+    for left, right in zip(level[0::2], level[1::2], strict=True):
+        h = copy()
+        h.update(left)
+        h.update(right)
+        add(h.digest())
+    return out
 
 
 class CompactTree:
@@ -38,18 +55,34 @@ class CompactTree:
             raise ValueError("frontier does not match the tree size")
 
     def append(self, leaf: bytes) -> None:
+        self._push(leaf, 0)
+
+    def _push(self, node: bytes, height: int) -> None:
+        """Add the root of a perfect subtree of 2**height leaves; the size must be a
+        multiple of 2**height (so the node lands on the frontier's right edge)."""
         stack = self._stack
-        stack.append(leaf)
-        n = self.size
+        n = self.size >> height
         while n & 1:
-            right = stack.pop()
-            stack[-1] = hashlib.sha256(b"\x01" + stack[-1] + right).digest()
+            node = node_hash(stack.pop(), node)
             n >>= 1
-        self.size += 1
+        stack.append(node)
+        self.size += 1 << height
 
     def extend(self, leaves: Iterable[bytes]) -> None:
-        for leaf in leaves:
-            self.append(leaf)
+        """Append many leaves. Cuts them into the largest perfect subtrees that fit
+        the frontier and hashes each one level by level in a tight loop: the same
+        nodes as appending one by one, with less bookkeeping per node."""
+        items = leaves if isinstance(leaves, list) else list(leaves)
+        done, total = 0, len(items)
+        while done < total:
+            size = self.size
+            height = min((size & -size).bit_length() - 1 if size else MAX_BLOCK_HEIGHT,
+                         (total - done).bit_length() - 1, MAX_BLOCK_HEIGHT)
+            level = items[done:done + (1 << height)]
+            while len(level) > 1:
+                level = _pairs(level)
+            self._push(level[0], height)
+            done += 1 << height
 
     def root(self) -> bytes:
         stack = self._stack
@@ -62,6 +95,29 @@ class CompactTree:
 
     def frontier(self) -> list[bytes]:
         return list(self._stack)
+
+
+class RootsAt:
+    """Merkle roots (and the last leaf) at the wanted tree sizes, taken while the
+    leaves stream past, so no chain is ever held in memory whole."""
+
+    def __init__(self, sizes: Iterable[int]) -> None:
+        self.want = sorted(set(sizes), reverse=True)
+        self.tree = CompactTree()
+        self.last: bytes | None = None
+        self.found: dict[int, tuple[bytes, bytes | None]] = {}
+
+    def add(self, leaves: list[bytes]) -> None:
+        tree, want = self.tree, self.want
+        start, taken = tree.size, 0
+        while want and want[-1] <= start + len(leaves):
+            size = want.pop()
+            tree.extend(leaves[taken:size - start])
+            taken = size - start
+            self.found[size] = (tree.root(), leaves[taken - 1] if taken else self.last)
+        tree.extend(leaves[taken:])
+        if leaves:
+            self.last = leaves[-1]
 
 
 def root(leaves: Sequence[bytes]) -> bytes:

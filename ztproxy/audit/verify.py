@@ -5,7 +5,9 @@ auditor kept from earlier; returns a `Report` (report.py). Trusts only the keys:
 everything read from the directory is checked, and a checkpoint counts only when
 a given key signed it.
 
-Per worker chain: (1) walk.fast_walk re-hashes every record and checks seq and prev;
+Per worker chain: (1) walk.walk_chunk re-hashes every record and checks seq and prev,
+reading the segments in chunks and taking the Merkle roots at the checkpoints' sizes
+on the way (one pass, memory bounded by a chunk, not by the log);
 (2) only if that fails, walk.slow_walk names the first damage;
 (3) every checkpoint's signature is checked and its root and head recomputed from
 the records; a checkpoint larger than the log means it was truncated; (4) a trusted
@@ -21,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import merkle
+from . import fanout, merkle
 from .keys import PublicKey
 from .note import (
     Checkpoint,
@@ -32,16 +34,22 @@ from .note import (
     verify_note,
 )
 from .report import ChainReport, Finding, Kind, Report, SegmentReport
-from .segment import ChainFiles, discover, read_lines
-from .walk import fast_walk, slow_walk
+from .segment import ChainFiles, LineChunks, discover, read_lines
+from .walk import slow_walk, start, walk_chunk
 
 
 @dataclass
 class _Chain:
     files: ChainFiles
-    lines: list[bytes]
+    counts: list[int]  # complete records (lines) per segment
     starts: list[int]  # position of each segment's first record
     torn: list[bytes]  # per segment
+    good: int  # length of the prefix the fast walk accepted
+    roots: dict[int, tuple[bytes, bytes | None]]  # size -> (root, leaf size-1)
+
+    @property
+    def n(self) -> int:
+        return sum(self.counts)
 
     def segment_at(self, pos: int) -> str | None:
         if not self.files.segments:
@@ -49,88 +57,127 @@ class _Chain:
         index = max(0, bisect.bisect_right(self.starts, pos) - 1)
         return self.files.segments[index].name
 
+    def lines(self) -> list[bytes]:
+        """Every record line, read again: only the damage classifier needs them."""
+        out: list[bytes] = []
+        for path in self.files.segments:
+            out.extend(read_lines(path).lines)
+        return out
 
-def _read(files: ChainFiles) -> _Chain:
-    lines: list[bytes] = []
+
+def _read(files: ChainFiles, genesis: str | None, sizes: Iterable[int],
+          workers: int | None) -> _Chain:
+    """One pass over the chain's segments, chunk by chunk: count the records, walk
+    them (walk.walk_chunk) until the first bad one, and take the roots on the way.
+    A large chain is walked by several processes first (fanout.py); when that cannot
+    vouch for the whole chain, this sequential walk decides."""
+    sizes = list(sizes)
+    total = sum(path.stat().st_size for path in files.segments)
+    processes = fanout.usable_workers(workers, total)
+    if processes > 1:
+        roots = merkle.RootsAt(sizes)
+        roots.add([])  # size 0
+        pieces = fanout.walk_parallel(files.segments, genesis, processes, roots.add)
+        if pieces is not None:
+            return _from_pieces(files, pieces, roots)
+    counts: list[int] = []
     starts: list[int] = []
     torn: list[bytes] = []
+    state = start(genesis)
+    roots = merkle.RootsAt(sizes)
+    roots.add([])  # size 0
+    n = 0
     for path in files.segments:
-        found = read_lines(path)
-        starts.append(len(lines))
-        lines.extend(found.lines)
-        torn.append(found.torn)
-    return _Chain(files, lines, starts, torn)
+        starts.append(n)
+        chunks = LineChunks(path)
+        for data, begin, stop in chunks:
+            if state.ok:
+                before = state.pos
+                walk_chunk(state, data, begin, stop)
+                roots.add(state.leaves)
+                state.leaves.clear()
+                if state.ok:  # every line of the chunk was a good record
+                    n += state.pos - before
+                    continue
+            n += data.count(b"\n", begin, stop)
+        counts.append(n - starts[-1])
+        torn.append(chunks.torn)
+    return _Chain(files, counts, starts, torn, state.pos, roots.found)
 
 
-def _checkpoints(chain: _Chain, keys: tuple[PublicKey, ...]
-                 ) -> tuple[list[tuple[Checkpoint, str]], list[Finding]]:
-    """Checkpoints signed by a given key (with the key name), and findings for the rest."""
+def _from_pieces(files: ChainFiles, pieces: list[tuple[fanout.Piece, fanout.PieceResult]],
+                 roots: merkle.RootsAt) -> _Chain:
+    counts = [0] * len(files.segments)
+    torn = [b""] * len(files.segments)
+    for piece, result in pieces:
+        counts[piece.segment] += result.lines
+        torn[piece.segment] = result.torn  # the segment's last piece comes last
+    starts = [sum(counts[:i]) for i in range(len(counts))]
+    return _Chain(files, counts, starts, torn, sum(counts), roots.found)
+
+
+_Bad = tuple[Kind, int | None, str, bool]
+
+
+def _checkpoints(files: ChainFiles, keys: tuple[PublicKey, ...]
+                 ) -> tuple[list[tuple[Checkpoint, str]], list[_Bad]]:
+    """Checkpoints signed by a given key (with the key name), and (kind, seq, detail,
+    placed) of the rest: placed ones get a segment once the records are counted."""
     good: list[tuple[Checkpoint, str]] = []
-    findings: list[Finding] = []
-    path = chain.files.checkpoints
+    bad: list[_Bad] = []
+    path = files.checkpoints
     if path is None:
-        return good, findings
+        return good, bad
     found = read_lines(path)
-    n = len(chain.lines)
     for number, raw in enumerate(found.lines, 1):
         try:
             signed = parse_signed_checkpoint(json.loads(raw)["note"])
         except (ValueError, KeyError, TypeError, NoteError):
-            findings.append(Finding(Kind.BAD_SIGNATURE, None, None,
-                                    f"checkpoint line {number} is not a signed checkpoint"))
+            bad.append((Kind.BAD_SIGNATURE, None,
+                        f"checkpoint line {number} is not a signed checkpoint", False))
             continue
         status, key = verify_note(signed.note, keys)
         cp = signed.checkpoint
         if status is SignatureCheck.VALID and key is not None:
             good.append((cp, key.name))
             continue
-        seq = cp.size - 1 if cp.size else None
         names = ", ".join(s.name for s in signed.note.signatures)
         detail = (f"checkpoint of size {cp.size} is signed by {names}, not a given key"
                   if status is SignatureCheck.UNKNOWN_KEY else
                   f"checkpoint of size {cp.size} does not verify with key {names}")
-        findings.append(Finding(Kind(status.value), seq,
-                                chain.segment_at(min(seq or 0, max(n - 1, 0))), detail))
+        bad.append((Kind(status.value), cp.size - 1 if cp.size else None, detail, True))
     if found.torn:
-        findings.append(Finding(Kind.TORN_TAIL, None, None,
-                                f"checkpoints file ends in a {len(found.torn)}-byte fragment"))
-    return good, findings
-
-
-def _roots(leaves: list[bytes], sizes: Iterable[int]) -> dict[int, bytes]:
-    tree = merkle.CompactTree()
-    out: dict[int, bytes] = {}
-    for size in sorted(set(sizes)):
-        tree.extend(leaves[tree.size:size])
-        out[size] = tree.root()
-    return out
+        bad.append((Kind.TORN_TAIL, None,
+                    f"checkpoints file ends in a {len(found.torn)}-byte fragment", False))
+    return good, bad
 
 
 def verify_chain(files: ChainFiles, keys: tuple[PublicKey, ...],
-                 trusted: Checkpoint | None = None) -> ChainReport:
-    chain = _read(files)
-    n = len(chain.lines)
-    cps, findings = _checkpoints(chain, keys)
+                 trusted: Checkpoint | None = None, *, workers: int | None = None
+                 ) -> ChainReport:
+    cps, bad = _checkpoints(files, keys)
     origins = {cp.origin for cp, _ in cps}
     geneses = {cp.genesis for cp, _ in cps}
     origin = min(origins) if origins else ""
     genesis = min(geneses) if len(geneses) == 1 else None
+    sizes = [cp.size for cp, _ in cps] + ([trusted.size] if trusted is not None else [])
+    chain = _read(files, genesis, sizes, workers)
+    n, good = chain.n, chain.good
+    findings: list[Finding] = []
+    for kind, seq, detail, placed in bad:
+        segment = chain.segment_at(min(seq or 0, max(n - 1, 0))) if placed else None
+        findings.append(Finding(kind, seq, segment, detail))
     if len(origins) > 1 or len(geneses) > 1 or any(cp.worker != files.worker
                                                     for cp, _ in cps):
         findings.append(Finding(Kind.FORKED, None, None,
                                 "checkpoints signed for different logs or chains"))
-    leaves, good = fast_walk(chain.lines, genesis)
     walk_damage: int | None = None
     if good < n:
-        damage = slow_walk(chain.lines, genesis, {cp.head for cp, _ in cps})
+        damage = slow_walk(chain.lines(), genesis, {cp.head for cp, _ in cps})
         kind, pos, detail = damage or (Kind.MODIFIED, good, "the record is not canonical")
         findings.append(Finding(kind, pos, chain.segment_at(pos), detail))
         walk_damage = good = min(pos, good)
-        leaves = leaves[:good]
-    sizes = [cp.size for cp, _ in cps if cp.size <= good]
-    if trusted is not None and trusted.size <= good:
-        sizes.append(trusted.size)
-    roots = _roots(leaves, sizes)
+    roots = {size: root for size, (root, _) in chain.roots.items() if size <= good}
     signed, last_ok = 0, 0
     for cp, _ in sorted(cps, key=lambda item: item[0].size):
         if cp.size > n:
@@ -141,7 +188,8 @@ def verify_chain(files: ChainFiles, keys: tuple[PublicKey, ...],
             continue
         if cp.size > good:
             continue  # beyond the damage the walk already reported
-        head = leaves[cp.size - 1].hex() if cp.size else cp.genesis
+        last_leaf = chain.roots[cp.size][1]
+        head = last_leaf.hex() if cp.size and last_leaf is not None else cp.genesis
         if roots[cp.size] != cp.root or head != cp.head:
             findings.append(Finding(Kind.MODIFIED, last_ok, chain.segment_at(last_ok),
                                     f"records {last_ok}..{cp.size - 1} do not match the "
@@ -164,7 +212,7 @@ def verify_chain(files: ChainFiles, keys: tuple[PublicKey, ...],
 def _against_trusted(chain: _Chain, trusted: Checkpoint, origin: str, genesis: str | None,
                      good: int, walk_damage: int | None,
                      roots: dict[int, bytes]) -> list[Finding]:
-    n = len(chain.lines)
+    n = chain.n
     where = f"the trusted checkpoint (size {trusted.size}, {trusted.time})"
     if (origin and trusted.origin != origin) or (genesis and trusted.genesis != genesis):
         return [Finding(Kind.FORKED, None, None, f"{where} belongs to another log")]
@@ -182,7 +230,7 @@ def _against_trusted(chain: _Chain, trusted: Checkpoint, origin: str, genesis: s
 def _segments(chain: _Chain, findings: list[Finding], signed: int,
               walk_damage: int | None) -> tuple[SegmentReport, ...]:
     out: list[SegmentReport] = []
-    n = len(chain.lines)
+    n = chain.n
     for index, path in enumerate(chain.files.segments):
         start = chain.starts[index]
         end = chain.starts[index + 1] if index + 1 < len(chain.starts) else n
@@ -211,9 +259,11 @@ def _segments(chain: _Chain, findings: list[Finding], signed: int,
 
 
 def verify_directory(path: str | Path, public_keys: Iterable[PublicKey], *,
-                     trusted_checkpoint: SignedCheckpoint | None = None) -> Report:
+                     trusted_checkpoint: SignedCheckpoint | None = None,
+                     workers: int | None = None) -> Report:
     """Verify every chain in `path`. `trusted_checkpoint` (parsed with
-    note.parse_signed_checkpoint) must be signed by one of `public_keys`."""
+    note.parse_signed_checkpoint) must be signed by one of `public_keys`.
+    `workers`: processes per large chain (None: one per core; 1: no fan-out)."""
     directory = Path(path)
     keys = tuple(public_keys)
     if not directory.is_dir():
@@ -233,6 +283,7 @@ def verify_directory(path: str | Path, public_keys: Iterable[PublicKey], *,
     if not chains:
         problems.append("no audit chains found")
     reports = tuple(
-        verify_chain(files, keys, trusted if trusted and trusted.worker == w else None)
+        verify_chain(files, keys, trusted if trusted and trusted.worker == w else None,
+                     workers=workers)
         for w, files in chains.items())
     return Report(str(directory), reports, tuple(problems))

@@ -6,8 +6,7 @@
 # A missing micro-benchmark script is skipped with a note; the first failure stops the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-/work/venv/bin/python}"
-[ -x "$PY" ] || PY="$(command -v python3)"
+PY="${PYTHON:-python3}"
 mkdir -p bench/results
 for micro in bench_tokens bench_policy bench_audit; do
     if [ -f "bench/$micro.py" ]; then

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import TD, device, user
+from policy_support import TD, device, user
 
 # (name, make_input keyword arguments, allowed, reasons)
 TABLE: list[tuple[str, dict[str, Any], bool, list[str]]] = [

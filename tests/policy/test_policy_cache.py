@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import TD, device, make_input, user
+from policy_support import TD, device, make_input, user
 
 from ztproxy.config.policy import PolicyConfig
 from ztproxy.errors import ServiceUnavailable

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from conftest import make_input
+from policy_support import make_input
 
 from ztproxy.config.policy import PolicyConfig
 from ztproxy.errors import ConfigError, ServiceUnavailable

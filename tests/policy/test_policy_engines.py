@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_input
 from policy_standin import StandInOpa
+from policy_support import make_input
 from policy_table import TABLE
 
 from ztproxy.config.policy import PolicyConfig

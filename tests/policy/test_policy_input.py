@@ -6,9 +6,9 @@ import hashlib
 import json
 from datetime import datetime, timedelta, timezone
 
-from conftest import make_input
 from hypothesis import given
 from hypothesis import strategies as st
+from policy_support import make_input
 
 from ztproxy.policy.cache import cache_key
 from ztproxy.policy.canonical import stable_view

@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 import pytest
-from conftest import make_input
 from hypothesis import given
 from hypothesis import strategies as st
+from policy_support import make_input
 
 from ztproxy.policy.cache import cache_key
 from ztproxy.policy.canonical import canonical_bytes, stable_view

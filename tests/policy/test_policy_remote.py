@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import trustme
-from conftest import make_input
 from policy_standin import StandInOpa
+from policy_support import make_input
 
 from ztproxy.config.policy import PolicyConfig
 from ztproxy.errors import ServiceUnavailable

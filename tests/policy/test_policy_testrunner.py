@@ -9,7 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import SHIPPED
+from policy_support import SHIPPED
 
 from ztproxy.policy.testrunner import run_tests
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SHIPPED, TD, device, make_input, user
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from policy_support import SHIPPED, TD, device, make_input, user
 from policy_table import TABLE
 
 from ztproxy.config.policy import PolicyConfig

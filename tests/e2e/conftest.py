@@ -5,6 +5,7 @@ the real proxy (TLS acceptor, pipeline, token verifier, embedded Rego, audit log
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,11 @@ def no_secret_in_any_audit_file(tmp_path_factory: pytest.TempPathFactory):  # ty
     token, a device token, a cookie value or a private key (checked on the raw bytes)."""
     yield
     base = tmp_path_factory.getbasetemp()
+    # A JWT is three base64url parts joined by dots, the first starting with "eyJ";
+    # base64 signatures in checkpoints may contain "eyJ" by chance, but never a dot.
+    jwt = re.compile(rb"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.")
     for path in base.rglob("*.jsonl"):
         raw = path.read_bytes()
-        for needle in (b"eyJ", b"Bearer ", b"PRIVATE KEY", b"SECRET-cookie"):
+        assert not jwt.search(raw), f"a JWT in {path}"
+        for needle in (b"Bearer ", b"PRIVATE KEY", b"SECRET-cookie"):
             assert needle not in raw, f"{needle!r} found in {path}"

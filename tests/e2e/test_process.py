@@ -41,12 +41,15 @@ async def _start(config: Path, workers: int = 1) -> tuple[subprocess.Popen[bytes
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None
     loop = asyncio.get_running_loop()
-    line = await asyncio.wait_for(loop.run_in_executor(None, proc.stdout.readline), 30)
-    if b"listening on" not in line:
-        proc.kill()
-        raise AssertionError(f"proxy did not start: {line!r} {proc.stderr.read()!r}")
-    port = int(line.split(b"https://127.0.0.1:")[1].split()[0])
-    return proc, port
+    ports = set()
+    for _ in range(workers):  # every worker says so once it listens
+        line = await asyncio.wait_for(loop.run_in_executor(None, proc.stdout.readline), 30)
+        if b"listening on" not in line:
+            proc.kill()
+            raise AssertionError(f"proxy did not start: {line!r} {proc.stderr.read()!r}")
+        ports.add(int(line.split(b"https://127.0.0.1:")[1].split()[0]))
+    assert len(ports) == 1, f"workers listen on different ports: {ports}"
+    return proc, ports.pop()
 
 
 def _verify(audit_dir: Path, pki: DevPki) -> subprocess.CompletedProcess[str]:
@@ -137,7 +140,6 @@ async def test_workers_share_the_port_each_with_its_own_chain(pki: DevPki, tmp_p
     proc, port = await _start(_config(pki, tmp_path, upstream, test_policy_dir), workers=2)
     ctx = client_context(pki, "checkout")
     try:
-        await asyncio.sleep(0.5)  # let the second worker bind
         for i in range(40):  # a new connection each time: the kernel spreads them
             async with aiohttp.ClientSession() as s:
                 async with s.get(f"https://localhost:{port}/w/{i}", ssl=ctx) as r:

@@ -8,7 +8,9 @@ issuers, policy); a failed reload keeps what runs.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
 
 import structlog
 
@@ -40,9 +42,12 @@ async def serve(config: Config, *, worker_id: int = 0, reuse_port: bool = False,
     loop.add_signal_handler(signal.SIGHUP, on_reload)
     if ready is not None:
         ready.set()
-    print(f"ztproxy listening on https://{config.listener.address}:{proxy.port}"
-          + (f" (admin http://{config.admin.address}:{proxy.admin_port})"
-             if proxy.admin_port else ""), flush=True)
+    line = (f"ztproxy listening on https://{config.listener.address}:{proxy.port}"
+            + (f" (admin http://{config.admin.address}:{proxy.admin_port})"
+               if proxy.admin_port else "") + f" worker {worker_id}\n")
+    # One write(2) of a short line: workers share stdout, and print() writes the text and
+    # the newline separately, which interleaved two workers' lines.
+    os.write(sys.stdout.fileno(), line.encode())
     try:
         await stop.wait()
         log.info("shutting_down", drain_seconds=config.timeouts.shutdown_drain_seconds)

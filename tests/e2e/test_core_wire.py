@@ -51,7 +51,7 @@ async def test_spoofed_identity_headers_stripped_in_every_spelling(
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
     echo = _echo(body)
-    for name, value in echo["headers"]:
+    for _name, value in echo["headers"]:
         assert "6.6.6.6" not in value and "root" not in value and spoof != value
         assert "evil" not in value
     names = [n.lower().replace("_", "-") for n, _ in echo["headers"]]

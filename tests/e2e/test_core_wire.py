@@ -214,3 +214,15 @@ async def test_graceful_shutdown_drains_in_flight(start_proxy: StartProxy,
         await run.request("GET", "/x")
     assert any(r.get("path") == "/slow/600" and r["status"] == 200
                for r in (await run.records()))
+
+
+async def test_header_line_over_the_parser_limit_is_431_and_audited(
+        start_proxy: StartProxy, upstream: str) -> None:
+    run = await start_proxy(routes=[open_route(upstream)])
+    raw = (b"GET /payments/x HTTP/1.1\r\nHost: l\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n")
+    reply = await raw_exchange(run.proxy.port, run.ctx(), raw)
+    assert reply.split(b"\r\n", 1)[0].split(b" ")[1] == b"431", reply[:200]
+    assert b"request_id" in reply and b"aiohttp" not in reply
+    rec = (await run.records(1))[-1]
+    assert (rec["status"], rec["reason"]) == (431, "header_line_too_long")
+    assert rec["source_spiffe_id"].endswith("/sa/checkout")

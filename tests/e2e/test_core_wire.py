@@ -8,6 +8,7 @@ import json
 import os
 import resource
 import ssl
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -226,3 +227,23 @@ async def test_header_line_over_the_parser_limit_is_431_and_audited(
     rec = (await run.records(1))[-1]
     assert (rec["status"], rec["reason"]) == (431, "header_line_too_long")
     assert rec["source_spiffe_id"].endswith("/sa/checkout")
+
+
+async def test_unwritable_audit_log_refuses_requests_until_writable(
+        start_proxy: StartProxy, upstream: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "audit-blocked"
+    blocker.write_text("a file where the audit directory should be")
+    run = await start_proxy(routes=[open_route(upstream)])
+    await run.proxy.stop()
+    raw_audit = {"dir": str(blocker), "signing_key": str(run.pki.audit_dir / "audit-private.pem")}
+    run = await start_proxy(routes=[open_route(upstream)], extra={"audit": raw_audit})
+    status, _, body = await run.request("GET", "/payments/x")
+    assert status == 503 and json.loads(body)["error"] == "service unavailable"
+    assert run.proxy.readiness()["ready"] is False
+    blocker.unlink()  # the disk is back: the log takes records again, nothing fails open
+    for _ in range(60):
+        await asyncio.sleep(0.1)
+        if run.proxy.audit.accepting():
+            break
+    status, _, _ = await run.request("GET", "/payments/x")
+    assert status == 200

@@ -17,6 +17,7 @@ wrong can let a request through.
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 import time
@@ -75,6 +76,7 @@ class Pipeline:
     _not_forwarded: frozenset[str] = frozenset()
     _counters: dict[tuple[str, str, str], Any] = field(default_factory=dict)
     _stages: dict[str, Any] = field(default_factory=dict)
+    _routes: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         creds = frozenset(self.authenticator.credential_header_names()) | BASE_CREDENTIAL_HEADERS
@@ -204,6 +206,9 @@ class Pipeline:
         self._count(route, event.decision, reason)
         for stage, ns in trace.stages.items():
             self._stage(stage).observe(ns / 1e9)
+        self._latency(route).observe(latency_us / 1e6)
+        if not log.is_enabled_for(logging.INFO):  # skip building the line at all
+            return
         log.info("request", request_id=trace.request_id, route=route,
                  source=event.source_spiffe_id, user=event.user_subject,
                  device=event.device_id, method=event.method, path=event.path,
@@ -225,6 +230,12 @@ class Pipeline:
         child = self._stages.get(stage)
         if child is None:
             child = self._stages[stage] = self.metrics.stage_seconds.labels(stage)
+        return child
+
+    def _latency(self, route: str) -> Any:
+        child = self._routes.get(route)
+        if child is None:
+            child = self._routes[route] = self.metrics.request_seconds.labels(route)
         return child
 
     # -- events from outside the request handler ---------------------------------------

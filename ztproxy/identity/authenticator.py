@@ -25,11 +25,10 @@ from collections.abc import Callable, Mapping
 
 import aiohttp
 from multidict import CIMultiDictProxy
-from prometheus_client import Counter
 
 from ..config.identity import IdentityConfig, IssuerConfig
 from ..errors import Rejection, Unauthenticated
-from ..metrics import Metrics
+from ..metrics import LoopValue, Metrics
 from ..model import Credentials, PeerIdentity, Principal, Requirement, Route
 from .binding import check_binding
 from .cache import CacheEntry, CacheKey, TokenCache
@@ -61,7 +60,7 @@ class TokenAuthenticator:
         # label children resolved once: labels() costs more than the cache hit itself
         self._cache_hit = self._metrics.token_cache.labels(result="hit")
         self._cache_miss = self._metrics.token_cache.labels(result="miss")
-        self._results: dict[tuple[str, str], Counter] = {}
+        self._results: dict[tuple[str, str], LoopValue] = {}
 
     def _source(self, issuer: IssuerConfig) -> KeySource:
         if issuer.jwks_uri is not None:

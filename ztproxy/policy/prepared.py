@@ -26,6 +26,8 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
+import orjson
+
 from .canonical import canonical_bytes, stable_view
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -96,6 +98,24 @@ def serialize(doc: Mapping[str, Any]) -> tuple[str, str]:
     return full, stable
 
 
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+def fast_serialize(doc: Mapping[str, Any]) -> tuple[bytes, bytes] | None:
+    """`serialize` through orjson, as UTF-8 bytes, for a document WITHOUT floats (the
+    caller's promise; see the module docstring). None when orjson refuses the
+    document: use `serialize`."""
+    try:
+        full = orjson.dumps(doc, option=_SORTED)
+        request = doc.get("request")
+        if not isinstance(request, Mapping):
+            return full, full
+        stable_request = {k: v for k, v in request.items() if k != "id" and k != "time"}
+        return full, orjson.dumps({**doc, "request": stable_request}, option=_SORTED)
+    except (orjson.JSONEncodeError, TypeError):
+        return None
+
+
 def _read_only(*_args: Any, **_kwargs: Any) -> NoReturn:
     raise TypeError("a prepared policy input is read-only")
 
@@ -106,36 +126,52 @@ class PreparedInput(dict[str, Any]):
     Nested values are plain dicts and lists: nobody may change them after preparing
     (the input stage builds them and hands them on; nothing else writes)."""
 
-    __slots__ = ("_json", "_sha256", "_stable_sha256")
+    __slots__ = ("_bytes", "_json", "_sha256", "_stable_sha256", "_no_floats")
 
-    def __init__(self, doc: Mapping[str, Any]) -> None:
+    def __init__(self, doc: Mapping[str, Any], *, no_floats: bool = False) -> None:
+        """`no_floats`: the builder's promise that no float is anywhere in `doc` (the
+        fast encoder's condition); False is always safe."""
         super().__init__(doc)
+        self._bytes: bytes | None = None
         self._json: str | None = None
         self._sha256 = ""
         self._stable_sha256 = ""
+        self._no_floats = no_floats
 
-    def _prepare(self) -> None:
-        full, stable = serialize(self)
-        self._sha256 = hashlib.sha256(full.encode("utf-8")).hexdigest()
-        self._stable_sha256 = hashlib.sha256(stable.encode("utf-8")).hexdigest()
-        self._json = full
+    def _prepare(self) -> bytes:
+        pair = fast_serialize(self) if self._no_floats else None
+        if pair is None:
+            text, stable_text = serialize(self)
+            pair = text.encode("utf-8"), stable_text.encode("utf-8")
+            self._json = text
+        full, stable = pair
+        self._sha256 = hashlib.sha256(full).hexdigest()
+        self._stable_sha256 = (self._sha256 if stable is full
+                               else hashlib.sha256(stable).hexdigest())
+        self._bytes = full
+        return full
+
+    @property
+    def json_bytes(self) -> bytes:
+        """The canonical JSON as UTF-8 bytes."""
+        full = self._bytes
+        return full if full is not None else self._prepare()
 
     @property
     def json(self) -> str:
         if self._json is None:
-            self._prepare()
-        assert self._json is not None
+            self._json = self.json_bytes.decode("utf-8")
         return self._json
 
     @property
     def sha256(self) -> str:
-        if self._json is None:
+        if self._bytes is None:
             self._prepare()
         return self._sha256
 
     @property
     def stable_sha256(self) -> str:
-        if self._json is None:
+        if self._bytes is None:
             self._prepare()
         return self._stable_sha256
 

@@ -44,7 +44,7 @@ def rfc3339_ms(moment: datetime) -> str:
 # the document is handed to engines as JSON).
 _MEMO_MAX = 4096
 _certificates: dict[PeerIdentity, dict[str, Any]] = {}
-_claims: dict[int, tuple[Mapping[str, Any], dict[str, Any]]] = {}
+_claims: dict[int, tuple[Mapping[str, Any], dict[str, Any], bool]] = {}
 
 
 def _certificate(peer: PeerIdentity) -> dict[str, Any]:
@@ -63,16 +63,30 @@ def _certificate(peer: PeerIdentity) -> dict[str, Any]:
     return cert
 
 
-def _plain_claims(principal: Principal) -> dict[str, Any]:
+def _plain_claims(principal: Principal | None) -> tuple[dict[str, Any] | None, bool]:
+    """(the claims as plain JSON values, whether a float is among them)."""
     # Keyed by the claims object itself (the verified-token cache hands out the same
     # one for the same token); the entry keeps it alive, so its id cannot be reused.
+    if principal is None:
+        return None, False
     source = principal.claims
     entry = _claims.get(id(source))
     if entry is None or entry[0] is not source:
         if len(_claims) >= _MEMO_MAX:
             _claims.clear()
-        entry = _claims[id(source)] = (source, _plain(source))
-    return entry[1]
+        plain = _plain(source)
+        entry = _claims[id(source)] = (source, plain, _has_float(plain))
+    return entry[1], entry[2]
+
+
+def _has_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_has_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_float(v) for v in value)
+    return False
 
 
 def _plain(value: Any) -> Any:
@@ -84,22 +98,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _user(user: Principal | None) -> dict[str, Any] | None:
-    if user is None:
-        return None
-    return {"issuer": user.issuer, "subject": user.subject, "claims": _plain_claims(user)}
-
-
-def _device(device: Principal | None) -> dict[str, Any] | None:
-    if device is None:
-        return None
-    return {"issuer": device.issuer, "id": device.device_id,
-            "bound_to_client_cert": bool(device.bound_to_client_cert),
-            "claims": _plain_claims(device)}
-
-
 def build_policy_input(facts: RequestFacts, peer: PeerIdentity,
                        creds: Credentials) -> PreparedInput:
+    user, device = creds.user, creds.device
+    user_claims, user_floats = _plain_claims(user)
+    device_claims, device_floats = _plain_claims(device)
+    # Everything outside the claims is strings, lists, objects and the int version:
+    # the claims decide whether the fast encoder may write the document.
     return PreparedInput({
         "version": INPUT_VERSION,
         "request": {
@@ -120,10 +125,14 @@ def build_policy_input(facts: RequestFacts, peer: PeerIdentity,
             "spiffe_id": peer.spiffe_id,
             "certificate": _certificate(peer),
         },
-        "user": _user(creds.user),
-        "device": _device(creds.device),
+        "user": None if user is None else {
+            "issuer": user.issuer, "subject": user.subject, "claims": user_claims},
+        "device": None if device is None else {
+            "issuer": device.issuer, "id": device.device_id,
+            "bound_to_client_cert": bool(device.bound_to_client_cert),
+            "claims": device_claims},
         "destination": {"service": facts.route.service, "route": facts.route.name},
-    })
+    }, no_floats=not (user_floats or device_floats))
 
 
 def input_digest(doc: Mapping[str, Any]) -> str:

@@ -102,6 +102,7 @@ class AuditLog:
             "next_seq": float(chain.next_seq if chain else 0),
             "dropped": float(self._dropped),
             "writer_wakeups": float(self._queue.wakeups),
+            "writer_flushes": float(thread.flushes if thread is not None else 0),
             "healthy": 1.0 if thread is not None and thread.healthy else 0.0,
             "seconds_since_checkpoint": (self._clock() - chain.last_checkpoint_time)
             if chain else 0.0,
@@ -122,7 +123,8 @@ class AuditLog:
                             clock=self._clock)
         policy = CheckpointPolicy(cfg.checkpoint_every_records,
                                   cfg.checkpoint_interval_seconds, cfg.heartbeat_seconds)
-        thread = WriterThread(chain, self._queue, policy, self.metrics, self._clock)
+        thread = WriterThread(chain, self._queue, policy, self.metrics, self._clock,
+                              flush_interval=cfg.flush_interval_ms / 1000)
         self._thread = thread
         thread.start()
         await asyncio.to_thread(thread.first_attempt.wait, START_TIMEOUT_SECONDS)

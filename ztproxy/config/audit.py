@@ -16,6 +16,7 @@ key; it is checked here so that `check-config` catches a wrong file before servi
       segment_max_bytes: 67108864
       segment_max_age_seconds: 3600
       queue_size: 10000
+      flush_interval_ms: 50             # the writer writes at most this often
       fsync: checkpoint                 # checkpoint | always | never
       on_failure: deny                  # deny (503 until writable) | allow (logs loudly)
 """
@@ -61,6 +62,7 @@ class AuditConfig:
     segment_max_bytes: int = 64 * 1024 * 1024
     segment_max_age_seconds: float = 3600.0
     queue_size: int = 10000
+    flush_interval_ms: float = 50.0
     fsync: FsyncMode = "checkpoint"
     on_failure: FailureMode = "deny"
 
@@ -77,6 +79,8 @@ class AuditConfig:
         if min(self.checkpoint_interval_seconds, self.heartbeat_seconds,
                self.segment_max_age_seconds) <= 0 or self.segment_max_bytes < 1:
             raise ValueError("intervals and sizes must be positive")
+        if not 0 <= self.flush_interval_ms <= 1000:
+            raise ValueError("flush_interval_ms must be between 0 and 1000")
 
 
 def _check_signing_key(node: Node, path: str) -> None:
@@ -113,6 +117,7 @@ def parse_audit(node: Node) -> AuditConfig:
     seg_bytes = node.int("segment_max_bytes", 64 * 1024 * 1024, min=4096, max=2**40)
     seg_age = node.number("segment_max_age_seconds", 3600.0, min=1, max=30 * 86400)
     queue_size = node.int("queue_size", 10000, min=1, max=10_000_000)
+    flush_ms = node.number("flush_interval_ms", 50.0, min=0, max=1000)
     fsync = node.choice("fsync", FSYNC_MODES, "checkpoint")
     on_failure = node.choice("on_failure", FAILURE_MODES, "deny")
     node.finish()
@@ -126,6 +131,7 @@ def parse_audit(node: Node) -> AuditConfig:
         segment_max_bytes=int(seg_bytes),
         segment_max_age_seconds=float(seg_age),
         queue_size=int(queue_size),
+        flush_interval_ms=float(flush_ms),
         fsync=cast(FsyncMode, fsync),
         on_failure=cast(FailureMode, on_failure),
     )

@@ -180,8 +180,8 @@ class Pipeline:
         route = facts.route.name if facts else "-"
         event = AuditEvent(
             kind="request",
-            time=rfc3339_ms(facts.time) if facts else rfc3339_ms(datetime.fromtimestamp(
-                self.clock(), UTC)),
+            time=(facts.time_text or rfc3339_ms(facts.time)) if facts else rfc3339_ms(
+                datetime.fromtimestamp(self.clock(), UTC)),
             request_id=trace.request_id,
             source_address=trace.source_address,
             reason=reason,

@@ -109,3 +109,31 @@ def test_plain_segments_always_pass(segments: list[str]) -> None:
     target = "/" + "/".join(segments)
     c = canonicalize(target)
     assert c.parsed_path == tuple(segments)
+
+
+@given(targets)
+@settings(max_examples=300)
+def test_remembered_answers_equal_fresh_ones_and_refusals_repeat(target: str) -> None:
+    from ztproxy.stages import canonical
+
+    def outcome(fn):  # type: ignore[no-untyped-def]
+        try:
+            return fn(target)
+        except BadRequest as exc:
+            return exc.reason
+    fresh = outcome(canonical._canonicalize)
+    assert outcome(canonicalize) == fresh
+    assert outcome(canonicalize) == fresh  # the second answer comes from the memo
+    if not isinstance(fresh, str):
+        with pytest.raises(TypeError):  # remembered values are read-only
+            canonicalize(target).query["x"] = ("y",)  # type: ignore[index]
+
+
+def test_long_targets_are_not_remembered() -> None:
+    from ztproxy.stages import canonical
+
+    canonical._remembered.cache_clear()
+    long = "/a" * (canonical.MEMO_MAX_TARGET // 2 + 1)
+    assert canonicalize(long).path == long
+    canonicalize("/short")
+    assert canonical._remembered.cache_info().currsize == 1

@@ -40,7 +40,7 @@ from ..model import AuditEvent
 from .canonical import INT_LIMIT, canonical_json
 
 CHAIN_FIELDS = ("seq", "prev", "worker")
-RECORD_KEYS: frozenset[str] = frozenset(AuditEvent.__slots__) | frozenset(CHAIN_FIELDS) | {
+RECORD_KEYS: frozenset[str] = frozenset(AuditEvent._fields) | frozenset(CHAIN_FIELDS) | {
     "hash"}
 # The member that follows "hash" in sorted order: where the hash member goes.
 _NEXT_KEY = min(k for k in RECORD_KEYS if k > "hash")
@@ -60,8 +60,8 @@ class BuiltRecord:
 # generated (as dataclasses and namedtuple do) that formats the whole record with
 # one f-string: each value is read straight from the event's slots and lands at its
 # place in sorted key order, None fields are literal `null`. Only key names from
-# AuditEvent.__slots__ (identifiers, asserted) and indices go into the source.
-_SCALARS = tuple(sorted(k for k in AuditEvent.__slots__ if k != "policy_reasons"))
+# AuditEvent._fields (identifiers, asserted) and indices go into the source.
+_SCALARS = tuple(sorted(k for k in AuditEvent._fields if k != "policy_reasons"))
 _KEYS = tuple(sorted(_SCALARS + CHAIN_FIELDS + ("policy_reasons",)))
 assert all(k.isidentifier() and k.isascii() for k in _KEYS)  # no key needs escaping
 _GET = operator.attrgetter(*_SCALARS)

@@ -155,12 +155,14 @@ class TokenAuthenticator:
             self._results[(kind, result)] = child
         child.inc()
 
+    def _still_published(self, entry: CacheEntry) -> bool:
+        return self._issuers[entry.issuer_name].still_has(entry.kid)
+
     async def _principal(self, token: str, kind: str, route: Route,
                          peer: PeerIdentity) -> Principal:
         digest = hashlib.sha256(token.encode("ascii")).digest()
         key: CacheKey = (kind, peer.x5t_s256, digest)
-        entry = self._cache.get(
-            key, lambda e: self._issuers[e.issuer_name].still_has(e.kid))
+        entry = self._cache.get(key, self._still_published)
         (self._cache_hit if entry is not None else self._cache_miss).inc()
         if entry is not None:
             check_binding(entry.principal.claims, kind, route.device_binding, peer.x5t_s256)

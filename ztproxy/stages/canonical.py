@@ -21,12 +21,19 @@ Rules (each failure is a 400 with the reason in brackets):
   segments, which would let "/admin;x" pass a policy written for "/admin"
 Other escapes (for example %20) are kept verbatim on both sides; `parsed_path` holds the
 decoded segments for policy convenience.
+
+The answer depends on the target alone, so the answers for short targets (the common
+case: the same paths come again and again) are remembered, least recently used first
+out, bounded in entries and in size; a refused target is checked anew every time. The
+remembered values are immutable (tuples, a read-only mapping).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
+from types import MappingProxyType
 from urllib.parse import parse_qsl, unquote
 
 from ..errors import BadRequest
@@ -43,7 +50,7 @@ class CanonicalTarget:
     path: str
     parsed_path: tuple[str, ...]
     raw_query: str
-    query: dict[str, tuple[str, ...]]
+    query: MappingProxyType[str, tuple[str, ...]]
 
     @property
     def target(self) -> str:
@@ -94,8 +101,18 @@ def _decode(text: str) -> str:
         raise BadRequest("bad_percent_encoding") from None
 
 
+MEMO_ENTRIES = 4096
+MEMO_MAX_TARGET = 512  # longer targets are not remembered: memory stays under ~2 MiB
+
+
 def canonicalize(raw_target: str) -> CanonicalTarget:
     """Validate a raw request target; return its canonical path and query."""
+    if len(raw_target) <= MEMO_MAX_TARGET:
+        return _remembered(raw_target)
+    return _canonicalize(raw_target)
+
+
+def _canonicalize(raw_target: str) -> CanonicalTarget:
     if not raw_target.startswith("/"):
         if "://" in raw_target[:16]:
             raise BadRequest("absolute_form_target")
@@ -125,4 +142,7 @@ def canonicalize(raw_target: str) -> CanonicalTarget:
         for key, value in pairs:
             query.setdefault(key, []).append(value)
     return CanonicalTarget(path=path, parsed_path=parsed, raw_query=raw_query,
-                           query={k: tuple(v) for k, v in query.items()})
+                           query=MappingProxyType({k: tuple(v) for k, v in query.items()}))
+
+
+_remembered = lru_cache(maxsize=MEMO_ENTRIES)(_canonicalize)

@@ -52,15 +52,24 @@ def connection_named(headers: CIMultiDictProxy[str]) -> frozenset[str]:
 
 def visible_headers(headers: CIMultiDictProxy[str],
                     hidden: Collection[str]) -> dict[str, tuple[str, ...]]:
-    dropped = connection_named(headers)
-    out: dict[str, list[str]] = {}
+    dropped = connection_named(headers) if "Connection" in headers else frozenset()
+    never = _never_visible(hidden if isinstance(hidden, frozenset) else frozenset(hidden))
+    out: dict[str, tuple[str, ...]] = {}
     for name, value in headers.items():
         norm = normalize_name(name)
-        if norm in HOP_BY_HOP or norm in dropped or norm in hidden \
-                or norm in BASE_CREDENTIAL_HEADERS:
+        if norm in never or norm in dropped:
             continue
-        out.setdefault(name.lower(), []).append(value)
-    return {k: tuple(v) for k, v in out.items()}
+        key = name.lower()
+        seen = out.get(key)
+        out[key] = (value,) if seen is None else (*seen, value)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _never_visible(hidden: frozenset[str]) -> frozenset[str]:
+    """Hop-by-hop, credentials and `hidden` as one set (one per config: `hidden` is the
+    pipeline's own frozenset)."""
+    return HOP_BY_HOP | BASE_CREDENTIAL_HEADERS | hidden
 
 
 def upstream_headers(headers: CIMultiDictProxy[str], *, stripped: Collection[str],

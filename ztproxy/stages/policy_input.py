@@ -118,7 +118,7 @@ def build_policy_input(facts: RequestFacts, peer: PeerIdentity,
             "headers": {k.lower(): list(v) for k, v in facts.headers.items()
                         if k.lower() not in _NEVER_SHOWN},
             "protocol": facts.protocol,
-            "time": rfc3339_ms(facts.time),
+            "time": facts.time_text or rfc3339_ms(facts.time),
         },
         "source": {
             "address": facts.source_address,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from functools import lru_cache
 
 from multidict import CIMultiDictProxy
 
@@ -23,6 +24,7 @@ from ..errors import BadRequest, HeadersTooLarge, RouteNotFound
 from ..model import RequestFacts, Route
 from .canonical import canonicalize
 from .headers import normalize_name, visible_headers
+from .policy_input import rfc3339_ms
 
 # A DNS name or IPv4 address (ASCII letters, digits, dots, dashes, underscores), or a
 # bracketed IPv6 literal; lowercased before the check.
@@ -35,7 +37,12 @@ def _host(headers: CIMultiDictProxy[str]) -> str:
         raise BadRequest("duplicate_host")
     if not hosts or not hosts[0]:
         raise BadRequest("missing_host")
-    host = hosts[0].strip().lower()
+    value = hosts[0]
+    return _host_name(value) if len(value) <= 255 else _parse_host(value)
+
+
+def _parse_host(value: str) -> str:
+    host = value.strip().lower()
     if host.startswith("["):
         end = host.find("]")
         if end < 0:
@@ -49,6 +56,11 @@ def _host(headers: CIMultiDictProxy[str]) -> str:
     if not _HOST_NAME.fullmatch(name):
         raise BadRequest("bad_host")
     return name
+
+
+# The same few Host values come on every request: the accepted ones are remembered
+# (a refused one raises, and lru_cache keeps nothing for it).
+_host_name = lru_cache(maxsize=1024)(_parse_host)
 
 
 def _framing(headers: CIMultiDictProxy[str]) -> None:
@@ -120,6 +132,7 @@ def build_request_facts(*, request_id: str, method: str, raw_target: str, versio
         time=now,
         route=route,
         source_address=source_address,
+        time_text=rfc3339_ms(now),
     )
 
 

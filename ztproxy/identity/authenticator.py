@@ -11,6 +11,15 @@ Per route and per kind: `none` never looks at the header (the proxy strips it an
 route. The order for one token: cache (keyed by kind, client-cert thumbprint and the
 token's SHA-256) or full verification, then the certificate binding of this route.
 
+In front of that, the answer for the whole request is remembered too (`_Pair`): the
+Credentials for one route, one client certificate and the SHA-256 of exactly these
+credential header values (never the values themselves). It is what the per-token path
+would compute again, so it is answered only under the same conditions as a token-cache
+hit: before the earliest `exp` of its tokens (no leeway), for the same route object
+(a reload makes new ones), and while every token's `kid` is still published by fresh
+keys. A request with a repeated credential header, or anything refused, takes the
+per-token path (and is never remembered). Bounded by `identity.token_cache_size`.
+
 Owns its aiohttp ClientSession (JWKS only, 2 s total timeout) and one named background
 task per issuer that keeps keys fresh and retries issuers that were down at start.
 """
@@ -22,6 +31,7 @@ import hashlib
 import ssl
 import time
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -36,6 +46,15 @@ from .carriers import bearer_token, check_query
 from .issuer_keys import IssuerKeys
 from .jwks import JWKS_TIMEOUT_SECONDS, FileKeySource, HttpKeySource, InlineKeySource, KeySource
 from .verifier import TokenVerifier
+
+
+class _Pair(NamedTuple):
+    """The Credentials of one request shape (see the module docstring)."""
+
+    route: Route
+    creds: Credentials
+    expires_at: float
+    entries: tuple[tuple[str, CacheEntry], ...]  # (kind, token cache entry) per token
 
 
 class TokenAuthenticator:
@@ -61,6 +80,9 @@ class TokenAuthenticator:
         self._cache_hit = self._metrics.token_cache.labels(result="hit")
         self._cache_miss = self._metrics.token_cache.labels(result="miss")
         self._results: dict[tuple[str, str], LoopValue] = {}
+        self._pairs: dict[tuple[str, str, bytes], _Pair] = {}
+        self._pairs_max = config.token_cache_size
+        self._device_header = config.device_header
 
     def _source(self, issuer: IssuerConfig) -> KeySource:
         if issuer.jwks_uri is not None:
@@ -83,11 +105,50 @@ class TokenAuthenticator:
     async def authenticate(self, headers: CIMultiDictProxy[str], raw_query: str,
                            route: Route, peer: PeerIdentity) -> Credentials:
         check_query(raw_query)
-        user = await self._credential(headers, "authorization", "user", route.user,
-                                      route, peer)
-        device = await self._credential(headers, self._config.device_header, "device",
-                                        route.device, route, peer)
-        return Credentials(user=user, device=device)
+        key = self._pair_key(headers, route, peer) if self._pairs_max > 0 else None
+        if key is not None:
+            pair = self._pairs.get(key)
+            if pair is not None:
+                if pair.route is route and self._clock() < pair.expires_at and all(
+                        self._still_published(entry) for _, entry in pair.entries):
+                    for kind, _ in pair.entries:
+                        self._cache.hits += 1
+                        self._cache_hit.inc()
+                        self._count(kind, "ok")
+                    return pair.creds
+                del self._pairs[key]
+        user, user_entry = await self._credential(headers, "authorization", "user",
+                                                  route.user, route, peer)
+        device, device_entry = await self._credential(headers, self._device_header,
+                                                      "device", route.device, route, peer)
+        creds = Credentials(user=user, device=device)
+        if key is not None:
+            self._remember(key, route, creds, (("user", user_entry), ("device", device_entry)))
+        return creds
+
+    def _pair_key(self, headers: CIMultiDictProxy[str], route: Route,
+                  peer: PeerIdentity) -> tuple[str, str, bytes] | None:
+        values = []
+        for name in ("authorization", self._device_header):
+            found = headers.getall(name, ())
+            if len(found) > 1:
+                return None  # the per-token path refuses it, with the reason
+            values.append(found[0].encode("utf-8", "surrogateescape") if found else None)
+        digest = hashlib.sha256()
+        for value in values:  # length-prefixed: no two header pairs give one input
+            digest.update(b"-" if value is None else b"+%d:" % len(value) + value)
+        return route.name, peer.x5t_s256, digest.digest()
+
+    def _remember(self, key: tuple[str, str, bytes], route: Route, creds: Credentials,
+                  found: tuple[tuple[str, CacheEntry | None], ...]) -> None:
+        entries = tuple((kind, entry) for kind, entry in found if entry is not None)
+        expires_at = min((e.principal.expires_at for _, e in entries), default=float("inf"))
+        if self._clock() >= expires_at:
+            return
+        pairs = self._pairs
+        if len(pairs) >= self._pairs_max:
+            del pairs[next(iter(pairs))]  # the oldest: it comes back on its next miss
+        pairs[key] = _Pair(route, creds, expires_at, entries)
 
     def readiness(self) -> Mapping[str, bool]:
         return {f"jwks:{name}": keys.ready() for name, keys in self._issuers.items()}
@@ -132,21 +193,21 @@ class TokenAuthenticator:
     # -- one credential ------------------------------------------------------------
     async def _credential(self, headers: CIMultiDictProxy[str], header: str, kind: str,
                           requirement: Requirement, route: Route,
-                          peer: PeerIdentity) -> Principal | None:
+                          peer: PeerIdentity) -> tuple[Principal | None, CacheEntry | None]:
         if requirement is Requirement.NONE:
-            return None
+            return None, None
         try:
             token = bearer_token(headers, header)
             if token is None:
                 if requirement is Requirement.REQUIRED:
                     raise Unauthenticated("missing_token", f"no {kind} token")
-                return None
-            principal = await self._principal(token, kind, route, peer)
+                return None, None
+            entry = await self._principal(token, kind, route, peer)
         except Rejection as exc:
             self._count(kind, exc.reason)
             raise
         self._count(kind, "ok")
-        return principal
+        return entry.principal, entry
 
     def _count(self, kind: str, result: str) -> None:
         child = self._results.get((kind, result))
@@ -159,14 +220,14 @@ class TokenAuthenticator:
         return self._issuers[entry.issuer_name].still_has(entry.kid)
 
     async def _principal(self, token: str, kind: str, route: Route,
-                         peer: PeerIdentity) -> Principal:
+                         peer: PeerIdentity) -> CacheEntry:
         digest = hashlib.sha256(token.encode("ascii")).digest()
         key: CacheKey = (kind, peer.x5t_s256, digest)
         entry = self._cache.get(key, self._still_published)
         (self._cache_hit if entry is not None else self._cache_miss).inc()
         if entry is not None:
             check_binding(entry.principal.claims, kind, route.device_binding, peer.x5t_s256)
-            return entry.principal
+            return entry
         verified = await self._verifier.verify(token, kind)
         bound = check_binding(verified.claims, kind, route.device_binding, peer.x5t_s256)
         principal = Principal(
@@ -174,5 +235,6 @@ class TokenAuthenticator:
             claims=verified.claims, token_sha256=digest.hex(),
             expires_at=verified.expires_at, bound_to_client_cert=bound,
             issuer_name=verified.issuer.name)
-        self._cache.put(key, CacheEntry(principal, verified.issuer.name, verified.kid))
-        return principal
+        entry = CacheEntry(principal, verified.issuer.name, verified.kid)
+        self._cache.put(key, entry)
+        return entry

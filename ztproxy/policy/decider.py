@@ -36,7 +36,8 @@ from .cache import CacheKey, DecisionCache
 from .embedded import EmbeddedEngine
 from .engine import CIRCUIT_OPEN, ENGINE_ERROR, EngineError, PolicyEngine
 from .loader import LoadError
-from .prepared import stable_sha256
+from .prepared import PreparedInput, stable_sha256
+from .reads import Path, project
 from .result import ALLOW, parse_result
 
 log = structlog.get_logger(__name__)
@@ -79,8 +80,15 @@ class PolicyDecider:
         counts = self._counts
         counts["decisions"] += 1
         key: CacheKey | None = None
+        paths: tuple[Path, ...] | None = getattr(engine, "input_paths", None)
+        if paths is not None:
+            # the engine sees, and the cache keys on, only what the policy can read
+            view = PreparedInput(project(input_doc, paths), no_floats=getattr(
+                input_doc, "no_floats", False))
+            input_doc, digest = view, view.sha256
         if self.cache.enabled:
-            key = (decision_path, revision, stable_sha256(input_doc))
+            key = (decision_path, revision, digest if paths is not None
+                   else stable_sha256(input_doc))
             hit = self.cache.get(key)
             if hit is not None:  # stored with cached=True: no copy on the way out
                 counts["cache_hits"] += 1

@@ -35,6 +35,7 @@ import structlog
 
 from .engine import ENGINE_ERROR, UNAVAILABLE, UNDEFINED, EngineError, RawResult
 from .loader import Loaded, LoadError, Source, compile_sources, read_sources, short_error, walk
+from .reads import Path, input_paths
 from .vm import Vms
 
 log = structlog.get_logger(__name__)
@@ -86,6 +87,8 @@ class EmbeddedEngine:
         self._fingerprint: Fingerprint = ()
         self._lock = asyncio.Lock()
         self.last_error = ""
+        # what the loaded modules can read of the input (reads.py); None: all of it
+        self.input_paths: tuple[Path, ...] | None = None
 
     @property
     def revision(self) -> str:
@@ -113,6 +116,7 @@ class EmbeddedEngine:
             for rule in self._rules:
                 vms.compile(rule)
         self._loaded, self._vms, self._fingerprint = loaded, vms, fp
+        self.input_paths = input_paths(text for _, text in loaded.modules)
 
     @property
     def vm_stats(self) -> dict[str, float]:

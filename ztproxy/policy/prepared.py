@@ -152,6 +152,10 @@ class PreparedInput(dict[str, Any]):
         return full
 
     @property
+    def no_floats(self) -> bool:
+        return self._no_floats
+
+    @property
     def json_bytes(self) -> bytes:
         """The canonical JSON as UTF-8 bytes."""
         full = self._bytes

@@ -14,9 +14,12 @@ from ztproxy.errors import BadRequest
 from ztproxy.stages.canonical import canonicalize
 
 _alphabet = string.ascii_letters + string.digits + "-._~!$&'()*+,=:@%/;?"
-_tails = st.text(alphabet=_alphabet, max_size=30) | st.sampled_from(
+_tails = (st.text(alphabet=_alphabet, max_size=30) | st.sampled_from(
     ["a/../b", "%2e%2e/x", "a%2Fb", "a//b", "x;y", "%41%42", "a%20b?c=%2f", "?", "x?y?z",
-     "%zz", "%c3%a9", "%25", "...", ".well-known/x"])
+     "%zz", "%c3%a9", "%25", "...", ".well-known/x"])).filter(
+    # the lab upstream's own routes answer differently (/ws wants an Upgrade: 400);
+    # everything else reaches its echo handler
+    lambda t: t.split("?")[0].split("/")[0] not in ("ws", "stream", "upload", "slow"))
 
 _running: dict[str, Running] = {}
 

@@ -134,7 +134,8 @@ class LoopCounter(_Family):
         self._plain.value += amount
 
     def collect(self) -> list[Metric]:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        kind = GaugeMetricFamily if isinstance(self, LoopGauge) else CounterMetricFamily
+        family = kind(self.name, self.documentation, labels=self.labelnames)
         for labels, child in self._all():
             assert isinstance(child, LoopValue)
             family.add_metric(labels, child.value)
@@ -149,13 +150,6 @@ class LoopGauge(LoopCounter):
     def set(self, value: float) -> None:
         assert isinstance(self._plain, LoopValue), f"{self.name} has labels"
         self._plain.value = float(value)
-
-    def collect(self) -> list[Metric]:
-        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for labels, child in self._all():
-            assert isinstance(child, LoopValue)
-            family.add_metric(labels, child.value)
-        return [family]
 
 
 class LoopHistogram(_Family):

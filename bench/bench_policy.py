@@ -14,8 +14,9 @@ encodes the canonical JSON once; the cache key and the VM reuse it), then timed:
 
 for the shipped policy on a mix of allowed and denied requests (the shared test
 table, with realistic headers) and for a baseline policy (`decision := true`) in the
-same run. Also: the per-request input preparation (one canonical encoding, both
-digests) against the two encodings it replaces, and the VM's own parts. Bounded: N
+same run ("whole input": the engine given the whole input, as before the policy's
+reads were scanned, policy/reads.py). Also: the per-request input preparation (both
+digests: json twice, json once, orjson) and the VM's own parts. Bounded: N
 samples per row (default 3000; remote N/4) and 20 s per row at most. Prints p50 / p99
 / mean in microseconds; compare rows of one run only (shared machines are noisy).
 """
@@ -48,6 +49,7 @@ from ztproxy.policy.cache import DecisionCache  # noqa: E402
 from ztproxy.policy.canonical import canonical_bytes, stable_view  # noqa: E402
 from ztproxy.policy.embedded import EmbeddedEngine  # noqa: E402
 from ztproxy.policy.prepared import PreparedInput  # noqa: E402
+from ztproxy.policy.reads import project  # noqa: E402
 from ztproxy.stages.policy_input import input_digest  # noqa: E402
 
 MAX_SECONDS = 20.0
@@ -90,13 +92,18 @@ def _sync_rows(n: int) -> list[tuple[str, list[float]]]:
         hashlib.sha256(canonical_bytes(doc)).hexdigest()
         hashlib.sha256(canonical_bytes(stable_view(doc))).hexdigest()
 
-    def now(doc: dict[str, Any]) -> None:
+    def one_pass(doc: dict[str, Any]) -> None:
         prepared = PreparedInput(doc)
         assert prepared.sha256 and prepared.stable_sha256
 
+    def fast(doc: dict[str, Any]) -> None:
+        prepared = PreparedInput(doc, no_floats=True)
+        assert prepared.sha256 and prepared.stable_sha256
+
     rows = []
-    for name, fn in (("prepare input, before (2 encodings)", before),
-                     ("prepare input, now (1 encoding)", now)):
+    for name, fn in (("prepare input, 2 json encodings", before),
+                     ("prepare input, 1 json encoding", one_pass),
+                     ("prepare input, orjson (now)", fast)):
         samples = []
         for doc in plain:
             t = time.perf_counter()
@@ -112,16 +119,25 @@ def _vm_parts(engine: EmbeddedEngine, n: int) -> list[tuple[str, list[float]]]:
     vms.run("data.ztproxy.authz.decision", {})
     vm = vms._vms["data.ztproxy.authz.decision"]
     assert vm is not None
-    text = _mix(1, True)[0].json
-    parts: dict[str, list[float]] = {"vm set_input_json": [], "vm execute": []}
+    doc = _mix(1, True)[0]
+    paths = engine.input_paths
+    assert paths is not None
+    whole, cut = doc.json, PreparedInput(project(doc, paths), no_floats=True).json
+    parts: dict[str, list[float]] = {f"vm set_input_json, whole ({len(whole)} B)": [],
+                                     f"vm set_input_json, cut ({len(cut)} B)": [],
+                                     "vm execute": []}
+    names = list(parts)
     for _ in range(n):
         t0 = time.perf_counter()
-        vm.set_input_json(text)
+        vm.set_input_json(whole)
         t1 = time.perf_counter()
-        vm.execute()
+        vm.set_input_json(cut)
         t2 = time.perf_counter()
-        parts["vm set_input_json"].append((t1 - t0) * 1e6)
-        parts["vm execute"].append((t2 - t1) * 1e6)
+        vm.execute()
+        t3 = time.perf_counter()
+        parts[names[0]].append((t1 - t0) * 1e6)
+        parts[names[1]].append((t2 - t1) * 1e6)
+        parts[names[2]].append((t3 - t2) * 1e6)
     return list(parts.items())
 
 
@@ -142,6 +158,7 @@ async def main(n: int) -> None:
             "package ztproxy.authz\nimport rego.v1\ndecision := true\n")
         shipped, ref = ROOT / "policies", ROOT / "tests" / "policy" / "reference"
         plan = [("vm miss (shipped, mix)", shipped, True, False, ()),
+                ("vm miss (shipped, mix, whole input)", shipped, True, False, ()),
                 ("interp miss (shipped, mix)", shipped, False, False, ()),
                 ("v1 interp miss (before, mix)", ref, False, False, (str(shipped),)),
                 ("cache hit (shipped)", shipped, True, True, ()),
@@ -150,10 +167,13 @@ async def main(n: int) -> None:
         for label, root, use_vm, cache, data in plan:
             d = _decider(root, use_vm=use_vm, cache=cache, data=data)
             await d.start()
+            if "whole input" in label:  # as before policy/reads.py: no cut-down input
+                assert isinstance(d.engine, EmbeddedEngine)
+                d.engine.input_paths = None
             slow = "interp" in label
             docs = _mix(max(n // 4, 1) if slow else n, same=cache)
             rows.append((label, await _measure(d.decide, docs)))
-            if label.startswith("vm miss (shipped"):
+            if label == "vm miss (shipped, mix)":
                 assert isinstance(d.engine, EmbeddedEngine)
                 assert d.engine.served_by(PATH) == "rvm"
                 rows.extend(_vm_parts(d.engine, n))

@@ -1,5 +1,7 @@
 """Token verification cost per request: ztproxy's authenticator, cached and uncached,
-ES256 and RS256, against PyJWT's bare `jwt.decode` measured in the same run.
+ES256 and RS256, against PyJWT's bare `jwt.decode` measured in the same run. "cached,
+per token" is the verified-token cache alone; "cached (whole request)" is what a repeated
+request costs, answered by the authenticator's whole-request memo (docs/identity.md).
 
 Run by hand: `python bench/bench_tokens.py [--iterations N] [--seconds S]`.
 Each row stops after N calls or S seconds, whichever comes first, and prints the mean,
@@ -69,8 +71,11 @@ async def main(iterations: int, seconds: float) -> None:
     issuer = IssuerConfig(name="bench", kind="user", issuer=ISS, audiences=(AUD,),
                           algorithms=("ES256", "RS256"), jwks=jwks)
     cached = TokenAuthenticator(IdentityConfig(issuers=(issuer,)))
+    per_token = TokenAuthenticator(IdentityConfig(issuers=(issuer,)))
+    per_token._pairs_max = 0  # the per-token cache alone, without the whole-request memo
     uncached = TokenAuthenticator(IdentityConfig(issuers=(issuer,), token_cache_size=0))
     await cached.start()
+    await per_token.start()
     await uncached.start()
     route = Route(name="r", service="s", upstream="http://127.0.0.1:9",
                   device=Requirement.NONE)
@@ -96,9 +101,12 @@ async def main(iterations: int, seconds: float) -> None:
                          await _measure(bare, iterations, seconds)))
             rows.append((f"{alg} ztproxy uncached",
                          await _measure(partial(ours, uncached), iterations, seconds)))
-            rows.append((f"{alg} ztproxy cached",
+            rows.append((f"{alg} ztproxy cached, per token",
+                         await _measure(partial(ours, per_token), iterations * 10, seconds)))
+            rows.append((f"{alg} ztproxy cached (whole request)",
                          await _measure(partial(ours, cached), iterations * 10, seconds)))
     finally:
+        await per_token.close()
         await cached.close()
         await uncached.close()
     print(f"{'case':<34} {'calls':>7} {'mean us':>9} {'p50 us':>8} {'p99 us':>8}")

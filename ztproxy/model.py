@@ -79,11 +79,12 @@ class Route:
     websocket: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class RequestFacts:
+class RequestFacts(NamedTuple):
     """The canonical request. `path` is byte for byte what goes upstream and what the
     policy sees; `raw_query` likewise. `headers` excludes credential headers and the
-    headers the proxy asserts (lowercased names, values in arrival order)."""
+    headers the proxy asserts (lowercased names, values in arrival order).
+
+    A NamedTuple like AuditEvent (one per request; see there why)."""
 
     request_id: str
     method: str

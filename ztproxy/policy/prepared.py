@@ -105,15 +105,24 @@ def fast_serialize(doc: Mapping[str, Any]) -> tuple[bytes, bytes] | None:
     """`serialize` through orjson, as UTF-8 bytes, for a document WITHOUT floats (the
     caller's promise; see the module docstring). None when orjson refuses the
     document: use `serialize`."""
+    full = _fast_full(doc)
+    stable = _fast_stable(doc) if full is not None else None
+    return None if full is None or stable is None else (full, stable)
+
+
+def _fast_full(doc: Mapping[str, Any]) -> bytes | None:
     try:
-        full = orjson.dumps(doc, option=_SORTED)
-        request = doc.get("request")
-        if not isinstance(request, Mapping):
-            return full, full
-        stable_request = {k: v for k, v in request.items() if k != "id" and k != "time"}
-        return full, orjson.dumps({**doc, "request": stable_request}, option=_SORTED)
+        return orjson.dumps(doc, option=_SORTED)
     except (orjson.JSONEncodeError, TypeError):
         return None
+
+
+def _fast_stable(doc: Mapping[str, Any]) -> bytes | None:
+    request = doc.get("request")
+    if not isinstance(request, Mapping):
+        return _fast_full(doc)
+    stable_request = {k: v for k, v in request.items() if k != "id" and k != "time"}
+    return _fast_full({**doc, "request": stable_request})
 
 
 def _read_only(*_args: Any, **_kwargs: Any) -> NoReturn:
@@ -139,15 +148,16 @@ class PreparedInput(dict[str, Any]):
         self._no_floats = no_floats
 
     def _prepare(self) -> bytes:
-        pair = fast_serialize(self) if self._no_floats else None
-        if pair is None:
+        """The canonical bytes and their digest; the stable digest too when it comes
+        from the same pass (the json way), else only when asked for (a decision cache
+        keyed on the whole input asks; one keyed on what the policy reads does not)."""
+        full = _fast_full(self) if self._no_floats else None
+        if full is None:
             text, stable_text = serialize(self)
-            pair = text.encode("utf-8"), stable_text.encode("utf-8")
+            full = text.encode("utf-8")
             self._json = text
-        full, stable = pair
+            self._stable_sha256 = hashlib.sha256(stable_text.encode("utf-8")).hexdigest()
         self._sha256 = hashlib.sha256(full).hexdigest()
-        self._stable_sha256 = (self._sha256 if stable is full
-                               else hashlib.sha256(stable).hexdigest())
         self._bytes = full
         return full
 
@@ -177,6 +187,11 @@ class PreparedInput(dict[str, Any]):
     def stable_sha256(self) -> str:
         if self._bytes is None:
             self._prepare()
+        if not self._stable_sha256:
+            stable = _fast_stable(self)
+            if stable is None:
+                stable = serialize(self)[1].encode("utf-8")
+            self._stable_sha256 = hashlib.sha256(stable).hexdigest()
         return self._stable_sha256
 
     __setitem__ = __delitem__ = _read_only

@@ -43,6 +43,15 @@ from .stages.respond import denied_response, error_response, rejection_response
 from .stages.websocket import is_websocket_upgrade, proxy_websocket
 
 log = structlog.get_logger("ztproxy.request")
+_PROTOCOLS: dict[tuple[int, int], str] = {}
+
+
+def _protocol(version: tuple[int, int]) -> str:
+    """"HTTP/1.1" for (1, 1): made once per version seen (the parser knows only a few)."""
+    text = _PROTOCOLS.get(version)
+    if text is None:
+        text = _PROTOCOLS[version] = f"HTTP/{version[0]}.{version[1]}"
+    return text
 
 
 @dataclass(slots=True)
@@ -117,7 +126,7 @@ class Pipeline:
         cfg = self.config
         facts = build_request_facts(
             request_id=trace.request_id, method=request.method, raw_target=request.raw_path,
-            version=f"HTTP/{request.version.major}.{request.version.minor}",
+            version=_protocol(request.version),
             headers=request.headers, source_address=trace.source_address,
             now=datetime.fromtimestamp(self.clock(), UTC), routes=cfg.routes,
             max_header_bytes=cfg.limits.max_header_bytes, hidden_headers=self._hidden)

@@ -79,9 +79,8 @@ def upstream_headers(headers: CIMultiDictProxy[str], *, stripped: Collection[str
     """`stripped`: normalized names removed in every spelling; `asserted`: the proxy's
     own headers (name -> value), set, never appended; `keep`: normalized credential
     names the route forwards (e.g. "authorization")."""
-    dropped = connection_named(headers)
-    keep_set = frozenset(keep)
-    protected = frozenset(stripped) | frozenset(asserted) | HOP_BY_HOP
+    dropped = connection_named(headers) if "Connection" in headers else frozenset()
+    keep_set = frozenset(keep) if keep else frozenset()
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         norm = normalize_name(name)
@@ -96,6 +95,9 @@ def upstream_headers(headers: CIMultiDictProxy[str], *, stripped: Collection[str
         out.add(name, value)
     for name, value in asserted.items():
         out[name] = value
+    if not policy_headers:
+        return out
+    protected = frozenset(stripped) | frozenset(asserted) | HOP_BY_HOP
     for name, value in policy_headers.items():
         norm = normalize_name(name)
         if norm in protected or norm in credential_headers or norm == "host":
@@ -106,7 +108,7 @@ def upstream_headers(headers: CIMultiDictProxy[str], *, stripped: Collection[str
 
 def downstream_headers(headers: CIMultiDictProxy[str],
                        extra: Mapping[str, str] = {}) -> CIMultiDict[str]:
-    dropped = connection_named(headers)
+    dropped = connection_named(headers) if "Connection" in headers else frozenset()
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         norm = normalize_name(name)

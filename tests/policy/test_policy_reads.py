@@ -156,3 +156,15 @@ async def test_what_the_policy_reads_is_in_the_key(reader: PolicyDecider) -> Non
     assert not later.cached and later.allowed
     other = await reader.decide(PATH, make_input(query={"limit": ("20",)}, when=t1))
     assert not other.cached and not other.allowed
+
+
+def test_view_keys_are_bytes_when_short_and_a_digest_when_long() -> None:
+    from ztproxy.policy.reads import KEY_MAX_BYTES, view_key
+
+    short = {"request": {"method": "GET"}}
+    assert view_key(short) == b'{"request":{"method":"GET"}}'
+    long = {"request": {"headers": {"x": ["a" * KEY_MAX_BYTES]}}}
+    key = view_key(long)
+    assert key.startswith(b"sha256:") and len(key) == 7 + 32
+    assert view_key({"n": 2**70}).startswith(b"json:")  # orjson refuses: json writes it
+    assert view_key({"b": 1, "a": 2}) == view_key({"a": 2, "b": 1})

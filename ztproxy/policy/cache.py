@@ -22,7 +22,7 @@ from typing import Any
 from ..model import Decision
 from .prepared import stable_sha256
 
-CacheKey = tuple[str, str, str]
+CacheKey = tuple[str, str, str | bytes]  # path, revision, input digest or cut-down bytes
 
 
 def cache_key(decision_path: str, revision: str, input_doc: Mapping[str, Any]) -> CacheKey:

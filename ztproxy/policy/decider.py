@@ -37,7 +37,7 @@ from .embedded import EmbeddedEngine
 from .engine import CIRCUIT_OPEN, ENGINE_ERROR, EngineError, PolicyEngine
 from .loader import LoadError
 from .prepared import PreparedInput, stable_sha256
-from .reads import Path, project
+from .reads import Path, project, view_key
 from .result import ALLOW, parse_result
 
 log = structlog.get_logger(__name__)
@@ -81,13 +81,12 @@ class PolicyDecider:
         counts["decisions"] += 1
         key: CacheKey | None = None
         paths: tuple[Path, ...] | None = getattr(engine, "input_paths", None)
+        view: dict[str, Any] | None = None
         if paths is not None:
             # the engine sees, and the cache keys on, only what the policy can read
-            view = PreparedInput(project(input_doc, paths), no_floats=getattr(
-                input_doc, "no_floats", False))
-            input_doc, digest = view, view.sha256
+            view = project(input_doc, paths)
         if self.cache.enabled:
-            key = (decision_path, revision, digest if paths is not None
+            key = (decision_path, revision, view_key(view) if view is not None
                    else stable_sha256(input_doc))
             hit = self.cache.get(key)
             if hit is not None:  # stored with cached=True: no copy on the way out
@@ -100,6 +99,8 @@ class PolicyDecider:
         if self.breaker is not None and not self.breaker.allow():
             self._fail(CIRCUIT_OPEN, "circuit open: OPA not asked during the cool-down",
                        decision_path, count_breaker=False)
+        if view is not None:
+            input_doc = PreparedInput(view, no_floats=getattr(input_doc, "no_floats", False))
         started = time.perf_counter()
         try:
             raw = await engine.evaluate(decision_path, input_doc)

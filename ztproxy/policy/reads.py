@@ -24,10 +24,16 @@ whose braces hold code the scan would not see).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
+
+from .canonical import canonical_bytes
+
 Path = tuple[str, ...]
+KEY_MAX_BYTES = 1024
 
 _IDENT_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 _IDENT = _IDENT_START | frozenset("0123456789")
@@ -160,3 +166,20 @@ def project(doc: Mapping[str, Any], paths: tuple[Path, ...]) -> dict[str, Any]:
                 nested = dst[key] = {}
             src, dst = value, nested
     return out
+
+
+def view_key(view: Mapping[str, Any]) -> bytes:
+    """The cut-down input as the decision cache's key: its bytes (sorted keys) while
+    they are short (a hit then costs one encoding of a few hundred bytes and a lookup),
+    their SHA-256 past KEY_MAX_BYTES (so that requests with large headers the policy
+    reads cannot fill memory with long keys). Only equality matters here, so orjson's
+    float spelling is as good as json's; what orjson refuses (an int past 64 bits) is
+    written by json instead. The prefixes keep the three forms apart (orjson output
+    starts with "{")."""
+    try:
+        data = orjson.dumps(view, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        data = b"json:" + canonical_bytes(view)
+    if len(data) > KEY_MAX_BYTES:
+        return b"sha256:" + hashlib.sha256(data).digest()
+    return data

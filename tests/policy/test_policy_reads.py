@@ -168,3 +168,9 @@ def test_view_keys_are_bytes_when_short_and_a_digest_when_long() -> None:
     assert key.startswith(b"sha256:") and len(key) == 7 + 32
     assert view_key({"n": 2**70}).startswith(b"json:")  # orjson refuses: json writes it
     assert view_key({"b": 1, "a": 2}) == view_key({"a": 2, "b": 1})
+
+
+def test_project_keeps_a_whole_subtree_over_a_path_below_it() -> None:
+    doc = {"a": {"b": 1, "c": 2}}
+    assert project(doc, (("a", "b"), ("a",))) == doc
+    assert project(doc, (("a",), ("a", "b"))) == doc

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -148,23 +149,37 @@ def project(doc: Mapping[str, Any], paths: tuple[Path, ...]) -> dict[str, Any]:
     """`doc` with only `paths` (prefix-free, as `input_paths` gives them). A path that
     ends early at a value that is not an object keeps that value (`null`, a list...),
     so reading further below it is undefined here exactly as in the whole document; a
-    missing key stays missing."""
+    missing key stays missing. (Copying more than a path asks is always safe: an
+    object that is not a dict is kept whole.)"""
+    return _cut(doc, _plan(paths))
+
+
+_Plan = dict[str, "_Plan | None"]  # key -> what to keep below it (None: all of it)
+
+
+@lru_cache(maxsize=16)
+def _plan(paths: tuple[Path, ...]) -> _Plan:
+    plan: _Plan = {}
+    for path in sorted(paths, key=len):  # shorter first: a whole subtree wins
+        node: _Plan | None = plan
+        for key in path[:-1]:
+            assert node is not None
+            if key in node and node[key] is None:
+                node = None  # kept whole already
+                break
+            node = node.setdefault(key, {})
+        if node is not None:
+            node[path[-1]] = None
+    return plan
+
+
+def _cut(src: Mapping[str, Any], plan: _Plan) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for path in paths:
-        src: Any = doc
-        dst = out
-        last = len(path) - 1
-        for i, key in enumerate(path):
-            if key not in src:
-                break
+    for key, below in plan.items():
+        if key in src:
             value = src[key]
-            if i == last or not isinstance(value, Mapping):
-                dst[key] = value
-                break
-            nested = dst.get(key)
-            if nested is None:
-                nested = dst[key] = {}
-            src, dst = value, nested
+            out[key] = value if below is None or type(value) is not dict else _cut(value,
+                                                                                  below)
     return out
 
 

@@ -105,12 +105,15 @@ def fast_serialize(doc: Mapping[str, Any]) -> tuple[bytes, bytes] | None:
     """`serialize` through orjson, as UTF-8 bytes, for a document WITHOUT floats (the
     caller's promise; see the module docstring). None when orjson refuses the
     document: use `serialize`."""
-    full = _fast_full(doc)
+    full = sorted_json(doc)
     stable = _fast_stable(doc) if full is not None else None
     return None if full is None or stable is None else (full, stable)
 
 
-def _fast_full(doc: Mapping[str, Any]) -> bytes | None:
+def sorted_json(doc: Mapping[str, Any]) -> bytes | None:
+    """orjson's bytes of `doc` with sorted keys; None when orjson refuses it (an int
+    past 64 bits, a lone surrogate, a key that is not a string). The canonical bytes
+    only for a document without floats (see the module docstring)."""
     try:
         return orjson.dumps(doc, option=_SORTED)
     except (orjson.JSONEncodeError, TypeError):
@@ -120,9 +123,9 @@ def _fast_full(doc: Mapping[str, Any]) -> bytes | None:
 def _fast_stable(doc: Mapping[str, Any]) -> bytes | None:
     request = doc.get("request")
     if not isinstance(request, Mapping):
-        return _fast_full(doc)
+        return sorted_json(doc)
     stable_request = {k: v for k, v in request.items() if k != "id" and k != "time"}
-    return _fast_full({**doc, "request": stable_request})
+    return sorted_json({**doc, "request": stable_request})
 
 
 def _read_only(*_args: Any, **_kwargs: Any) -> NoReturn:
@@ -151,7 +154,7 @@ class PreparedInput(dict[str, Any]):
         """The canonical bytes and their digest; the stable digest too when it comes
         from the same pass (the json way), else only when asked for (a decision cache
         keyed on the whole input asks; one keyed on what the policy reads does not)."""
-        full = _fast_full(self) if self._no_floats else None
+        full = sorted_json(self) if self._no_floats else None
         if full is None:
             text, stable_text = serialize(self)
             full = text.encode("utf-8")
@@ -187,8 +190,8 @@ class PreparedInput(dict[str, Any]):
     def stable_sha256(self) -> str:
         if self._bytes is None:
             self._prepare()
-        if not self._stable_sha256:
-            stable = _fast_stable(self)
+        if not self._stable_sha256:  # only the orjson way leaves it for later
+            stable = _fast_stable(self) if self._no_floats else None
             if stable is None:
                 stable = serialize(self)[1].encode("utf-8")
             self._stable_sha256 = hashlib.sha256(stable).hexdigest()

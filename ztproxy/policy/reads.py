@@ -29,9 +29,8 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
-import orjson
-
 from .canonical import canonical_bytes
+from .prepared import sorted_json
 
 Path = tuple[str, ...]
 KEY_MAX_BYTES = 1024
@@ -191,9 +190,8 @@ def view_key(view: Mapping[str, Any]) -> bytes:
     float spelling is as good as json's; what orjson refuses (an int past 64 bits) is
     written by json instead. The prefixes keep the three forms apart (orjson output
     starts with "{")."""
-    try:
-        data = orjson.dumps(view, option=orjson.OPT_SORT_KEYS)
-    except (orjson.JSONEncodeError, TypeError):
+    data = sorted_json(view)
+    if data is None:
         data = b"json:" + canonical_bytes(view)
     if len(data) > KEY_MAX_BYTES:
         return b"sha256:" + hashlib.sha256(data).digest()

@@ -14,8 +14,8 @@ parked itself because it found nothing to do. The writer then writes at most onc
 per flush interval (`audit.flush_interval_ms`, default 50 ms): it waits out the
 interval so the records of that time arrive, then drains everything queued as one
 write. Every wake-up of this thread costs the process far more than a record does
-(bench/bench_audit.py, "paced" rows: at 1,200 records/s, 75 us of CPU per record
-when the writer woke every 5 ms, 23 us at 100 ms), so the interval is the knob
+(bench/bench_audit.py, "paced" rows: at 1,200 records/s, 69 us of CPU per record
+when the writer wrote every 5 ms, 29 us at 50 ms, 19 us at 100 ms), so the interval is the knob
 between CPU and how long a record stays in memory before the kernel has it (records
 are fsynced and signed at checkpoints either way). A full batch (BATCH records) does
 not wait. While the writer is busy, appends cost the loop a deque append and nothing

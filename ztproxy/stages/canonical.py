@@ -102,7 +102,7 @@ def _decode(text: str) -> str:
 
 
 MEMO_ENTRIES = 4096
-MEMO_MAX_TARGET = 512  # longer targets are not remembered: memory stays under ~2 MiB
+MEMO_MAX_TARGET = 512  # longer targets are not remembered: the memo stays a few MiB
 
 
 def canonicalize(raw_target: str) -> CanonicalTarget:

@@ -71,9 +71,9 @@ def request_peer(request: Any, trust: TrustStore, now: float) -> PeerIdentity:
     try:
         return state.peer(trust, now)
     except Unauthenticated:
-        transport = request.transport
-        if transport is not None:  # the connection's identity no longer holds: end it
-            request.protocol.force_close()
+        # The connection's identity no longer holds: answer this request (401), then
+        # close the connection (aiohttp's close() lets the current handler finish).
+        request.protocol.close()
         raise
 
 

@@ -180,3 +180,37 @@ def test_new_form_with_a_stray_listener_bundle_is_refused(tmp_path: Path) -> Non
         parse_config(raw, str(tmp_path))
     assert any(p.startswith("listener.client_ca_file: moved to trust_domains")
                for p in err.value.problems)
+
+
+_PROPERTY: dict[str, object] = {}
+
+
+def _property_fixture() -> tuple[list[bytes], TrustStore, float]:
+    if not _PROPERTY:
+        import tempfile
+        root = DevCA.create("property root")
+        inter = root.issue_intermediate("property issuing")
+        leaf = inter.issue_workload(ID)
+        tmp = Path(tempfile.mkdtemp())
+        store = _store(tmp, {"corp.example": root},
+                       {"corp.example": root.crl([]) + inter.crl([])})
+        _PROPERTY.update(chain=_chain(leaf, root), store=store,
+                         t0=datetime.now(UTC).timestamp())
+    return (_PROPERTY["chain"], _PROPERTY["store"], _PROPERTY["t0"])  # type: ignore[return-value]
+
+
+@given(st.floats(min_value=-400 * 86400, max_value=400 * 86400, allow_nan=False))
+def test_connection_fast_path_agrees_with_full_validation(offset: float) -> None:
+    """ConnState's per-request check (`still_valid`) answers yes only where validating the
+    stored chain again would pass with the same peer."""
+    chain, store, t0 = _property_fixture()
+    validated = validate_chain(chain, store, t0)
+    now = t0 + offset
+    if validated.still_valid(store, now):
+        assert validate_chain(chain, store, now).peer == validated.peer
+    try:
+        validate_chain(chain, store, now)
+    except SvidError:
+        assert not validated.still_valid(store, now)
+    same_content = TrustStore(dict(store.domains), store.bundle_pem)
+    assert not validated.still_valid(same_content, now)  # another runtime: validate again

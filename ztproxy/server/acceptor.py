@@ -48,7 +48,7 @@ class ConnState:
 
     def peer(self, trust: TrustStore, now: float) -> PeerIdentity:
         v = self.validated
-        if v.store is trust and now < v.valid_until:
+        if v.still_valid(trust, now):
             return v.peer
         try:
             v = validate_chain(v.chain, trust, now)

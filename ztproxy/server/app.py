@@ -101,6 +101,7 @@ class Proxy:
         self.runtime: RuntimeRef | None = None
         self._retired: set[asyncio.Task[None]] = set()
         self._generation = 0
+        self._reload_lock = asyncio.Lock()
         self._listener: TLSListener | None = None
         self._runner: web.ServerRunner | None = None
         self._admin: web.AppRunner | None = None
@@ -202,6 +203,10 @@ class Proxy:
     async def reload(self) -> bool:
         """SIGHUP: build a new runtime from the config file and publish it whole, or
         change nothing and log one line saying why."""
+        async with self._reload_lock:  # one reload at a time: each builds on the last
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         assert self.runtime is not None
         old = self.runtime.current
         source = self.config.source
@@ -215,7 +220,11 @@ class Proxy:
                                                    clock=self.clock)
                 built.append(authenticator)
                 await authenticator.start()
-            decider = old.decider
+            session = old.session
+            if _session_settings(new) != _session_settings(old.config):
+                session = client_session(new)
+                built.append(session)
+            decider = old.decider  # last: a same-config policy reload is in place
             if new.policy != old.config.policy or _decision_paths(new) != \
                     _decision_paths(old.config):
                 if self._injected_decider:
@@ -226,14 +235,15 @@ class Proxy:
                 await decider.start()
             elif not await decider.reload():  # same config: re-read the policy files
                 raise ConfigError(["policy: the policy files do not load; nothing changed"])
-            session = old.session
-            if _session_settings(new) != _session_settings(old.config):
-                session = client_session(new)
-                built.append(session)
-        except (ConfigError, TLSMaterialError, TrustMaterialError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure: publish nothing, say why
             for part in reversed(built):
-                await part.close()
-            log.error("reload_failed", error=str(exc).replace("\n", "; "))
+                try:
+                    await part.close()
+                except Exception:  # noqa: BLE001, S110 - already failing; keep the first reason
+                    pass
+            known = isinstance(exc, (ConfigError, TLSMaterialError, TrustMaterialError))
+            log.error("reload_failed", error=str(exc).replace("\n", "; ") if known
+                      else f"unexpected {type(exc).__name__}")
             return False
         self._generation += 1
         self.runtime.current = Runtime(

@@ -68,6 +68,12 @@ class ValidatedChain:
     chain: tuple[bytes, ...]
     valid_until: float
     store: TrustStore
+    valid_from: float = 0.0  # the latest notBefore of the chain
+
+    def still_valid(self, store: TrustStore, now: float) -> bool:
+        """Exactly `validate_chain(self.chain, store, now)` succeeding, without the work:
+        under the same store, the only inputs that depend on `now` are the windows."""
+        return store is self.store and self.valid_from <= now < self.valid_until
 
 
 def _read(path: str) -> bytes:
@@ -144,12 +150,14 @@ def validate_chain(chain: Sequence[bytes], store: TrustStore, now: float) -> Val
         raise SvidError("unparsable_certificate") from None
     at = datetime.fromtimestamp(now, UTC)
     valid_until = now + 86400.0 * 365
+    valid_from = 0.0
     for i, cert in enumerate(certs):
         if at < cert.not_valid_before_utc:
             raise SvidError("not_yet_valid", audit="not_yet_valid")
         if at > cert.not_valid_after_utc:
             raise SvidError("expired", audit="expired")
         valid_until = min(valid_until, cert.not_valid_after_utc.timestamp())
+        valid_from = max(valid_from, cert.not_valid_before_utc.timestamp())
         if i == 0:
             continue
         bc = _ext(cert, x509.BasicConstraints)
@@ -176,7 +184,7 @@ def validate_chain(chain: Sequence[bytes], store: TrustStore, now: float) -> Val
                 if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
                     reason = "client_cert_revoked" if i == 0 else "intermediate_revoked"
                     raise SvidError(reason, audit=reason)
-    return ValidatedChain(peer, tuple(chain), valid_until, store)
+    return ValidatedChain(peer, tuple(chain), valid_until, store, valid_from)
 
 
 def verified_chain(ssl_object: Any) -> list[bytes] | None:

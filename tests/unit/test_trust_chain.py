@@ -214,3 +214,22 @@ def test_connection_fast_path_agrees_with_full_validation(offset: float) -> None
         assert not validated.still_valid(store, now)
     same_content = TrustStore(dict(store.domains), store.bundle_pem)
     assert not validated.still_valid(same_content, now)  # another runtime: validate again
+
+
+@given(st.lists(st.floats(min_value=-400 * 86400, max_value=400 * 86400, allow_nan=False),
+                min_size=1, max_size=6))
+def test_handshake_memo_agrees_with_full_validation(offsets: list[float]) -> None:
+    """The per-store memo of validated chains answers as validate_chain for every time,
+    in any order of handshakes."""
+    from ztproxy.tls.trust import validate_chain_memo
+    chain, store, t0 = _property_fixture()
+    for offset in offsets:
+        now = t0 + offset
+        try:
+            want = validate_chain(chain, store, now).peer
+        except SvidError as exc:
+            with pytest.raises(SvidError) as err:
+                validate_chain_memo(chain, store, now)
+            assert err.value.audit_reason == exc.audit_reason
+        else:
+            assert validate_chain_memo(chain, store, now).peer == want

@@ -33,7 +33,7 @@ from ..errors import Unauthenticated
 from ..model import PeerIdentity
 from ..runtime import RuntimeRef
 from ..tls.spiffe import SvidError, thumbprints
-from ..tls.trust import TrustStore, ValidatedChain, validate_chain, verified_chain
+from ..tls.trust import TrustStore, ValidatedChain, validate_chain_memo, verified_chain
 
 log = structlog.get_logger("ztproxy.tls")
 
@@ -51,7 +51,7 @@ class ConnState:
         if v.still_valid(trust, now):
             return v.peer
         try:
-            v = validate_chain(v.chain, trust, now)
+            v = validate_chain_memo(v.chain, trust, now)
         except SvidError as exc:
             raise Unauthenticated(exc.audit_reason) from None
         self.validated = v
@@ -216,7 +216,8 @@ class TLSListener:
             self._on_reject(address, "no_verified_chain", thumbprints(der)[1], None)
             return None
         try:
-            return ConnState(validate_chain(chain, self._runtime.current.trust, self._clock()))
+            return ConnState(validate_chain_memo(chain, self._runtime.current.trust,
+                                                 self._clock()))
         except SvidError as exc:
             self._on_reject(address, exc.audit_reason, thumbprints(der)[1], None)
             return None

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,10 +49,18 @@ class DomainTrust:
     crls: Mapping[bytes, tuple[x509.CertificateRevocationList, ...]] | None  # issuer DER name
 
 
+MEMO_ENTRIES = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class TrustStore:
     domains: Mapping[str, DomainTrust]
     bundle_pem: str  # every domain's anchors, for OpenSSL's chain building
+    # Chains validated under THIS store (one per runtime: a reload makes a new store, so
+    # nothing here outlives the bundles and CRLs it was checked against). Bounded; an
+    # entry is used only inside its window, where it equals a full validation.
+    memo: dict[tuple[bytes, ...], ValidatedChain] = field(default_factory=dict,
+                                                          compare=False, repr=False)
 
     @property
     def names(self) -> frozenset[str]:
@@ -185,6 +193,23 @@ def validate_chain(chain: Sequence[bytes], store: TrustStore, now: float) -> Val
                     reason = "client_cert_revoked" if i == 0 else "intermediate_revoked"
                     raise SvidError(reason, audit=reason)
     return ValidatedChain(peer, tuple(chain), valid_until, store, valid_from)
+
+
+def validate_chain_memo(chain: Sequence[bytes], store: TrustStore,
+                        now: float) -> ValidatedChain:
+    """`validate_chain`, remembering successes per store: the same client presenting the
+    same chain on a new connection costs one dict lookup and the window comparison
+    (`ValidatedChain.still_valid`, which is exactly where a full validation would pass
+    again). Refusals are never remembered."""
+    key = tuple(chain)
+    known = store.memo.get(key)
+    if known is not None and known.still_valid(store, now):
+        return known
+    validated = validate_chain(key, store, now)
+    if len(store.memo) >= MEMO_ENTRIES:
+        store.memo.clear()
+    store.memo[key] = validated
+    return validated
 
 
 def verified_chain(ssl_object: Any) -> list[bytes] | None:

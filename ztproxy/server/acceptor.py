@@ -133,14 +133,12 @@ class TLSListener:
 
     def __init__(self, sock: socket.socket, *, runtime: RuntimeRef,
                  handler_factory: Callable[[], asyncio.Protocol],
-                 on_reject: RejectFn, handshake_timeout: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 on_reject: RejectFn, clock: Callable[[], float] = time.time) -> None:
         self.sock = sock
         self._runtime = runtime
         self._handler_factory = handler_factory
         self._clock = clock
         self._on_reject = on_reject
-        self._timeout = handshake_timeout
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting: asyncio.Task[None] | None = None
 
@@ -176,11 +174,12 @@ class TLSListener:
     async def _handshake(self, conn: socket.socket, address: str) -> None:
         gate = _Gate()
         loop = asyncio.get_running_loop()
-        context = self._runtime.current.tls
-        assert context is not None
+        runtime = self._runtime.current  # its context and timeout; judged by the newest
+        assert runtime.tls is not None
         try:
             transport, _ = await loop.connect_accepted_socket(
-                lambda: gate, conn, ssl=context, ssl_handshake_timeout=self._timeout)
+                lambda: gate, conn, ssl=runtime.tls,
+                ssl_handshake_timeout=runtime.config.listener.handshake_timeout_seconds)
         except (TimeoutError, ssl.SSLError, OSError, ConnectionError, RuntimeError) as exc:
             self._on_reject(address, handshake_reason(exc), None, None)
             conn.close()

@@ -140,7 +140,7 @@ class Proxy:
                           revision=lambda: runtime.current.decider.revision)
         self.pipeline = Pipeline(runtime, self.audit, request_peer, outcome, self.clock)
         loop = asyncio.get_running_loop()
-        lim, t = self.config.limits, self.config.timeouts
+        t = self.config.timeouts
         server = web.Server(self.pipeline.handle, loop=loop)
         self._runner = web.ServerRunner(server, handle_signals=False,
                                         shutdown_timeout=t.shutdown_drain_seconds)
@@ -148,19 +148,20 @@ class Proxy:
         pipeline = self.pipeline
 
         def handler() -> AuditingRequestHandler:
+            cfg = runtime.current.config  # a reload's limits apply to new connections
             return AuditingRequestHandler(
                 server, pipeline=pipeline, loop=loop,
-                keepalive_timeout=t.keepalive_seconds, max_line_size=lim.max_line_bytes,
-                max_field_size=lim.max_line_bytes, access_log=None, auto_decompress=False,
-                lingering_time=2.0)
+                keepalive_timeout=cfg.timeouts.keepalive_seconds,
+                max_line_size=cfg.limits.max_line_bytes,
+                max_field_size=cfg.limits.max_line_bytes, access_log=None,
+                auto_decompress=False, lingering_time=2.0)
 
         listener = self.config.listener
         sock = self._sock or listening_socket(listener.address, listener.port,
                                               reuse_port=self.reuse_port)
         self._listener = TLSListener(
             sock, runtime=runtime, handler_factory=handler,
-            on_reject=outcome.record_tls_rejected,
-            handshake_timeout=listener.handshake_timeout_seconds, clock=self.clock)
+            on_reject=outcome.record_tls_rejected, clock=self.clock)
         self._listener.start()
         self.port = sock.getsockname()[1]
         if self.config.admin.enabled:
@@ -213,6 +214,10 @@ class Proxy:
         built: list[Authenticator | Decider | aiohttp.ClientSession] = []
         try:
             new = await asyncio.to_thread(load_config, source) if source else self.config
+            if (new.listener.address, new.listener.port) != (old.config.listener.address,
+                                                             old.config.listener.port):
+                raise ConfigError(["listener.address/port: a new address or port needs a "
+                                   "restart; nothing changed"])
             trust, tls, upstream_ssl = await asyncio.to_thread(tls_material, new)
             authenticator = old.authenticator
             if new.identity != old.config.identity:

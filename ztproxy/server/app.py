@@ -126,7 +126,7 @@ class Proxy:
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        trust, tls, upstream_ssl = tls_material(self.config)
+        trust, tls, upstream_ssl = await asyncio.to_thread(tls_material, self.config)
         await self.audit.start()
         await self._authenticator.start()
         await self._decider.start()

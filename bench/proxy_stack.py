@@ -65,8 +65,8 @@ def zt_config(pki: Any, rsa: dict[str, Any], upstream: str, port: int, admin_por
               "algorithms": ["ES256"]}
     return {
         "listener": {"address": "127.0.0.1", "port": port, "cert_file": str(pki.server_cert),
-                     "key_file": str(pki.server_key), "client_ca_file": str(pki.ca_cert)},
-        "trust_domains": [pki.trust_domain],
+                     "key_file": str(pki.server_key)},
+        "trust_domains": [{"name": pki.trust_domain, "bundle_file": str(pki.ca_cert)}],
         "routes": [
             {"name": "payments-api", "service": "payments", "path_prefix": "/api/v1",
              "upstream": upstream},

@@ -210,6 +210,7 @@ class Pipeline:
             policy_revision=decision.policy_revision if decision else self.decider.revision,
             policy_input_sha256=trace.input_sha256,
             policy_reasons=tuple(decision.reasons) if decision else (),
+            engine=decision.engine or None if decision else None,
         )
         self.audit.append(event)
         self._count(route, event.decision, reason)

@@ -1,7 +1,9 @@
 """`ztproxy run --config FILE [--workers N]` and `ztproxy check-config --config FILE`.
 
 Both use `config.load.load_config`, the loader the server runs. check-config also
-builds the TLS contexts, so unusable certificate material is caught before a deploy.
+builds the TLS contexts, so unusable certificate material is caught before a deploy,
+and runs every load-time check of the embedded policy (`policy.load_policy`: modules,
+builtin allowlist, rule/data conflicts, the decision rule of every decision path).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import sys
 
 from ..config.load import Config, load_config
 from ..errors import ConfigError
+from ..policy import LoadError, load_policy
 from ..ops.logs import configure_logging
 from ..tls.context import TLSMaterialError, server_context, upstream_context
 
@@ -66,6 +69,11 @@ def summary(config: Config) -> str:
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
     if config is None:
+        return 1
+    try:
+        load_policy(config.policy, [r.decision_path for r in config.routes if r.decision_path])
+    except LoadError as exc:
+        print(f"{args.config}: policy does not load: {exc}", file=sys.stderr)
         return 1
     print(f"{args.config}: OK")
     print(summary(config))

@@ -153,7 +153,7 @@ class PreparedInput(dict[str, Any]):
     def _prepare(self) -> bytes:
         """The canonical bytes and their digest; the stable digest too when it comes
         from the same pass (the json way), else only when asked for (a decision cache
-        keyed on the whole input asks; one keyed on what the policy reads does not)."""
+        keyed without request id and time asks; one keyed on the whole input does not)."""
         full = sorted_json(self) if self._no_floats else None
         if full is None:
             text, stable_text = serialize(self)
@@ -210,3 +210,10 @@ def stable_sha256(doc: Mapping[str, Any]) -> str:
     if isinstance(doc, PreparedInput):
         return doc.stable_sha256
     return hashlib.sha256(canonical_bytes(stable_view(doc))).hexdigest()
+
+
+def full_sha256(doc: Mapping[str, Any]) -> str:
+    """The digest of the whole canonical input (request id and time included)."""
+    if isinstance(doc, PreparedInput):
+        return doc.sha256
+    return hashlib.sha256(canonical_bytes(doc)).hexdigest()

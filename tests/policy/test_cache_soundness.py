@@ -4,7 +4,7 @@ The cache keys on the whole input, leaving out `request.id` / `request.time` onl
 regorus's AST shows no module can read them (`checks.Facts.reads`). These policies read
 them (or everything) in the ways a hand-written scan missed or cannot see: a newline
 between a ref and an index, a surrogate-pair string, `walk`, `object.get(input, ...)`,
-`json.filter`, `input[_]`, `some x in input`, `with`, functions taking `input`, plus
+`object.filter` / `object.remove` (json.filter is refused at load), `input[_]`, `some x in input`, `with`, functions taking `input`, plus
 direct reads. Hypothesis draws sequences of inputs from a small alphabet (so entries
 are hit); every cached answer must equal a fresh uncached evaluation.
 """
@@ -46,7 +46,8 @@ decision if {
 }
 """,
     "object_get": 'decision if object.get(input, ["request", "id"], "") == "7"\n',
-    "json_filter": 'decision if json.filter(input, ["request/time"]).request.time == "t1"\n',
+    "object_filter": 'decision if object.filter(input, ["request"]).request.time == "t1"\n',
+    "object_remove": 'decision if object.remove(input, ["field"]).request.id == "7"\n',
     "input_any": 'decision if input[_].id == "7"\n',
     "some_in_input": """decision if {
 	some x in input

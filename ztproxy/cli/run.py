@@ -13,8 +13,8 @@ import sys
 
 from ..config.load import Config, load_config
 from ..errors import ConfigError
-from ..policy import LoadError, load_policy
 from ..ops.logs import configure_logging
+from ..policy import LoadError, load_policy
 from ..tls.context import TLSMaterialError, server_context, upstream_context
 
 

@@ -33,35 +33,29 @@ from typing import Any
 # a value): see "Differences from OPA" in docs/rego-authors.md. Anything else is refused
 # at load. Operators (==, +, in, ...) are not calls and are not listed.
 ALLOWED_BUILTINS: frozenset[str] = frozenset({
-    # aggregates / arrays / sets
-    "count", "sum", "max", "min", "product", "sort",
+    # aggregates / arrays / sets (count/sum/max/sort: see "Differences from OPA")
+    "count", "sum", "max", "min", "sort",
     "array.concat", "array.slice", "array.reverse",
-    "intersection", "union",
     # types
     "type_name", "is_array", "is_boolean", "is_null", "is_number", "is_object",
-    "is_set", "is_string", "to_number",
+    "is_set", "is_string",
     # numbers
-    "abs", "ceil", "floor", "round", "numbers.range",
+    "abs", "ceil", "floor", "round",
     # strings
-    "concat", "contains", "endswith", "startswith", "indexof", "lower", "upper",
-    "replace", "split", "substring", "trim", "trim_left", "trim_right", "trim_prefix",
-    "trim_suffix", "trim_space", "strings.reverse", "sprintf", "format_int",
+    "concat", "contains", "endswith", "startswith", "replace", "split", "substring",
+    "trim", "trim_left", "trim_right", "trim_prefix", "trim_suffix", "trim_space",
+    "strings.reverse",
     # objects
     "object.get", "object.keys", "object.remove", "object.union", "object.union_n",
-    "object.filter", "json.filter", "json.remove",
+    "object.filter", "json.patch",
     # encoding
-    "base64.encode", "base64.decode", "base64url.encode", "base64url.decode",
-    "base64url.encode_no_pad", "hex.encode", "json.marshal", "json.unmarshal",
-    "json.is_valid", "urlquery.encode", "urlquery.decode", "urlquery.encode_object",
-    # matching
-    "regex.match", "regex.is_valid", "regex.split", "regex.find_n", "regex.replace",
-    "glob.match", "glob.quote_meta",
-    # network / time / misc
-    "net.cidr_contains", "net.cidr_intersects", "net.cidr_is_valid",
-    "time.parse_rfc3339_ns", "time.now_ns", "time.date", "time.clock", "time.weekday",
-    "time.add_date", "time.parse_duration_ns",
-    "semver.is_valid", "semver.compare", "graph.reachable",
-    "units.parse_bytes", "units.parse", "uuid.parse", "walk", "print",
+    "base64.encode", "base64.decode", "base64.is_valid", "base64url.encode",
+    "base64url.decode", "base64url.encode_no_pad", "hex.encode", "json.is_valid",
+    "urlquery.encode", "urlquery.encode_object",
+    # matching, graphs, versions, walk
+    "regex.split", "regex.find_n", "regex.replace",
+    "graph.reachable", "graph.reachable_paths",
+    "semver.is_valid", "semver.compare", "walk",
 })
 
 _NOT_DEFINED = "rule"  # construct names used in messages
@@ -154,6 +148,32 @@ def _chain_root(node: Any) -> Any:
     return node
 
 
+_COMPREHENSIONS = ("ArrayCompr", "SetCompr", "ObjectCompr")
+
+
+def _shallow(node: Any) -> Iterator[dict[str, Any]]:
+    """Every single-key node under `node`, not entering comprehensions."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _shallow(item)
+        return
+    if not isinstance(node, dict):
+        return
+    if len(node) == 1:
+        kind = next(iter(node))
+        if kind in _COMPREHENSIONS:
+            return
+        yield node
+    for key, value in node.items():
+        if key != "span":
+            yield from _shallow(value)
+
+
+def _has_dynamic(refr: Any) -> bool:
+    parsed = static_ref(refr)
+    return parsed is not None and not parsed[1]
+
+
 def _dynamic_indexes(node: Any) -> Iterator[Any]:
     """The index expressions of a ref chain (to walk them for calls and reads)."""
     while isinstance(node, dict) and len(node) == 1:
@@ -175,6 +195,7 @@ class _Module:
         self.package = package
         self.local_names = local_names  # first segment of every rule head here
         self.aliases = aliases  # import aliases (data.x.y as z, or the last segment)
+        self.ref_head_names: set[str] = set()  # rules defined with a ref head (a.b := ..)
 
     def site(self, node: Any) -> Site:
         return Site(self.file, _span_line(node))
@@ -194,6 +215,12 @@ class _Module:
             if kind == "Call" and isinstance(body, dict):
                 self.call(body)
                 return
+        if len(node) == 1:
+            kind, body = next(iter(node.items()))
+            if kind == "NotExpr" and isinstance(body, dict):
+                self.negation(body)
+            elif kind == "Every" and isinstance(body, dict):
+                self.every(body)
         if "with_mods" in node and isinstance(node["with_mods"], list):
             for mod in node["with_mods"]:
                 self.with_mod(mod)
@@ -201,6 +228,81 @@ class _Module:
             if key in ("span", "with_mods"):
                 continue
             self.walk(value)
+
+    def is_ref(self, node: Any) -> bool:
+        """A value that can be undefined by itself: a ref with a field or index, input,
+        data, or a rule of this module."""
+        if not isinstance(node, dict) or len(node) != 1:
+            return False
+        kind, body = next(iter(node.items()))
+        if kind in ("RefDot", "RefBrack"):
+            return True
+        return kind == "Var" and isinstance(body, dict) and (
+            body.get("value") in ("input", "data") or body.get("value") in self.local_names)
+
+    def negation(self, body: dict[str, Any]) -> None:
+        """OPA binds a call's (and `in`'s) reference arguments before `not`: with the
+        argument undefined the negation is undefined; regorus makes it true. Refused,
+        with the fix in the message. Likewise `not` of a ref into rules with a dynamic
+        key (regorus and OPA disagree on ref-head rules there)."""
+        expr = body.get("expr")
+        for node in _shallow(expr):
+            kind, inner = next(iter(node.items()))
+            args: list[Any] = []
+            if kind == "Call":
+                args = list(inner.get("params") or [])
+            elif kind == "Membership":
+                args = [inner.get("key"), inner.get("value"), inner.get("collection")]
+            if any(self.is_ref(a) for a in args):
+                self.facts.problems.append(
+                    f"{self.site(body)}: not: a call or `in` on a reference under `not` "
+                    "(undefined in OPA when the reference is; bind it first: "
+                    "`x := input.a; not f(x)`)")
+                return
+        if isinstance(expr, dict) and len(expr) == 1 and next(iter(expr)) in (
+                "RefDot", "RefBrack"):
+            root = _chain_root(expr)
+            dynamic = static_ref(expr)
+            if isinstance(root, dict) and "Var" in root and \
+                    root["Var"].get("value") in self.ref_head_names and \
+                    dynamic is not None and not dynamic[1]:
+                self.facts.problems.append(
+                    f"{self.site(body)}: not: a rule read with a dynamic key under `not` "
+                    "(the embedded engine differs from OPA on ref-head rules here)")
+
+    def every(self, body: dict[str, Any]) -> None:
+        domain = body.get("domain")
+        kind = next(iter(domain)) if isinstance(domain, dict) and len(domain) == 1 else ""
+        if kind not in ("Array", "Set", "Object", "ArrayCompr", "SetCompr", "ObjectCompr"):
+            self.facts.problems.append(
+                f"{self.site(body)}: every: over a reference or variable (on a value that "
+                "is not a collection OPA is true, the embedded engine undefined); iterate "
+                "a literal or a comprehension, e.g. `every x in [x | some x in input.xs]`")
+
+    def head(self, rule: Any) -> None:
+        """`deny contains f.reason if ...`: a head term that is a ref can be undefined
+        for one element; regorus then drops the whole set, OPA only that element."""
+        spec = rule.get("Spec") if isinstance(rule, dict) else None
+        head = spec.get("head", {}) if isinstance(spec, dict) else {}
+        for kind, variant in head.items():
+            if not isinstance(variant, dict):
+                continue
+            terms = []
+            if kind == "Set":
+                terms.append(variant.get("key"))
+            refr = variant.get("refr")
+            for index in _dynamic_indexes(refr):
+                terms.append(index)
+            assign = variant.get("assign")
+            if kind == "Compr" and isinstance(assign, dict) and _has_dynamic(refr):
+                terms.append(assign.get("value"))
+            for term in terms:
+                if isinstance(term, dict) and len(term) == 1 and \
+                        next(iter(term)) in ("RefDot", "RefBrack"):
+                    self.facts.problems.append(
+                        f"{self.site(spec)}: rule head: a reference as the key or value of "
+                        "a partial rule (bind it in the body: `r := f.reason`)")
+                    return
 
     def ref(self, node: Any) -> None:
         root = _chain_root(node)
@@ -298,11 +400,16 @@ def analyze(ast_json: str) -> Facts:
                 aliases.add(name)
         mod = _Module(facts, file, package, local, aliases)
         for rule in rules:
+            parsed = static_ref(_head_ref(rule)[0])
+            if parsed and (len(parsed[0]) > 1 or not parsed[1]):
+                mod.ref_head_names.add(parsed[0][0])
+        for rule in rules:
             refr, body = _head_ref(rule)
             parsed = static_ref(refr)
             if parsed:
                 path = ("data", *package, *parsed[0])
                 facts.rules.setdefault(path, Site(file, _span_line(body)))
+            mod.head(rule)
             mod.walk(rule)
     return facts
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -171,6 +172,28 @@ def input_json(input_doc: Mapping[str, Any] | None) -> str | None:
     return json.dumps(input_doc, ensure_ascii=False, allow_nan=False)
 
 
+# Integers from 2^53 on: regorus holds numbers as f64/i64 and rounds them (and the
+# arithmetic on them) where OPA keeps them exact. The proxy refuses such an input
+# (an evaluation error, 503) rather than decide on a rounded value. A run of 16 digits
+# in the JSON text is the cheap trigger for the exact walk (which floats never fail:
+# the input's floats are Python floats, exact in f64 already).
+EXACT_INT_LIMIT = 1 << 53
+_LONG_DIGITS = re.compile(r"[0-9]{16}")
+
+
+def inexact_number(value: Any) -> bool:
+    """Whether the document holds an integer regorus would round."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return not -EXACT_INT_LIMIT < value < EXACT_INT_LIMIT
+    if isinstance(value, Mapping):
+        return any(inexact_number(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(inexact_number(v) for v in value)
+    return False
+
+
 def evaluate_loaded(engine: regorus.Engine, rule: str, input_doc: Mapping[str, Any] | None
                     ) -> RawResult | str:
     """The raw result, or an error message. Returns rather than raises so that no
@@ -182,6 +205,8 @@ def evaluate_loaded(engine: regorus.Engine, rule: str, input_doc: Mapping[str, A
         text = input_json(input_doc)
     except (TypeError, ValueError) as exc:
         return f"input is not JSON ({type(exc).__name__})"
+    if text is not None and _LONG_DIGITS.search(text) and inexact_number(input_doc):
+        return "input holds an integer beyond 2^53 (the embedded engine would round it)"
     try:
         if text is not None:  # None: no input document (give an engine never set one)
             engine.set_input_json(text)

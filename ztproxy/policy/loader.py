@@ -15,6 +15,7 @@ pinned to their thread.
 
 from __future__ import annotations
 
+import decimal
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -107,11 +108,43 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name}: not a JSON number")
 
 
+def _exact_numbers(value: Any, path: str) -> None:
+    """Data numbers the embedded engine holds exactly (f64, or an integer below 2^53),
+    else LoadError: OPA keeps them exact and regorus would round them."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -(1 << 53) < value < (1 << 53):
+            raise LoadError(f"{path}: number {str(value)[:30]}: integers from 2^53 on are "
+                            "rounded by the embedded engine (quote it)")
+    elif isinstance(value, dict):
+        for v in value.values():
+            _exact_numbers(v, path)
+    elif isinstance(value, list):
+        for v in value:
+            _exact_numbers(v, path)
+
+
+def _float_exact(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")) or \
+            decimal.Decimal(repr(value)) != decimal.Decimal(text):
+        raise ValueError(f"number {text[:30]}: not exact as a float64 (the embedded engine "
+                         "would round it; quote it)")
+    return value
+
+
 def _parse_data(path: str, content: bytes) -> Any:
+    doc = _parse_data_raw(path, content)
+    _exact_numbers(doc, path)
+    return doc
+
+
+def _parse_data_raw(path: str, content: bytes) -> Any:
     if path.endswith(".json"):
         try:
             return json.loads(content, object_pairs_hook=_no_duplicates,
-                              parse_constant=_no_constant)
+                              parse_constant=_no_constant, parse_float=_float_exact)
         except json.JSONDecodeError as exc:
             raise LoadError(f"{path}:{exc.lineno}: JSON: {exc.msg}") from None
         except (ValueError, RecursionError) as exc:

@@ -4,9 +4,10 @@ The cache keys on the whole input, leaving out `request.id` / `request.time` onl
 regorus's AST shows no module can read them (`checks.Facts.reads`). These policies read
 them (or everything) in the ways a hand-written scan missed or cannot see: a newline
 between a ref and an index, a surrogate-pair string, `walk`, `object.get(input, ...)`,
-`object.filter` / `object.remove` (json.filter is refused at load), `input[_]`, `some x in input`, `with`, functions taking `input`, plus
-direct reads. Hypothesis draws sequences of inputs from a small alphabet (so entries
-are hit); every cached answer must equal a fresh uncached evaluation.
+`object.filter` / `object.remove` (json.filter is refused at load), `input[_]`,
+`some x in input`, `with`, functions taking `input`, plus direct reads. Hypothesis draws
+sequences of inputs from a small alphabet (so entries are hit); every cached answer
+must equal a fresh uncached evaluation.
 """
 
 from __future__ import annotations

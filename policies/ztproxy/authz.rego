@@ -47,9 +47,14 @@ caller_rules := [rule |
 	rule.source == input.source.spiffe_id
 ]
 
-method_matches(rule) if input.request.method in rule.methods
+# Indexes (into caller_rules) of the rules that allow the method, and the path.
+method_rules contains i if {
+	some i, rule in caller_rules
+	input.request.method in rule.methods
+}
 
-path_matches(rule) if {
+path_rules contains i if {
+	some i, rule in caller_rules
 	some prefix in rule.path_prefixes
 	under(prefix)
 }
@@ -62,21 +67,8 @@ under("/") if path_slash
 
 under(prefix) if startswith(path_slash, concat("", [prefix, "/"]))
 
-allowed_by_matrix if {
-	some rule in caller_rules
-	method_matches(rule)
-	path_matches(rule)
-}
-
-any_method_matches if {
-	some rule in caller_rules
-	method_matches(rule)
-}
-
-any_path_matches if {
-	some rule in caller_rules
-	path_matches(rule)
-}
+# One rule allows both.
+allowed_by_matrix if count(method_rules & path_rules) > 0
 
 deny contains "source_not_allowed" if {
 	service_known
@@ -85,19 +77,19 @@ deny contains "source_not_allowed" if {
 
 deny contains "method_not_allowed" if {
 	count(caller_rules) > 0
-	not any_method_matches
+	count(method_rules) == 0
 }
 
 deny contains "path_not_allowed" if {
 	count(caller_rules) > 0
-	not any_path_matches
+	count(path_rules) == 0
 }
 
 # Method and path each allowed by some rule, but never by the same one.
 deny contains "method_not_allowed_on_path" if {
-	any_method_matches
-	any_path_matches
-	not allowed_by_matrix
+	count(method_rules) > 0
+	count(path_rules) > 0
+	count(method_rules & path_rules) == 0
 }
 
 # -- user: roles the service requires (any one of them) ---------------------------------

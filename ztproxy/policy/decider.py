@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import orjson
 import structlog
 
 from ..config.policy import check_decision_path
@@ -37,6 +38,7 @@ from ..metrics import Metrics
 from ..model import Decision
 from .breaker import OPEN, Breaker
 from .cache import CacheKey, DecisionCache
+from .canonical import canonical_bytes
 from .engine import CIRCUIT_OPEN, ENGINE_ERROR, EngineError, PolicyEngine
 from .loader import LoadError
 from .prepared import full_sha256, stable_sha256
@@ -56,8 +58,8 @@ class PolicyDecider:
         self._watch_interval = watch_interval_s
         self._watch_task: asyncio.Task[None] | None = None
         self._valid_paths: set[str] = set()
-        # (revision, whether request id/time may be left out of the cache key)
-        self._volatile_free: tuple[str, bool] | None = None
+        # (revision, static read paths or None, whether request id/time may be left out)
+        self._key_plan: tuple[str, tuple[tuple[str, ...], ...] | None, bool] | None = None
         # VM result text -> its parsed Decision (valid results only; bounded)
         self._parsed: dict[str, Decision] = {}
         self._counts = {"decisions": 0, "cache_hits": 0, "cache_misses": 0, "errors": 0,
@@ -85,8 +87,11 @@ class PolicyDecider:
         counts["decisions"] += 1
         key: CacheKey | None = None
         if self.cache.enabled:
-            key = (decision_path, revision, self._digest(revision, input_doc))
-            hit = self.cache.get(key)
+            try:
+                key = (decision_path, revision, self._digest(revision, input_doc))
+            except (TypeError, ValueError):  # not JSON-able: decide without the cache
+                key = None
+            hit = self.cache.get(key) if key is not None else None
             if hit is not None:  # stored with cached=True: no copy on the way out
                 counts["cache_hits"] += 1
                 self._m_hit.inc()
@@ -179,16 +184,28 @@ class PolicyDecider:
         await self.engine.close()
 
     # -- internals -----------------------------------------------------------------
-    def _digest(self, revision: str, input_doc: Mapping[str, Any]) -> str:
-        """The input part of the cache key: the whole input's digest, without request
-        id and time only when the loaded policy cannot read them."""
-        volatile = self._volatile_free
-        if volatile is None or volatile[0] != revision:
+    def _digest(self, revision: str, input_doc: Mapping[str, Any]) -> str | bytes:
+        """The input part of the cache key. When every read of `input` in the loaded
+        modules is a static path (regorus's AST, `checks.Facts.input_reads`), the value
+        at each of those paths (or where the path stops: a missing key, or the
+        non-object met on the way, whole): the decision is a function of exactly these.
+        Otherwise the whole input's digest, without request id and time only when the
+        policy cannot read them. The engine always gets the whole input."""
+        plan = self._key_plan
+        if plan is None or plan[0] != revision:
             facts = getattr(self.engine, "facts", None)
-            free = facts is not None and not facts.reads(("request", "id")) \
-                and not facts.reads(("request", "time"))
-            volatile = self._volatile_free = (revision, free)
-        return stable_sha256(input_doc) if volatile[1] else full_sha256(input_doc)
+            if facts is None or () in facts.input_reads:
+                reads = None
+                free = facts is not None and not facts.reads(("request", "id")) \
+                    and not facts.reads(("request", "time"))
+            else:
+                reads = _minimal(facts.input_reads)
+                free = False
+            plan = self._key_plan = (revision, reads, free)
+        reads = plan[1]
+        if reads is not None:
+            return read_key(input_doc, reads)
+        return stable_sha256(input_doc) if plan[2] else full_sha256(input_doc)
 
     def _check_path(self, decision_path: str) -> None:
         problem = check_decision_path(decision_path)
@@ -235,6 +252,39 @@ class PolicyDecider:
                 self._metrics.policy_reloads.labels("failed").inc()
                 log.error("policy_watch_failed", engine=self.engine.name,
                           error=type(exc).__name__)
+
+
+def _minimal(paths: Iterable[tuple[str, ...]]) -> tuple[tuple[str, ...], ...]:
+    """The read paths without those below another (a subtree read covers them)."""
+    out: list[tuple[str, ...]] = []
+    for path in sorted(set(paths), key=lambda p: (len(p), p)):
+        if not any(path[:len(done)] == done for done in out):
+            out.append(path)
+    return tuple(sorted(out))
+
+
+def read_key(doc: Mapping[str, Any], reads: Sequence[tuple[str, ...]]) -> bytes:
+    """Canonical bytes of what `reads` can see of `doc`: per path, how deep the walk
+    went, whether it found a value, and that value (the one at the path, or the
+    non-object met on the way, whole)."""
+    parts: list[Any] = []
+    for path in reads:
+        node: Any = doc
+        depth = 0
+        found = True
+        for segment in path:
+            if not isinstance(node, Mapping):
+                break
+            if segment not in node:
+                node, found = None, False
+                break
+            node = node[segment]
+            depth += 1
+        parts.append((depth, found, node))
+    try:
+        return orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        return canonical_bytes(parts)
 
 
 def _report_watch_end(task: asyncio.Task[None]) -> None:

@@ -70,10 +70,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
     if config is None:
         return 1
-    try:
-        load_policy(config.policy, [r.decision_path for r in config.routes if r.decision_path])
-    except LoadError as exc:
-        print(f"{args.config}: policy does not load: {exc}", file=sys.stderr)
+    if not _policy_loads(args.config, config):
         return 1
     print(f"{args.config}: OK")
     print(summary(config))
@@ -84,7 +81,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
     if config is None:
         return 1
+    if not _policy_loads(args.config, config):  # one line, before any worker starts
+        return 1
     configure_logging(config.logging.level, config.logging.format)
     from ..server.workers import run_workers
 
-    return run_workers(config, args.workers)
+    try:
+        return run_workers(config, args.workers)
+    except ConfigError as exc:  # the policy changed on disk since the check above
+        print(f"{args.config}: " + "; ".join(exc.problems), file=sys.stderr)
+        return 1
+
+
+def _policy_loads(path: str, config: Config) -> bool:
+    """Every load-time check of the embedded policy; False (one line said) when
+    refused. The engine made here is dropped; each worker loads its own."""
+    try:
+        load_policy(config.policy, [r.decision_path for r in config.routes if r.decision_path])
+    except LoadError as exc:
+        print(f"{path}: policy does not load: {exc}", file=sys.stderr)
+        return False
+    return True

@@ -200,13 +200,13 @@ decision if {
 SURROGATE = """package t
 import rego.v1
 
-key := "\\ud83d\\udd11"
+deny if input.request["\\ud83d\\udd11"] == "revoked"
 
 default decision := false
 
 decision if {
-	key != ""
 	input.request.method == "GET"
+	not deny
 }
 """
 
@@ -218,9 +218,12 @@ async def test_reads_scan_constructs_get_the_whole_input_and_key(tmp_path: Path,
     try:
         get = {"request": {"method": "GET", "id": "1"}}
         delete = {"request": {"method": "DELETE", "id": "2"}}
+        revoked = {"request": {"method": "GET", "id": "3", "\U0001f511": "revoked"}}
         assert await _outcome(d, get) == "allow"
         assert await _outcome(d, delete) == "deny:policy_deny"  # not the GET's entry
         assert await _outcome(d, get) == "allow"
+        if rego is SURROGATE:  # the escaped pair is the key U+1F511: engine and key see it
+            assert await _outcome(d, revoked) == "deny:policy_deny"
     finally:
         await d.close()
 

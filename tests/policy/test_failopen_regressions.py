@@ -347,3 +347,28 @@ async def _until(cond: Any, limit_s: float = 10.0) -> None:
     while not cond():
         assert loop.time() < deadline, "condition not reached"
         await asyncio.sleep(0.02)
+
+
+# Numbers the embedded engine would round ----------------------------------------------
+
+BIG = """package t
+import rego.v1
+
+default decision := false
+
+decision if input.n == 9007199254740993
+"""
+
+
+async def test_input_integer_past_2_53_is_refused_not_rounded(tmp_path: Path) -> None:
+    from ztproxy.policy.prepared import PreparedInput
+
+    d = await _decider(_write(tmp_path, {"t.rego": BIG}))
+    try:
+        for doc in ({"n": 2**53 + 1}, PreparedInput({"n": 2**53 + 1}, no_floats=True),
+                    {"n": [1, {"m": -(2**64)}]}):
+            assert await _outcome(d, doc) == "503:policy_engine_error"
+        assert await _outcome(d, PreparedInput({"n": 2**53 - 1}, no_floats=True)) \
+            == "deny:policy_deny"
+    finally:
+        await d.close()

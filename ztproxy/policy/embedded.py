@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -174,11 +173,10 @@ def input_json(input_doc: Mapping[str, Any] | None) -> str | None:
 
 # Integers from 2^53 on: regorus holds numbers as f64/i64 and rounds them (and the
 # arithmetic on them) where OPA keeps them exact. The proxy refuses such an input
-# (an evaluation error, 503) rather than decide on a rounded value. A run of 16 digits
-# in the JSON text is the cheap trigger for the exact walk (which floats never fail:
-# the input's floats are Python floats, exact in f64 already).
+# (an evaluation error, 503) rather than decide on a rounded value (floats never fail:
+# the input's floats are Python floats, exact in f64 already). The proxy's prepared
+# input proves it while encoding (orjson's 53-bit check); anything else is walked.
 EXACT_INT_LIMIT = 1 << 53
-_LONG_DIGITS = re.compile(r"[0-9]{16}")
 
 
 def inexact_number(value: Any) -> bool:
@@ -205,7 +203,8 @@ def evaluate_loaded(engine: regorus.Engine, rule: str, input_doc: Mapping[str, A
         text = input_json(input_doc)
     except (TypeError, ValueError) as exc:
         return f"input is not JSON ({type(exc).__name__})"
-    if text is not None and _LONG_DIGITS.search(text) and inexact_number(input_doc):
+    if text is not None and not (isinstance(input_doc, PreparedInput)
+                                 and input_doc.exact_ints) and inexact_number(input_doc):
         return "input holds an integer beyond 2^53 (the embedded engine would round it)"
     try:
         if text is not None:  # None: no input document (give an engine never set one)

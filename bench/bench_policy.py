@@ -2,23 +2,24 @@
 
 Measures `decide()` through the real decider, as the pipeline calls it: each input is
 built by the input stage and its audit digest taken first (`input_digest`, which
-encodes the canonical JSON once; the cache key and the VM reuse it), then timed:
+encodes the canonical JSON once; the engine gets that same text), then timed:
 
-  vm miss        - embedded, compiled VM (regorus RVM), cache off
-  interp miss    - embedded, interpreter only (regorus Engine), cache off
-  v1 interp miss - the first shipped policy (tests/policy/reference) on the
-                   interpreter: the "before" figure
-  cache hit      - the same request again (new request id), cache on
-  remote         - OPA Data API over loopback to the test suite's stand-in OPA
-                   (aiohttp + regorus on 127.0.0.1; not a real OPA)
+  interp miss (now)      - the serving path: regorus interpreter, JSON in and out, cache
+                           off, on the shipped policy (the OPA-style rewrite)
+  old VM execute         - regorus's compiled VM (Program/Rvm, as the removed vm.py
+                           used it) on the old shipped policy (git 249e017):
+                           set_input_json + execute only, the "before" engine cost
+  interp eval (old pol.) - the interpreter on that same old policy, same calls
+  interp eval (now)      - the interpreter on today's policy, same calls
+  cache hit              - the same request again (new request id), cache on
+  hit rate (table mix)   - the hit rate on a stream cycling through the shared table
+                           with fresh request ids (whole-input key, less id/time)
+  remote                 - OPA Data API over loopback to the test suite's stand-in OPA
+                           (aiohttp + regorus on 127.0.0.1; not a real OPA)
 
-for the shipped policy on a mix of allowed and denied requests (the shared test
-table, with realistic headers) and for a baseline policy (`decision := true`) in the
-same run ("whole input": the engine given the whole input, as before the policy's
-reads were scanned, policy/reads.py). Also: the per-request input preparation (both
-digests: json twice, json once, orjson) and the VM's own parts. Bounded: N
-samples per row (default 3000; remote N/4) and 20 s per row at most. Prints p50 / p99
-/ mean in microseconds; compare rows of one run only (shared machines are noisy).
+Bounded: N samples per row (default 3000; remote N/4) and 20 s per row at most. Prints
+p50 / p99 / mean in microseconds; compare rows of one run only (shared machines are
+noisy).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,8 +51,8 @@ from ztproxy.policy import PolicyDecider, build_decider  # noqa: E402
 from ztproxy.policy.cache import DecisionCache  # noqa: E402
 from ztproxy.policy.canonical import canonical_bytes, stable_view  # noqa: E402
 from ztproxy.policy.embedded import EmbeddedEngine  # noqa: E402
+from ztproxy.policy.loader import load  # noqa: E402
 from ztproxy.policy.prepared import PreparedInput  # noqa: E402
-from ztproxy.policy.reads import project  # noqa: E402
 from ztproxy.stages.policy_input import input_digest  # noqa: E402
 
 MAX_SECONDS = 20.0
@@ -113,39 +116,87 @@ def _sync_rows(n: int) -> list[tuple[str, list[float]]]:
     return rows
 
 
-def _vm_parts(engine: EmbeddedEngine, n: int) -> list[tuple[str, list[float]]]:
-    vms = engine._vms
-    assert vms is not None
-    vms.run("data.ztproxy.authz.decision", {})
-    vm = vms._vms["data.ztproxy.authz.decision"]
-    assert vm is not None
-    doc = _mix(1, True)[0]
-    paths = engine.input_paths
-    assert paths is not None
-    whole, cut = doc.json, PreparedInput(project(doc, paths), no_floats=True).json
-    parts: dict[str, list[float]] = {f"vm set_input_json, whole ({len(whole)} B)": [],
-                                     f"vm set_input_json, cut ({len(cut)} B)": [],
-                                     "vm execute": []}
-    names = list(parts)
-    for _ in range(n):
-        t0 = time.perf_counter()
-        vm.set_input_json(whole)
-        t1 = time.perf_counter()
-        vm.set_input_json(cut)
-        t2 = time.perf_counter()
+def _old_policy(tmp: Path) -> Path | None:
+    """The shipped policy as it was before (git 249e017), beside today's data."""
+    try:
+        text = subprocess.run(["git", "-C", str(ROOT), "show",
+                               "249e017:policies/ztproxy/authz.rego"],
+                              capture_output=True, check=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    root = tmp / "old"
+    shutil.copytree(ROOT / "policies", root)
+    (root / "ztproxy" / "authz_test.rego").unlink()
+    (root / "ztproxy" / "authz.rego").write_bytes(text)
+    return root
+
+
+def _old_vm_rows(root: Path, n: int) -> list[tuple[str, list[float]]]:
+    """The removed VM path on the old policy: compile once, then per decision
+    set_input_json + execute (what vm.py did on a VM-served decision)."""
+    import json
+
+    import regorus
+
+    modules = [(str(p), p.read_text()) for p in sorted(root.rglob("*.rego"))]
+    data = {"ztproxy": {"segmentation": json.loads(
+        (root / "ztproxy" / "segmentation" / "data.json").read_text())}}
+    data_json = json.dumps(data)
+    try:
+        program = regorus.Program.compile_from_modules(
+            data_json, modules, ["data.ztproxy.authz.decision"])
+    except Exception as exc:  # noqa: BLE001 - report, do not fail the bench
+        print(f"old VM: not compiled ({type(exc).__name__})")
+        return []
+    vm = regorus.Rvm()
+    vm.load_program(program)
+    vm.set_data_json(data_json)
+    engine = regorus.Engine()
+    for path, text in modules:
+        engine.add_policy(path, text)
+    engine.add_data_json(data_json)
+    docs = _mix(n, False)
+    out: dict[str, list[float]] = {"old VM execute (old policy, mix)": [],
+                                   "interp eval (old policy, mix)": []}
+    for doc in docs:
+        t = time.perf_counter()
+        vm.set_input_json(doc.json)
         vm.execute()
-        t3 = time.perf_counter()
-        parts[names[0]].append((t1 - t0) * 1e6)
-        parts[names[1]].append((t2 - t1) * 1e6)
-        parts[names[2]].append((t3 - t2) * 1e6)
-    return list(parts.items())
+        t1 = time.perf_counter()
+        engine.set_input_json(doc.json)
+        engine.eval_rule_as_json("data.ztproxy.authz.decision")
+        t2 = time.perf_counter()
+        out["old VM execute (old policy, mix)"].append((t1 - t) * 1e6)
+        out["interp eval (old policy, mix)"].append((t2 - t1) * 1e6)
+    return list(out.items())
 
 
-def _decider(root: Path, *, use_vm: bool, cache: bool, data: tuple[str, ...] = ()
-             ) -> PolicyDecider:
-    engine = EmbeddedEngine([str(root)], data, use_vm=use_vm, decision_paths=[PATH])
+def _raw_interp_row(root: Path, n: int) -> list[tuple[str, list[float]]]:
+    engine = load([str(root)], decision_paths=[PATH]).engine
+    out = []
+    for doc in _mix(n, False):
+        t = time.perf_counter()
+        engine.set_input_json(doc.json)
+        engine.eval_rule_as_json("data.ztproxy.authz.decision")
+        out.append((time.perf_counter() - t) * 1e6)
+    return [("interp eval (now policy, mix)", out)]
+
+
+def _decider(root: Path, *, cache: bool) -> PolicyDecider:
+    engine = EmbeddedEngine([str(root)], decision_paths=[PATH])
     return PolicyDecider(engine, cache=DecisionCache(1.0 if cache else 0, 10_000,
                                                      time.monotonic), breaker=None)
+
+
+async def _hit_rate(root: Path, n: int) -> float:
+    d = _decider(root, cache=True)
+    await d.start()
+    for doc in _mix(n, False):
+        await d.decide(PATH, doc)
+    stats = d.stats()
+    await d.close()
+    hits, misses = stats["policy_cache_hits"], stats["policy_cache_misses"]
+    return hits / max(hits + misses, 1)
 
 
 async def main(n: int) -> None:
@@ -156,28 +207,21 @@ async def main(n: int) -> None:
         (base / "ztproxy").mkdir(parents=True)
         (base / "ztproxy" / "authz.rego").write_text(
             "package ztproxy.authz\nimport rego.v1\ndecision := true\n")
-        shipped, ref = ROOT / "policies", ROOT / "tests" / "policy" / "reference"
-        plan = [("vm miss (shipped, mix)", shipped, True, False, ()),
-                ("vm miss (shipped, mix, whole input)", shipped, True, False, ()),
-                ("interp miss (shipped, mix)", shipped, False, False, ()),
-                ("v1 interp miss (before, mix)", ref, False, False, (str(shipped),)),
-                ("cache hit (shipped)", shipped, True, True, ()),
-                ("vm miss (baseline)", base, True, False, ()),
-                ("cache hit (baseline)", base, True, True, ())]
-        for label, root, use_vm, cache, data in plan:
-            d = _decider(root, use_vm=use_vm, cache=cache, data=data)
+        shipped = ROOT / "policies"
+        old = _old_policy(Path(tmp))
+        plan = [("interp miss (now, mix)", shipped, False),
+                ("cache hit (now)", shipped, True),
+                ("interp miss (baseline)", base, False),
+                ("cache hit (baseline)", base, True)]
+        for label, root, cache in plan:
+            d = _decider(root, cache=cache)
             await d.start()
-            if "whole input" in label:  # as before policy/reads.py: no cut-down input
-                assert isinstance(d.engine, EmbeddedEngine)
-                d.engine.input_paths = None
-            slow = "interp" in label
-            docs = _mix(max(n // 4, 1) if slow else n, same=cache)
-            rows.append((label, await _measure(d.decide, docs)))
-            if label == "vm miss (shipped, mix)":
-                assert isinstance(d.engine, EmbeddedEngine)
-                assert d.engine.served_by(PATH) == "rvm"
-                rows.extend(_vm_parts(d.engine, n))
+            rows.append((label, await _measure(d.decide, _mix(n, same=cache))))
             await d.close()
+        rows.extend(_raw_interp_row(shipped, n))
+        if old is not None:
+            rows.extend(_old_vm_rows(old, n))
+        rate = await _hit_rate(shipped, n)
         for label, root in (("remote stand-in (shipped)", shipped),
                             ("remote stand-in (baseline)", base)):
             server = StandInOpa([str(root)])
@@ -188,6 +232,7 @@ async def main(n: int) -> None:
             rows.append((label, await _measure(remote.decide, _mix(max(n // 4, 1), False))))
             await remote.close()
             await server.close()
+    print(f"cache hit rate, table mix with fresh request ids: {rate:.3f}")
     print(f"{'row':38} {'n':>6} {'p50 us':>9} {'p99 us':>9} {'mean us':>9}")
     for name, samples in rows:
         s = sorted(samples)

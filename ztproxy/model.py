@@ -142,6 +142,7 @@ class Decision:
     body: str | None = None
     policy_revision: str = ""
     cached: bool = False
+    engine: str = ""  # which evaluator answered: "embedded-regorus" | "opa-rest"
 
 
 class AuditEvent(NamedTuple):
@@ -177,6 +178,7 @@ class AuditEvent(NamedTuple):
     policy_revision: str | None = None
     policy_input_sha256: str | None = None
     policy_reasons: tuple[str, ...] = ()
+    engine: str | None = None  # which evaluator decided ("embedded-regorus" | "opa-rest")
 
     def to_dict(self) -> dict[str, Any]:
         out = self._asdict()

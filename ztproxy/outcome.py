@@ -92,6 +92,7 @@ class Outcome:
                              trace.policy_revision or self._revision()),
             policy_input_sha256=trace.input_sha256,
             policy_reasons=tuple(decision.reasons) if decision else (),
+            engine=decision.engine or None if decision else None,
         )
         self.audit.append(event)
         self._count(route, event.decision, reason)

@@ -2,15 +2,14 @@
 # device posture per destination service. Data: data.ztproxy.segmentation
 # (policies/ztproxy/segmentation/data.json). Input: docs/rego-authors.md.
 #
-# Deny by default: a request is allowed only when no deny reason applies, and every
-# failing condition adds its own reason, so an operator sees all of them at once.
-# Uses only builtins that both OPA and regorus implement.
+# Deny by default. A request is allowed only when a rule of the segmentation matrix
+# names the caller, its method and its path, AND no deny reason applies; every failing
+# condition adds its own reason, so an operator sees all of them at once.
 #
-# Written to be cheap in regorus's compiled VM, where every rule call, loop and
-# builtin costs about a microsecond: each fact is computed once (`checks`, `posture`,
-# `roles_any`) and the deny rules only combine them. docs/rego-authors.md has the
-# measurements; tests/policy/test_policy_vm.py proves this file gives the same
-# decision as its first, plainer version (tests/policy/reference/authz_v1.rego).
+# Written to mean the same in OPA and in the embedded engine, whatever keys the input
+# lacks: every fact is a rule that is true or undefined, reasons come from `not fact`,
+# and values are type-checked before use (a string `roles` is no role, not an error).
+# Only builtins on the embedded engine's allowlist (docs/rego-authors.md).
 package ztproxy.authz
 
 import rego.v1
@@ -23,122 +22,135 @@ service := seg.services[input.destination.service]
 
 default decision := {"allowed": false, "reasons": ["policy_default_deny"], "http_status": 403}
 
-decision := verdict(sort(deny))
-
-# An allow also needs a positive match in the segmentation matrix, not only the absence of
-# deny reasons: a condition that cannot be evaluated (a builtin error, malformed data)
-# drops out of `deny`, and must never turn into an allow. Without the match the decision
-# is undefined here, and the default above denies.
-verdict(reasons) := {"allowed": true, "reasons": []} if {
-	reasons == []
-	[true, true] in checks
+decision := {"allowed": true, "reasons": []} if {
+	count(deny) == 0
+	allowed_by_matrix
 }
 
-verdict(reasons) := {"allowed": false, "reasons": reasons, "http_status": 403} if reasons != []
+decision := {"allowed": false, "reasons": sort(deny), "http_status": 403} if count(deny) > 0
 
 # -- input sanity -----------------------------------------------------------------------
 
-deny contains "input_version_unsupported" if input.version != 1
+version_ok if input.version == 1
 
-deny contains "unknown_service" if not seg.services[input.destination.service]
+deny contains "input_version_unsupported" if not version_ok
+
+service_known if is_object(service)
+
+deny contains "unknown_service" if not service_known
 
 # -- workload segmentation: source SPIFFE ID, method, path prefix -----------------------
 
-# One [method allowed, path allowed] pair per allow rule that names the caller.
-checks := [[method in rule.methods, path_ok] |
+# The matrix rules that name the caller.
+caller_rules := [rule |
 	some rule in service.allow
 	rule.source == input.source.spiffe_id
-	path_ok := [prefix | some prefix in rule.path_prefixes; under(prefix)] != []
 ]
 
-# Never undefined, so a request without a method still gets its own reason.
-default method := null
+# Indexes (into caller_rules) of the rules that allow the method, and the path.
+method_rules contains i if {
+	some i, rule in caller_rules
+	input.request.method in rule.methods
+}
 
-method := input.request.method
+path_rules contains i if {
+	some i, rule in caller_rules
+	some prefix in rule.path_prefixes
+	under(prefix)
+}
 
 # Segment-aware prefix: /api/v1/charges matches /api/v1/charges and /api/v1/charges/7,
 # not /api/v1/chargesX ("path/" starts with "prefix/"); "/" matches every path.
-path_slash := concat("", [input.request.path, "/"])
+path_slash := concat("", [input.request.path, "/"]) if is_string(input.request.path)
 
-under(prefix) if {
-	prefix == "/"
-	path_slash
-}
+under("/") if path_slash
 
 under(prefix) if startswith(path_slash, concat("", [prefix, "/"]))
 
+# One rule allows both.
+allowed_by_matrix if count(method_rules & path_rules) > 0
+
 deny contains "source_not_allowed" if {
-	service
-	checks == []
+	service_known
+	count(caller_rules) == 0
 }
 
 deny contains "method_not_allowed" if {
-	checks != []
-	not [true, true] in checks
-	not [true, false] in checks
+	count(caller_rules) > 0
+	count(method_rules) == 0
 }
 
 deny contains "path_not_allowed" if {
-	checks != []
-	not [true, true] in checks
-	not [false, true] in checks
+	count(caller_rules) > 0
+	count(path_rules) == 0
 }
 
 # Method and path each allowed by some rule, but never by the same one.
 deny contains "method_not_allowed_on_path" if {
-	[true, false] in checks
-	[false, true] in checks
-	not [true, true] in checks
+	count(method_rules) > 0
+	count(path_rules) > 0
+	count(method_rules & path_rules) == 0
 }
 
 # -- user: roles the service requires (any one of them) ---------------------------------
 
-roles_any := service.user_roles_any if count(service.user_roles_any) > 0
+roles_required := service.user_roles_any if count(service.user_roles_any) > 0
+
+user_present if is_object(input.user)
+
+user_roles := input.user.claims.roles if is_array(input.user.claims.roles)
+
+has_required_role if {
+	some role in user_roles
+	role in roles_required
+}
 
 deny contains "user_required" if {
-	roles_any
-	not is_object(input.user)
+	roles_required
+	not user_present
 }
 
 deny contains "user_role_missing" if {
-	roles_any
-	is_object(input.user)
+	roles_required
+	user_present
 	not has_required_role
-}
-
-has_required_role if {
-	some role in input.user.claims.roles
-	role in roles_any
 }
 
 # -- device posture ---------------------------------------------------------------------
 
 posture := service.device if is_object(service.device)
 
+device_present if is_object(input.device)
+
 deny contains "device_required" if {
 	posture
-	not is_object(input.device)
+	not device_present
 }
 
 deny contains reason if {
 	posture
-	is_object(input.device)
+	device_present
 	some reason in device_problems
 }
+
+trust_level_ok if {
+	level := input.device.claims.trust_level
+	is_number(level)
+	level >= posture.min_trust_level
+}
+
+device_managed if input.device.claims.managed == true
+
+device_bound if input.device.bound_to_client_cert == true
 
 device_problems contains "device_trust_level_too_low" if not trust_level_ok
 
 device_problems contains "device_not_managed" if {
 	posture.managed == true
-	not input.device.claims.managed == true
+	not device_managed
 }
 
 device_problems contains "device_not_bound_to_client_cert" if {
 	posture.bound_to_client_cert == true
-	not input.device.bound_to_client_cert == true
-}
-
-trust_level_ok if {
-	is_number(input.device.claims.trust_level)
-	input.device.claims.trust_level >= posture.min_trust_level
+	not device_bound
 }

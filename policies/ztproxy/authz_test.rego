@@ -175,3 +175,48 @@ test_deny_reports_every_failing_condition if {
 	d := authz.decision with input as inp
 	d.reasons == ["device_required", "method_not_allowed", "path_not_allowed", "user_required"]
 }
+
+# -- robust to missing and mistyped keys (the same answer in OPA and the embedded engine)
+
+without(field) := object.remove(base, [field])
+
+test_deny_input_without_user_key if {
+	denied_for(without("user"), "user_required")
+}
+
+test_deny_input_without_device_key if {
+	denied_for(without("device"), "device_required")
+}
+
+test_deny_roles_a_string_is_no_role if {
+	inp := replaced("user", {"issuer": "i", "subject": "s", "claims": {"roles": "payments-operator"}})
+	denied_for(inp, "user_role_missing")
+}
+
+test_deny_roles_null_is_no_role if {
+	inp := replaced("user", {"issuer": "i", "subject": "s", "claims": {"roles": null}})
+	denied_for(inp, "user_role_missing")
+}
+
+test_deny_user_null if {
+	denied_for(replaced("user", null), "user_required")
+}
+
+test_deny_trust_level_a_string if {
+	inp := replaced("device", object.union(base.device, {"claims": {"trust_level": "9", "managed": true}}))
+	denied_for(inp, "device_trust_level_too_low")
+}
+
+test_deny_request_without_method if {
+	inp := replaced("request", object.remove(base.request, ["method"]))
+	denied_for(inp, "method_not_allowed")
+}
+
+test_deny_input_without_destination if {
+	denied_for(without("destination"), "unknown_service")
+}
+
+test_deny_empty_input if {
+	d := authz.decision with input as {}
+	d.allowed == false
+}

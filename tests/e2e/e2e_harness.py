@@ -32,7 +32,8 @@ default decision := {"allowed": false, "reasons": ["default deny"]}
 decision := {"allowed": true, "headers": {"x-tenant": "acme", "x-client-spiffe-id": "forged"},
              "response_headers_to_add": {"x-policy": "yes"}} if {
 	input.source.spiffe_id == "spiffe://corp.example/ns/prod/sa/checkout"
-	not startswith(input.request.path, "/payments/forbidden")
+	path := input.request.path
+	not startswith(path, "/payments/forbidden")
 }
 
 decision := {"allowed": false, "http_status": 418, "body": "teapot"} if {

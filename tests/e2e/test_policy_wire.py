@@ -18,7 +18,7 @@ HEAD = "package ztproxy.authz\n\nimport rego.v1\n\n"
     'decision := {"allow": true}',
     'decision := {"allowed": "true"}',
     'decision := {"allowed": true, "headers": "x"}',
-    'other := true',  # decision undefined
+    'decision if false',  # decision undefined (a missing decision rule is refused at load)
     'decision := true if input.request.method == "DELETE"',  # undefined for GET
 ])
 async def test_invalid_results_deny(start_proxy: StartProxy, upstream: str, tmp_path: Path,

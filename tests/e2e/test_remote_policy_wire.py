@@ -94,3 +94,22 @@ async def test_against_a_real_opa(start_proxy: StartProxy, upstream: str,
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.mark.parametrize("body", [b'{"result": false, "result": true}',
+                                  b'{"result": {"allowed": false, "allowed": true}}'])
+async def test_remote_duplicate_members_are_a_403_audited(
+        start_proxy: StartProxy, upstream: str, test_policy_dir: Path, body: bytes) -> None:
+    opa = StandInOpa([str(test_policy_dir)])
+    await opa.start()
+    try:
+        run = await start_proxy(routes=[open_route(upstream)], policy=_remote(opa.url))
+        assert (await run.request("GET", "/payments/x"))[0] == 200
+        assert (await run.records())[-1]["engine"] == "opa-rest"
+        opa.mode, opa.raw_body = "raw", body
+        assert (await run.request("GET", "/payments/x"))[0] == 403
+        rec = (await run.records())[-1]
+        assert (rec["decision"], rec["reason"], rec["engine"]) == (
+            "deny", "policy_result_invalid", "opa-rest")
+    finally:
+        await opa.close()

@@ -6,7 +6,8 @@ decision is undefined), backed by the embedded regorus engine over the same poli
 files, so remote and embedded decisions can be compared. `mode` injects the failures
 a real OPA or network can show: "slow" (answers after `delay` seconds), "500",
 "garbage" (a body that is not JSON), "reset" (connection reset without an answer),
-"error_with_true" (HTTP 500 carrying {"result": true}), "array" ([true] as the body).
+"error_with_true" (HTTP 500 carrying {"result": true}), "array" ([true] as the body),
+"raw" (`raw_body` as it is, e.g. `{"result": false, "result": true}`).
 `seen_auth` records the Authorization headers received (to test the bearer token).
 """
 
@@ -32,6 +33,7 @@ class StandInOpa:
         self.delay = 1.0
         self.calls = 0
         self.seen_auth: list[str | None] = []
+        self.raw_body = b"{}"
         self._ssl = ssl_context
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -75,6 +77,8 @@ class StandInOpa:
             return web.json_response({"result": True}, status=500)
         elif self.mode == "array":
             return web.json_response([True])
+        elif self.mode == "raw":  # a body byte for byte (duplicate members and the like)
+            return web.Response(body=self.raw_body, content_type="application/json")
         elif self.mode == "reset":
             transport = request.transport
             assert transport is not None

@@ -76,8 +76,12 @@ async def real_opa(policies_dir: Path) -> AsyncIterator[str]:
     if opa is None:
         pytest.skip("no opa binary on PATH")
     port = _free_port()
+    # the policy ROOT, as the embedded engine loads it: OPA merges a data file at its
+    # directory's path below the root, so segmentation/data.json must be read from
+    # policies/ to land at data.ztproxy.segmentation (from policies/ztproxy it was
+    # data.segmentation, and every case answered unknown_service)
     proc = subprocess.Popen([opa, "run", "--server", "--addr", f"127.0.0.1:{port}",
-                             str(policies_dir / "ztproxy")],
+                             str(policies_dir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"

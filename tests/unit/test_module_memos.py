@@ -21,7 +21,6 @@ REVIEWED = {
     "stages/policy_input:_claims": "keyed by the claims object (identity-checked)",
     "stages/canonical:_remembered": "raw target -> canonical target or refusal",
     "stages/request:_host_name": "Host value -> normal host",
-    "policy/reads:_plan": "keyed by the policy's read paths themselves",
     "audit/record:_ENCODERS": "keyed by the event's field types",
     "ops/logs:_KEY_VERDICTS": "log field name -> masked or not",
 }

@@ -1,7 +1,9 @@
 """`ztproxy run --config FILE [--workers N]` and `ztproxy check-config --config FILE`.
 
 Both use `config.load.load_config`, the loader the server runs. check-config also
-builds the TLS contexts, so unusable certificate material is caught before a deploy.
+builds the TLS contexts, so unusable certificate material is caught before a deploy,
+and runs every load-time check of the embedded policy (`policy.load_policy`: modules,
+builtin allowlist, rule/data conflicts, the decision rule of every decision path).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from ..config.load import Config, load_config
 from ..errors import ConfigError
 from ..ops.logs import configure_logging
+from ..policy import LoadError, load_policy
 from ..tls.context import TLSMaterialError, server_context, upstream_context
 from ..tls.trust import TrustMaterialError, load_trust_store
 
@@ -68,6 +71,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
     if config is None:
         return 1
+    if not _policy_loads(args.config, config):
+        return 1
     print(f"{args.config}: OK")
     print(summary(config))
     return 0
@@ -77,7 +82,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
     if config is None:
         return 1
+    if not _policy_loads(args.config, config):  # one line, before any worker starts
+        return 1
     configure_logging(config.logging.level, config.logging.format)
     from ..server.workers import run_workers
 
-    return run_workers(config, args.workers)
+    try:
+        return run_workers(config, args.workers)
+    except ConfigError as exc:  # the policy changed on disk since the check above
+        print(f"{args.config}: " + "; ".join(exc.problems), file=sys.stderr)
+        return 1
+
+
+def _policy_loads(path: str, config: Config) -> bool:
+    """Every load-time check of the embedded policy; False (one line said) when
+    refused. The engine made here is dropped; each worker loads its own."""
+    try:
+        load_policy(config.policy, [r.decision_path for r in config.routes if r.decision_path])
+    except LoadError as exc:
+        print(f"{path}: policy does not load: {exc}", file=sys.stderr)
+        return False
+    return True

@@ -2,11 +2,17 @@
 
 `build_decider(config)` gives the `seams.Decider` the pipeline calls. Inside, split by
 concern: `engine` (the PolicyEngine seam and reason codes), `embedded` (regorus) and
-`remote` (OPA over REST), `vm` (the compiled path of the embedded
-engine), `loader` and `revision` (files -> engine, SHA-256), `prepared` (one
-serialization of the input for digest, cache key and engines),
-`result` (raw result -> Decision, fail closed), `cache`, `breaker`, `decider` (the
-order of work), `testrunner` (`ztproxy policy test`).
+`remote` (OPA over REST, its answer parsed by `strictjson`), `loader` and `revision`
+(files -> engine, SHA-256), `checks` (load-time refusals read from regorus's AST),
+`yamldata` (YAML data as OPA reads it), `prepared` (one serialization of the input for
+digest, cache key and engines), `result` (raw result -> Decision, fail closed),
+`cache`, `breaker`, `decider` (the order of work), `testrunner` (`ztproxy policy
+test`), `evaluate` (`ztproxy policy eval`).
+
+For the server: `build_decider(...)` then `await decider.start()`, which either loads
+a fully checked policy or raises `errors.ConfigError` whose one line names the file,
+line and construct (`load_policy` gives the same check without a decider, raising
+`LoadError`, one line).
 """
 
 from __future__ import annotations
@@ -22,9 +28,21 @@ from .cache import DecisionCache
 from .decider import PolicyDecider
 from .embedded import EmbeddedEngine
 from .engine import PolicyEngine
+from .loader import Loaded, LoadError, load
 from .remote import RemoteEngine
 
-__all__ = ["PolicyDecider", "build_decider", "build_engine"]
+__all__ = ["LoadError", "PolicyDecider", "build_decider", "build_engine", "load_policy"]
+
+
+def load_policy(config: PolicyConfig, decision_paths: Sequence[str] = ()) -> Loaded | None:
+    """Every load-time check the server runs (check-config, start): the loaded policy,
+    or None for the remote engine (OPA owns its policy). Raises `LoadError` (one line:
+    file, line, construct). Blocking (reads files); the engine it returns is pinned to
+    the calling thread."""
+    if config.engine == "opa":
+        return None
+    paths = tuple(dict.fromkeys((config.decision_path, *decision_paths)))
+    return load(config.policy_dirs, config.data_dirs, decision_paths=paths)
 
 
 def build_engine(config: PolicyConfig, decision_paths: Sequence[str] = ()) -> PolicyEngine:
@@ -33,8 +51,7 @@ def build_engine(config: PolicyConfig, decision_paths: Sequence[str] = ()) -> Po
         return RemoteEngine(config.opa_url, timeout_s=config.timeout_ms / 1000,
                             ca_file=config.opa_ca_file, cert_file=config.opa_cert_file,
                             key_file=config.opa_key_file, token_file=config.opa_token_file)
-    # the compiled VM serves what it can; programs for these paths are built at load
-    # (others on first use), so a policy the VM refuses is logged at start
+    # every decision path (global and per route) must be defined by a rule at load
     paths = tuple(dict.fromkeys((config.decision_path, *decision_paths)))
     return EmbeddedEngine(config.policy_dirs, config.data_dirs, decision_paths=paths)
 

@@ -1,10 +1,12 @@
 """Decision cache: recent decisions by (decision path, policy revision, input digest).
 
 Takes successful decisions only (allow, or a policy's well-formed deny); errors and
-invalid results are never stored. The key is the decision path, the revision and the
-SHA-256 of the canonical input without request id and time (`prepared.stable_sha256`,
-computed once per request with the audit digest), so an entry never answers a request
-differing in method, path, query, headers, user, device, source or destination.
+invalid results are never stored. The key is the decision path, the revision and what
+the decider derives from the input (`decider._digest`): the values at the static input
+paths the policy reads (from regorus's AST), or, when any read is not a static path,
+the SHA-256 of the whole canonical input (request id and time left out only when the
+policy cannot read them). An entry never answers a request differing in anything the
+policy can read.
 Bounded in size (least recently used goes first) and in age (TTL on an injected
 monotonic clock). `clear()` on every policy reload.
 

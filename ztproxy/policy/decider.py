@@ -6,8 +6,12 @@ Takes a decision path and the policy input document (built by
 that into 503). Order of work for one decision:
 
     cache hit?  -> the cached Decision with cached=True (allow or well-formed deny only);
-                   the key's digest is the prepared input's (`prepared`), computed
-                   once per request together with the audit digest
+                   the key is the decision path, the revision and the digest of the
+                   WHOLE input, leaving out `request.id` / `request.time` only when
+                   no loaded module can read them (`checks.Facts.reads`, from
+                   regorus's AST; a bare `input`, a dynamic index or `with input`
+                   counts as reading everything). The engine always gets the whole
+                   input.
     breaker open? -> ServiceUnavailable("policy_circuit_open"), engine not asked
     engine.evaluate -> EngineError -> breaker.failure, ServiceUnavailable(reason)
     result.parse_result -> invalid -> deny "policy_result_invalid" (403), not cached
@@ -22,9 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import orjson
 import structlog
 
 from ..config.policy import check_decision_path
@@ -33,11 +38,10 @@ from ..metrics import Metrics
 from ..model import Decision
 from .breaker import OPEN, Breaker
 from .cache import CacheKey, DecisionCache
-from .embedded import EmbeddedEngine
+from .canonical import canonical_bytes
 from .engine import CIRCUIT_OPEN, ENGINE_ERROR, EngineError, PolicyEngine
 from .loader import LoadError
-from .prepared import PreparedInput, stable_sha256
-from .reads import Path, project, view_key
+from .prepared import full_sha256, stable_sha256
 from .result import ALLOW, parse_result
 
 log = structlog.get_logger(__name__)
@@ -54,6 +58,8 @@ class PolicyDecider:
         self._watch_interval = watch_interval_s
         self._watch_task: asyncio.Task[None] | None = None
         self._valid_paths: set[str] = set()
+        # (revision, static read paths or None, whether request id/time may be left out)
+        self._key_plan: tuple[str, tuple[tuple[str, ...], ...] | None, bool] | None = None
         # VM result text -> its parsed Decision (valid results only; bounded)
         self._parsed: dict[str, Decision] = {}
         self._counts = {"decisions": 0, "cache_hits": 0, "cache_misses": 0, "errors": 0,
@@ -80,15 +86,12 @@ class PolicyDecider:
         counts = self._counts
         counts["decisions"] += 1
         key: CacheKey | None = None
-        paths: tuple[Path, ...] | None = getattr(engine, "input_paths", None)
-        view: dict[str, Any] | None = None
-        if paths is not None:
-            # the engine sees, and the cache keys on, only what the policy can read
-            view = project(input_doc, paths)
         if self.cache.enabled:
-            key = (decision_path, revision, view_key(view) if view is not None
-                   else stable_sha256(input_doc))
-            hit = self.cache.get(key)
+            try:
+                key = (decision_path, revision, self._digest(revision, input_doc))
+            except (TypeError, ValueError):  # not JSON-able: decide without the cache
+                key = None
+            hit = self.cache.get(key) if key is not None else None
             if hit is not None:  # stored with cached=True: no copy on the way out
                 counts["cache_hits"] += 1
                 self._m_hit.inc()
@@ -99,8 +102,6 @@ class PolicyDecider:
         if self.breaker is not None and not self.breaker.allow():
             self._fail(CIRCUIT_OPEN, "circuit open: OPA not asked during the cool-down",
                        decision_path, count_breaker=False)
-        if view is not None:
-            input_doc = PreparedInput(view, no_floats=getattr(input_doc, "no_floats", False))
         started = time.perf_counter()
         try:
             raw = await engine.evaluate(decision_path, input_doc)
@@ -118,11 +119,13 @@ class PolicyDecider:
             else:
                 self.breaker.success()
                 self._metrics.policy_breaker_open.set(0)
+        decision: Decision
+        problem: str | None
         memo = self._parsed.get(raw.text) if raw.text else None
         if memo is not None and memo.policy_revision == revision:
             decision, problem = memo, None
         else:
-            decision, problem = parse_result(raw, revision)
+            decision, problem = parse_result(raw, revision, engine.engine_name)
             if problem is None and raw.text:
                 if len(self._parsed) >= 1024:
                     self._parsed.clear()
@@ -147,8 +150,6 @@ class PolicyDecider:
         out["policy_cache_entries"] = float(len(self.cache))
         out["policy_breaker_open"] = float(
             self.breaker is not None and self.breaker.state == OPEN)
-        if isinstance(self.engine, EmbeddedEngine):
-            out.update(self.engine.vm_stats)
         return out
 
     async def reload(self) -> bool:
@@ -162,9 +163,12 @@ class PolicyDecider:
     async def start(self) -> None:
         try:
             await self.engine.start()
-        except LoadError as exc:
-            log.error("policy_load_failed", engine=self.engine.name, error=str(exc))
-            raise ConfigError([f"policy.policy_dirs: policy does not load: {exc}"]) from None
+        except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+            message = str(exc) if isinstance(exc, LoadError) else \
+                f"policy load failed ({type(exc).__name__})"
+            log.error("policy_load_failed", engine=self.engine.name, error=message)
+            raise ConfigError([f"policy.policy_dirs: policy does not load: {message}"]) \
+                from None
         if self._watch_interval is not None and self._watch_task is None:
             self._watch_task = asyncio.create_task(self._watch(), name="policy-watch")
             self._watch_task.add_done_callback(_report_watch_end)
@@ -180,6 +184,29 @@ class PolicyDecider:
         await self.engine.close()
 
     # -- internals -----------------------------------------------------------------
+    def _digest(self, revision: str, input_doc: Mapping[str, Any]) -> str | bytes:
+        """The input part of the cache key. When every read of `input` in the loaded
+        modules is a static path (regorus's AST, `checks.Facts.input_reads`), the value
+        at each of those paths (or where the path stops: a missing key, or the
+        non-object met on the way, whole): the decision is a function of exactly these.
+        Otherwise the whole input's digest, without request id and time only when the
+        policy cannot read them. The engine always gets the whole input."""
+        plan = self._key_plan
+        if plan is None or plan[0] != revision:
+            facts = getattr(self.engine, "facts", None)
+            if facts is None or () in facts.input_reads:
+                reads = None
+                free = facts is not None and not facts.reads(("request", "id")) \
+                    and not facts.reads(("request", "time"))
+            else:
+                reads = _minimal(facts.input_reads)
+                free = False
+            plan = self._key_plan = (revision, reads, free)
+        reads = plan[1]
+        if reads is not None:
+            return read_key(input_doc, reads)
+        return stable_sha256(input_doc) if plan[2] else full_sha256(input_doc)
+
     def _check_path(self, decision_path: str) -> None:
         problem = check_decision_path(decision_path)
         if problem:
@@ -207,12 +234,57 @@ class PolicyDecider:
         raise ServiceUnavailable(reason, detail)
 
     async def _watch(self) -> None:
+        """Polls for file changes. Survives anything a file can do to a load: a failed
+        reload keeps the old policy (counted as a failed reload; readiness unchanged)
+        and the next change is tried again."""
         assert self._watch_interval is not None
         while True:
             await asyncio.sleep(self._watch_interval)
-            if await asyncio.to_thread(self.engine.changed_on_disk):
-                log.info("policy_files_changed", engine=self.engine.name)
-                await self.reload()
+            try:
+                changed = await asyncio.to_thread(self.engine.changed_on_disk)
+                if changed:
+                    log.info("policy_files_changed", engine=self.engine.name)
+                    await self.reload()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the watcher must outlive any file
+                self._counts["reloads_failed"] += 1
+                self._metrics.policy_reloads.labels("failed").inc()
+                log.error("policy_watch_failed", engine=self.engine.name,
+                          error=type(exc).__name__)
+
+
+def _minimal(paths: Iterable[tuple[str, ...]]) -> tuple[tuple[str, ...], ...]:
+    """The read paths without those below another (a subtree read covers them)."""
+    out: list[tuple[str, ...]] = []
+    for path in sorted(set(paths), key=lambda p: (len(p), p)):
+        if not any(path[:len(done)] == done for done in out):
+            out.append(path)
+    return tuple(sorted(out))
+
+
+def read_key(doc: Mapping[str, Any], reads: Sequence[tuple[str, ...]]) -> bytes:
+    """Canonical bytes of what `reads` can see of `doc`: per path, how deep the walk
+    went, whether it found a value, and that value (the one at the path, or the
+    non-object met on the way, whole)."""
+    parts: list[Any] = []
+    for path in reads:
+        node: Any = doc
+        depth = 0
+        found = True
+        for segment in path:
+            if not isinstance(node, Mapping):
+                break
+            if segment not in node:
+                node, found = None, False
+                break
+            node = node[segment]
+            depth += 1
+        parts.append((depth, found, node))
+    try:
+        return orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        return canonical_bytes(parts)
 
 
 def _report_watch_end(task: asyncio.Task[None]) -> None:

@@ -3,23 +3,27 @@
 Takes policy and data directories (see `loader`); evaluates the decision path for an
 input document and returns the raw value (`engine.RawResult`), undefined kept apart.
 
-Two evaluators: the compiled VM (`vm.Vms`, one program per decision path) serves every
-decision it can answer; the interpreter (`regorus.Engine`) answers the rest (undefined,
-errors, policies the VM refuses), checks a sample of the VM's answers, and is what
-`ztproxy policy test` runs. `use_vm=False` keeps the interpreter only.
+One evaluator serves every decision: regorus's interpreter (`regorus.Engine`), the
+same one `ztproxy policy test` and `ztproxy policy eval` run. regorus's compiled VM is
+not used: it disagreed with OPA and with the interpreter on valid policies (ref-head
+rules under `not`, builtin errors turned into undefined), and a sampled cross-check
+cannot make a decision it served alone sound. A policy set is accepted only when the
+load-time checks pass (`checks`: builtin allowlist, rule/data conflicts, the decision
+rule exists); see docs/rego-authors.md.
+
+The input goes to the engine as JSON text (the prepared input's canonical JSON, made
+once per request for the audit digest anyway) and the result comes back as JSON text:
+no Python conversion of sets (a set of arrays is unhashable in Python) or of numbers.
 
 Concurrency: a regorus `Engine` is not re-entrant (input is set, then a rule is
-evaluated). Evaluation runs inline on the event loop: it costs about 50 us with the
-VM (a few hundred with the interpreter), less than a
-hop to a worker thread and back, and on one loop thread nothing interleaves between
-`set_input` and `eval_rule`, so no lock is needed. Several cores are used by several
-worker processes, each with its own engine. The price: a pathological policy blocks
-the loop for as long as it runs (timeout_ms cannot interrupt Rust code); the shipped
-policies are linear in the size of their data. Loading and compiling (file I/O, parse)
-build a fresh engine that is swapped in whole, so requests never see a half-loaded
-policy and a failed reload keeps the last good one. Files are read in a worker thread;
-the engine is built on the loop thread, because a regorus Engine is pinned to the
-thread that made it (pyo3 `unsendable`: using it elsewhere panics).
+evaluated). Evaluation runs inline on the event loop, and on one loop thread nothing
+interleaves between `set_input_json` and `eval_rule_as_json`, so no lock is needed.
+Several cores are used by several worker processes, each with its own engine. The
+price: a pathological policy blocks the loop for as long as it runs (timeout_ms cannot
+interrupt Rust code). Loading builds a fresh engine that is swapped in whole, so
+requests never see a half-loaded policy and a failed reload keeps the last good one.
+Files are read in a worker thread; the engine is built on the loop thread, because a
+regorus Engine is pinned to the thread that made it (pyo3 `unsendable`).
 """
 
 from __future__ import annotations
@@ -33,29 +37,14 @@ from typing import Any
 import regorus
 import structlog
 
+from .checks import Facts
 from .engine import ENGINE_ERROR, UNAVAILABLE, UNDEFINED, EngineError, RawResult
 from .loader import Loaded, LoadError, Source, compile_sources, read_sources, short_error, walk
-from .reads import Path, input_paths
-from .vm import Vms
+from .prepared import PreparedInput
 
 log = structlog.get_logger(__name__)
 
 Fingerprint = tuple[tuple[str, int, int], ...]
-
-
-def plain(value: Any) -> Any:
-    """regorus returns Rego sets as Python sets; OPA serialises them as sorted arrays."""
-    if isinstance(value, (set, frozenset)):
-        items = [plain(v) for v in value]
-        try:
-            return sorted(items)
-        except TypeError:
-            return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
 
 
 def fingerprint(roots: Sequence[str]) -> Fingerprint:
@@ -73,22 +62,22 @@ def fingerprint(roots: Sequence[str]) -> Fingerprint:
     return tuple(out)
 
 
+ENGINE_NAME = "embedded-regorus"  # the audit record's `engine`
+
+
 class EmbeddedEngine:
     name = "embedded"
+    engine_name = ENGINE_NAME
 
     def __init__(self, policy_dirs: Sequence[str], data_dirs: Sequence[str] = (), *,
-                 use_vm: bool = True, decision_paths: Sequence[str] = ()) -> None:
+                 decision_paths: Sequence[str] = ()) -> None:
         self._policy_dirs = tuple(policy_dirs)
         self._data_dirs = tuple(data_dirs)
-        self._use_vm = use_vm
-        self._rules = tuple(_rule(p) for p in decision_paths)
+        self._decision_paths = tuple(decision_paths)
         self._loaded: Loaded | None = None
-        self._vms: Vms | None = None
         self._fingerprint: Fingerprint = ()
         self._lock = asyncio.Lock()
         self.last_error = ""
-        # what the loaded modules can read of the input (reads.py); None: all of it
-        self.input_paths: tuple[Path, ...] | None = None
 
     @property
     def revision(self) -> str:
@@ -105,38 +94,21 @@ class EmbeddedEngine:
     async def _load(self) -> tuple[Loaded, Fingerprint]:
         # read in a worker thread; compile here, on the loop thread that will evaluate
         sources, fp = await asyncio.to_thread(self._read)
-        return compile_sources(sources), fp
+        return compile_sources(sources, decision_paths=self._decision_paths), fp
 
     def _install(self, loaded: Loaded, fp: Fingerprint) -> None:
-        vms = None
-        if self._use_vm:
-            engine = loaded.engine
-            vms = Vms(loaded.modules, loaded.data_json,
-                      lambda rule, doc: _evaluate(engine, rule, doc))
-            for rule in self._rules:
-                vms.compile(rule)
-        self._loaded, self._vms, self._fingerprint = loaded, vms, fp
-        self.input_paths = input_paths(text for _, text in loaded.modules)
+        self._loaded, self._fingerprint = loaded, fp
 
     @property
-    def vm_stats(self) -> dict[str, float]:
-        vms = self._vms
-        if vms is None:
-            return {"policy_vm_paths": 0.0, "policy_vm_fallbacks": 0.0,
-                    "policy_vm_disagreements": 0.0}
-        return {"policy_vm_paths": float(sum(v == "rvm" for v in vms.served.values())),
-                "policy_vm_fallbacks": float(vms.fallbacks),
-                "policy_vm_disagreements": float(vms.disagreements)}
+    def facts(self) -> Facts | None:
+        """What the load-time checks read from the loaded modules (None: not loaded)."""
+        loaded = self._loaded
+        return loaded.facts if loaded is not None else None
 
-    def served_by(self, decision_path: str) -> str:
-        """"rvm" or "engine": who answers this path now (compiling it if need be)."""
-        vms = self._vms
-        if vms is None:
-            return "engine"
-        rule = _rule(decision_path)
-        if rule not in vms.served:
-            vms.compile(rule)
-        return vms.served.get(rule, "engine")
+    def add_decision_path(self, decision_path: str) -> None:
+        """Check this path too at the next load (a route's own decision path)."""
+        if decision_path not in self._decision_paths:
+            self._decision_paths += (decision_path,)
 
     async def start(self) -> None:
         """Load the policy; raises LoadError when the first load fails (fail at start)."""
@@ -149,12 +121,14 @@ class EmbeddedEngine:
         async with self._lock:
             try:
                 loaded, fp = await self._load()
-            except LoadError as exc:
-                self.last_error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - any bad file keeps the old policy
+                message = str(exc) if isinstance(exc, LoadError) else \
+                    f"policy load failed ({type(exc).__name__})"
+                self.last_error = message
                 # the fingerprint moves on, so a broken file is reported once, not every poll
                 self._fingerprint = await asyncio.to_thread(
                     fingerprint, self._policy_dirs + self._data_dirs)
-                log.error("policy_reload_failed", engine=self.name, error=str(exc),
+                log.error("policy_reload_failed", engine=self.name, error=message,
                           kept_revision=self.revision)
                 return False
             old = self.revision
@@ -168,7 +142,7 @@ class EmbeddedEngine:
         return fingerprint(self._policy_dirs + self._data_dirs) != self._fingerprint
 
     async def close(self) -> None:
-        self._loaded = self._vms = None
+        self._loaded = None
 
     async def evaluate(self, decision_path: str, input_doc: Mapping[str, Any]) -> RawResult:
         return self.evaluate_sync(decision_path, input_doc)
@@ -177,14 +151,8 @@ class EmbeddedEngine:
         loaded = self._loaded
         if loaded is None:
             raise EngineError(UNAVAILABLE, "no policy loaded")
-        rule = _rule(decision_path)
-        vms = self._vms
-        if vms is not None:
-            served = vms.evaluate(rule, input_doc)
-            if served is not None:
-                return served
-        outcome = _evaluate(loaded.engine, rule, input_doc)
-        del loaded, vms  # no engine in this frame if the error below joins a reference cycle
+        outcome = evaluate_loaded(loaded.engine, _rule(decision_path), input_doc)
+        del loaded  # no engine in this frame if the error below joins a reference cycle
         if isinstance(outcome, str):
             raise EngineError(ENGINE_ERROR, outcome)
         return outcome
@@ -194,33 +162,78 @@ def _rule(decision_path: str) -> str:
     return "data." + decision_path.replace("/", ".")
 
 
-def _evaluate(engine: regorus.Engine, rule: str, input_doc: Mapping[str, Any]
-              ) -> RawResult | str:
+def input_json(input_doc: Mapping[str, Any] | None) -> str | None:
+    """The input as JSON text for the engine (None: no input document at all)."""
+    if input_doc is None:
+        return None
+    if isinstance(input_doc, PreparedInput):
+        return input_doc.json
+    return json.dumps(input_doc, ensure_ascii=False, allow_nan=False)
+
+
+# Integers from 2^53 on: regorus holds numbers as f64/i64 and rounds them (and the
+# arithmetic on them) where OPA keeps them exact. The proxy refuses such an input
+# (an evaluation error, 503) rather than decide on a rounded value (floats never fail:
+# the input's floats are Python floats, exact in f64 already). The proxy's prepared
+# input proves it while encoding (orjson's 53-bit check); anything else is walked.
+EXACT_INT_LIMIT = 1 << 53
+
+
+def inexact_number(value: Any) -> bool:
+    """Whether the document holds an integer regorus would round."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return not -EXACT_INT_LIMIT < value < EXACT_INT_LIMIT
+    if isinstance(value, Mapping):
+        return any(inexact_number(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(inexact_number(v) for v in value)
+    return False
+
+
+def evaluate_loaded(engine: regorus.Engine, rule: str, input_doc: Mapping[str, Any] | None
+                    ) -> RawResult | str:
     """The raw result, or an error message. Returns rather than raises so that no
     exception traceback holds a frame with the engine (regorus engines must be dropped
-    on their own thread; a traceback in a cycle may be collected on any thread)."""
+    on their own thread; a traceback in a cycle may be collected on any thread).
+    `value` is the parsed JSON; `text` the JSON text regorus printed (the same text is
+    the same value, so the decider may parse a Decision once per text)."""
     try:
-        try:
-            engine.set_input(input_doc)
-        except (TypeError, ValueError):
-            engine.set_input_json(json.dumps(input_doc))
-        try:
-            value = engine.eval_rule(rule)
-        except RuntimeError as exc:
-            if "not a valid rule path" not in str(exc):
-                return short_error(exc)
+        text = input_json(input_doc)
+    except (TypeError, ValueError) as exc:
+        return f"input is not JSON ({type(exc).__name__})"
+    if text is not None and not (isinstance(input_doc, PreparedInput)
+                                 and input_doc.exact_ints) and inexact_number(input_doc):
+        return "input holds an integer beyond 2^53 (the embedded engine would round it)"
+    try:
+        if text is not None:  # None: no input document (give an engine never set one)
+            engine.set_input_json(text)
+        out = engine.eval_rule_as_json(rule)
+    except RuntimeError as exc:
+        if "not a valid rule path" in str(exc):
             return _query(engine, rule)
-        if value is None:  # undefined, or a rule whose value is null
-            return _query(engine, rule)
-        return RawResult(defined=True, value=plain(value))
+        return short_error(exc)
+    except Exception as exc:  # noqa: BLE001 - a Rust panic or a conversion: fail closed
+        return f"evaluation failed ({type(exc).__name__})"
+    if out == '"<undefined>"':  # or a rule whose value is that very string: ask again
+        return _query(engine, rule)
+    try:
+        value = json.loads(out)
+    except ValueError:
+        return "engine printed a result that is not JSON"
+    return RawResult(defined=True, value=value, text=out)
+
+
+def _query(engine: regorus.Engine, rule: str) -> RawResult | str:
+    """Slow path (a query is parsed each time) that tells undefined from a value, and
+    evaluates paths that are packages or prefixes rather than rules."""
+    try:
+        answer = json.loads(engine.eval_query_as_json(rule))
     except RuntimeError as exc:
         return short_error(exc)
-
-
-def _query(engine: regorus.Engine, rule: str) -> RawResult:
-    """Slow path (a query is parsed each time) that tells undefined from null, and
-    evaluates paths that are packages or prefixes rather than rules."""
-    answer = json.loads(engine.eval_query_as_json(rule))
+    except Exception as exc:  # noqa: BLE001 - fail closed
+        return f"evaluation failed ({type(exc).__name__})"
     rows = answer.get("result") if isinstance(answer, dict) else None
     if not rows:
         return UNDEFINED

@@ -33,14 +33,16 @@ class RawResult:
     """What the engine answered. `defined` is False for an undefined decision (OPA's
     `{}`), in which case `value` is None. `http_status` is set when OPA answered with
     an HTTP error status yet carried a `result` (never trusted: an invalid result).
-    `text` is the value's JSON as the compiled VM printed it, when it did: the same
-    text is the same value, so the decider parses it once (`value` is shared then:
-    read it, never change it)."""
+    `text` is the value's JSON as the embedded engine printed it, when it did: the
+    same text is the same value, so the decider parses it once (`value` is shared
+    then: read it, never change it). `problem` is set when the answer could not be
+    read as a result at all (OPA's body had a duplicate member): an invalid result."""
 
     defined: bool
     value: Any = None
     http_status: int | None = None
     text: str = field(default="", compare=False)
+    problem: str = ""
 
 
 UNDEFINED = RawResult(defined=False)
@@ -48,6 +50,7 @@ UNDEFINED = RawResult(defined=False)
 
 class PolicyEngine(Protocol):
     name: str  # "embedded" | "opa": the metrics label
+    engine_name: str  # "embedded-regorus" | "opa-rest": the audit record's `engine`
 
     @property
     def revision(self) -> str: ...

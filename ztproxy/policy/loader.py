@@ -15,6 +15,7 @@ pinned to their thread.
 
 from __future__ import annotations
 
+import decimal
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -22,15 +23,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import regorus
-import yaml
 
+from .checks import Facts, analyze, data_conflicts, missing_decision
 from .revision import compute_revision
+from .yamldata import load_yaml
 
 _DATA_EXT = (".json", ".yaml", ".yml")
 
 
 class LoadError(Exception):
-    """A policy set that cannot be served. The message names the file and the error."""
+    """A policy set that cannot be served. `str()` is one line naming the file, the
+    line where known, and the construct; never a traceback, never input values."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()) or "policy does not load")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +46,9 @@ class Loaded:
     rego_files: tuple[str, ...]
     data_files: tuple[str, ...]
     packages: tuple[str, ...]
-    modules: tuple[tuple[str, str], ...] = ()  # (path, Rego text): what the VM compiles
+    modules: tuple[tuple[str, str], ...] = ()  # (path, Rego text)
     data_json: str = "{}"  # the merged data document
+    facts: Facts | None = None  # what the load-time checks read from the AST
 
 
 def short_error(exc: BaseException) -> str:
@@ -88,14 +95,70 @@ def _merge(into: dict[str, Any], doc: dict[str, Any], where: str) -> None:
             into[key] = value
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"member {key[:40]!r}: duplicate")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name}: not a JSON number")
+
+
+def _exact_numbers(value: Any, path: str) -> None:
+    """Data numbers the embedded engine holds exactly (f64, or an integer below 2^53),
+    else LoadError: OPA keeps them exact and regorus would round them."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -(1 << 53) < value < (1 << 53):
+            raise LoadError(f"{path}: number {str(value)[:30]}: integers from 2^53 on are "
+                            "rounded by the embedded engine (quote it)")
+    elif isinstance(value, dict):
+        for v in value.values():
+            _exact_numbers(v, path)
+    elif isinstance(value, list):
+        for v in value:
+            _exact_numbers(v, path)
+
+
+def _float_exact(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")) or \
+            decimal.Decimal(repr(value)) != decimal.Decimal(text):
+        raise ValueError(f"number {text[:30]}: not exact as a float64 (the embedded engine "
+                         "would round it; quote it)")
+    return value
+
+
 def _parse_data(path: str, content: bytes) -> Any:
+    doc = _parse_data_raw(path, content)
+    _exact_numbers(doc, path)
+    return doc
+
+
+def _parse_data_raw(path: str, content: bytes) -> Any:
+    if path.endswith(".json"):
+        try:
+            return json.loads(content, object_pairs_hook=_no_duplicates,
+                              parse_constant=_no_constant, parse_float=_float_exact)
+        except json.JSONDecodeError as exc:
+            raise LoadError(f"{path}:{exc.lineno}: JSON: {exc.msg}") from None
+        except (ValueError, RecursionError) as exc:
+            raise LoadError(f"{path}: JSON: {exc}") from None
     try:
-        if path.endswith(".json"):
-            return json.loads(content)
-        return yaml.safe_load(content)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise LoadError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}"
-                        f" ({type(exc).__name__})") from None
+        return load_yaml(content)
+    except ValueError as exc:  # "line N: construct: problem"
+        text = str(exc)
+        if text.startswith("line "):
+            line, _, rest = text[5:].partition(": ")
+            raise LoadError(f"{path}:{line}: YAML: {rest}") from None
+        raise LoadError(f"{path}: {text}") from None
+    except RecursionError:
+        raise LoadError(f"{path}: YAML: nested too deeply") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +200,8 @@ def read_sources(policy_roots: Sequence[str], data_roots: Sequence[str] = (), *,
     return tuple(out)
 
 
-def compile_sources(sources: Sequence[Source], *, probe: bool = True) -> Loaded:
+def compile_sources(sources: Sequence[Source], *, probe: bool = True,
+                    decision_paths: Sequence[str] = ()) -> Loaded:
     """Parse into a fresh engine. A regorus Engine is pinned to the thread that made
     it (pyo3 `unsendable`): call this on the thread that will evaluate (the event loop
     thread for the server). CPU only, no I/O: about a millisecond for the shipped set.
@@ -152,16 +216,37 @@ def compile_sources(sources: Sequence[Source], *, probe: bool = True) -> Loaded:
     data_json: list[str] = []
     problem = _fill(engine, sources, rego_files, data_files, modules, data_json)
     packages: tuple[str, ...] = ()
+    facts: Facts | None = None
     if problem is None:
         packages = tuple(engine.get_packages())
-        if probe:
-            problem = _probe(engine, packages)
+        facts, problem = _check(engine, data_json[0], decision_paths)
+    if problem is None and probe:
+        problem = _probe(engine, packages)
     if problem is not None:
         del engine
         raise LoadError(problem)
     revision = compute_revision((s.root, s.rel, s.content) for s in sources)
     return Loaded(engine, revision, tuple(rego_files), tuple(data_files), packages,
-                  tuple(modules), data_json[0])
+                  tuple(modules), data_json[0], facts)
+
+
+def _check(engine: regorus.Engine, data_json: str, decision_paths: Sequence[str]
+           ) -> tuple[Facts | None, str | None]:
+    """The AST checks (checks.py): the first problem, or None."""
+    try:
+        facts = analyze(engine.get_ast_as_json())
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        return None, f"policy AST: {type(exc).__name__}"
+    problems = list(facts.problems)
+    problems += data_conflicts(facts, json.loads(data_json))
+    for path in decision_paths:
+        missing = missing_decision(facts, path)
+        if missing:
+            problems.append(missing)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return facts, problems[0] + more
+    return facts, None
 
 
 def _fill(engine: regorus.Engine, sources: Sequence[Source], rego_files: list[str],
@@ -175,6 +260,8 @@ def _fill(engine: regorus.Engine, sources: Sequence[Source], rego_files: list[st
                 engine.add_policy(src.path, text)
             except RuntimeError as exc:
                 return short_error(exc)
+            except (TypeError, ValueError, OverflowError) as exc:
+                return f"{src.path}: {type(exc).__name__}"
             except UnicodeDecodeError:
                 return f"{src.path}: not UTF-8"
             rego_files.append(src.path)
@@ -201,10 +288,11 @@ def _fill(engine: regorus.Engine, sources: Sequence[Source], rego_files: list[st
 
 
 def load(policy_roots: Sequence[str], data_roots: Sequence[str] = (), *,
-         include_tests: bool = False) -> Loaded:
-    """Read and compile on the calling thread (the CLI and the test runner)."""
+         include_tests: bool = False, decision_paths: Sequence[str] = ()) -> Loaded:
+    """Read and compile on the calling thread (the CLI, check-config, the test runner).
+    Raises LoadError (one line) for anything the server would refuse."""
     sources = read_sources(policy_roots, data_roots, include_tests=include_tests)
-    return compile_sources(sources, probe=not include_tests)
+    return compile_sources(sources, probe=not include_tests, decision_paths=decision_paths)
 
 
 def _probe(engine: regorus.Engine, packages: Sequence[str]) -> str | None:
@@ -213,7 +301,9 @@ def _probe(engine: regorus.Engine, packages: Sequence[str]) -> str | None:
     a reload keeps the last good policy) instead of failing requests."""
     for package in packages:
         try:
-            engine.eval_query(package)
+            engine.eval_query_as_json(package)  # JSON: a set of arrays is no Python set
         except RuntimeError as exc:
             return short_error(exc)
+        except Exception as exc:  # noqa: BLE001 - a panic or conversion: refuse, one line
+            return f"{package}: evaluation failed ({type(exc).__name__})"
     return None

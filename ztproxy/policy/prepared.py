@@ -138,7 +138,8 @@ class PreparedInput(dict[str, Any]):
     Nested values are plain dicts and lists: nobody may change them after preparing
     (the input stage builds them and hands them on; nothing else writes)."""
 
-    __slots__ = ("_bytes", "_json", "_sha256", "_stable_sha256", "_no_floats")
+    __slots__ = ("_bytes", "_json", "_sha256", "_stable_sha256", "_no_floats",
+                 "_exact_ints")
 
     def __init__(self, doc: Mapping[str, Any], *, no_floats: bool = False) -> None:
         """`no_floats`: the builder's promise that no float is anywhere in `doc` (the
@@ -149,12 +150,19 @@ class PreparedInput(dict[str, Any]):
         self._sha256 = ""
         self._stable_sha256 = ""
         self._no_floats = no_floats
+        self._exact_ints = False  # orjson proved every integer within 53 bits
 
     def _prepare(self) -> bytes:
         """The canonical bytes and their digest; the stable digest too when it comes
         from the same pass (the json way), else only when asked for (a decision cache
-        keyed on the whole input asks; one keyed on what the policy reads does not)."""
-        full = sorted_json(self) if self._no_floats else None
+        keyed without request id and time asks; one keyed on the whole input does not)."""
+        full = None
+        if self._no_floats:
+            try:  # the same bytes; raises for an integer past 53 bits (or the like)
+                full = orjson.dumps(self, option=_SORTED | orjson.OPT_STRICT_INTEGER)
+                self._exact_ints = True
+            except (orjson.JSONEncodeError, TypeError):
+                full = sorted_json(self)
         if full is None:
             text, stable_text = serialize(self)
             full = text.encode("utf-8")
@@ -167,6 +175,14 @@ class PreparedInput(dict[str, Any]):
     @property
     def no_floats(self) -> bool:
         return self._no_floats
+
+    @property
+    def exact_ints(self) -> bool:
+        """True when the encoding proved every integer within 53 bits (float64-exact:
+        what the embedded engine holds without rounding). False: not known."""
+        if self._bytes is None:
+            self._prepare()
+        return self._exact_ints
 
     @property
     def json_bytes(self) -> bytes:
@@ -210,3 +226,10 @@ def stable_sha256(doc: Mapping[str, Any]) -> str:
     if isinstance(doc, PreparedInput):
         return doc.stable_sha256
     return hashlib.sha256(canonical_bytes(stable_view(doc))).hexdigest()
+
+
+def full_sha256(doc: Mapping[str, Any]) -> str:
+    """The digest of the whole canonical input (request id and time included)."""
+    if isinstance(doc, PreparedInput):
+        return doc.sha256
+    return hashlib.sha256(canonical_bytes(doc)).hexdigest()

@@ -18,7 +18,6 @@ One client per process, opened in `start()`, closed in `close()`.
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -28,6 +27,7 @@ import aiohttp
 import structlog
 from opa_client.opa_async import AsyncOpaClient
 
+from . import strictjson
 from .engine import ENGINE_ERROR, TIMEOUT, UNAVAILABLE, UNDEFINED, EngineError, RawResult
 
 log = structlog.get_logger(__name__)
@@ -81,7 +81,11 @@ class OpaDataClient(AsyncOpaClient):  # type: ignore[misc]
             body = await _read_bounded(response)
             status = response.status
         try:
-            answer = json.loads(body)
+            answer = strictjson.loads(body)
+        except strictjson.DuplicateMember as exc:
+            # never last-wins: {"result": false, "result": true} is no answer at all
+            return RawResult(defined=True, value=None, http_status=None,
+                             problem=f"OPA's answer has a {exc}")
         except ValueError:
             raise EngineError(ENGINE_ERROR, f"OPA answered HTTP {status} with a body that "
                               "is not JSON") from None
@@ -116,6 +120,7 @@ def _read_token(path: str) -> str:
 
 class RemoteEngine:
     name = "opa"
+    engine_name = "opa-rest"
 
     def __init__(self, url: str, *, timeout_s: float, ca_file: str | None = None,
                  cert_file: str | None = None, key_file: str | None = None,

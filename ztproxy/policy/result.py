@@ -40,8 +40,9 @@ class _Invalid(Exception):
     pass
 
 
-def invalid(revision: str) -> Decision:
-    return Decision(allowed=False, reason=INVALID, http_status=403, policy_revision=revision)
+def invalid(revision: str, engine: str = "") -> Decision:
+    return Decision(allowed=False, reason=INVALID, http_status=403, policy_revision=revision,
+                    engine=engine)
 
 
 def _headers(value: Any, field: str) -> dict[str, str]:
@@ -76,7 +77,7 @@ def _status(value: Any) -> int | None:
     return value
 
 
-def _object(value: Mapping[str, Any], revision: str) -> Decision:
+def _object(value: Mapping[str, Any], revision: str, engine: str) -> Decision:
     allowed = value.get("allowed")
     if not isinstance(allowed, bool):
         raise _Invalid("allowed must be a boolean")
@@ -93,23 +94,28 @@ def _object(value: Mapping[str, Any], revision: str) -> Decision:
                                   "response_headers_to_add"),
         body=body,
         policy_revision=revision,
+        engine=engine,
     )
 
 
-def parse_result(raw: RawResult, revision: str) -> tuple[Decision, str | None]:
-    """(decision, problem). `problem` is None for a well-formed result."""
+def parse_result(raw: RawResult, revision: str, engine: str = ""
+                 ) -> tuple[Decision, str | None]:
+    """(decision, problem). `problem` is None for a well-formed result. `engine` names
+    the evaluator that answered (the audit record's `engine`)."""
+    if raw.problem:
+        return invalid(revision, engine), raw.problem
     if not raw.defined:
-        return invalid(revision), "decision is undefined"
+        return invalid(revision, engine), "decision is undefined"
     if raw.http_status is not None:
-        return invalid(revision), f"OPA answered HTTP {raw.http_status} with a result"
+        return invalid(revision, engine), f"OPA answered HTTP {raw.http_status} with a result"
     value = raw.value
     if isinstance(value, bool):
         return Decision(allowed=value, reason=ALLOW if value else DENY,
-                        policy_revision=revision), None
+                        policy_revision=revision, engine=engine), None
     if isinstance(value, Mapping):
         try:
-            return _object(value, revision), None
+            return _object(value, revision, engine), None
         except _Invalid as exc:
-            return invalid(revision), str(exc)
+            return invalid(revision, engine), str(exc)
     kind = "null" if value is None else type(value).__name__
-    return invalid(revision), f"decision is a {kind}, not a boolean or an object"
+    return invalid(revision, engine), f"decision is a {kind}, not a boolean or an object"

@@ -1,0 +1,445 @@
+"""Load-time checks on a policy set, read from regorus's own parsed AST.
+
+Takes the engine's `get_ast_as_json()` text (every module as regorus parsed it: no
+lexer of ours) and the merged data document; gives `Facts` about the modules and the
+problems that make the proxy refuse the set, each as one line naming file, line and
+construct:
+
+- a builtin call outside `ALLOWED_BUILTINS` (regorus lacks it, like `http.send`, or
+  implements it differently from OPA, or no OPA vector backs it: see
+  tests/policy/test_opa_vectors.py and docs/rego-authors.md);
+- `with` on anything but `input` or `data` (mocking a function or builtin);
+- a data document at a path a rule also defines (OPA refuses: "conflicting rules";
+  regorus lets the data win, so a `data.json` could replace the decision rule);
+- a decision path that no rule defines.
+
+It also records what the modules read of `input` (`Facts.input_reads`): the static
+path of every `input...` reference, `()` for a read of the whole document (a bare
+`input`, a dynamic index, `some x in input`, `with input`, an `import input...`). The
+decision cache uses it only to decide whether `request.id` / `request.time` may be left
+out of the key; any doubt counts as a read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# Builtins the embedded engine may call. Each one is exercised by the OPA 0.61 vectors
+# (/work/shared/opa-vectors, tests/policy/test_opa_vectors.py) and regorus agrees with
+# OPA on them, or differs only in the safe direction (an error, so 503, where OPA gives
+# a value): see "Differences from OPA" in docs/rego-authors.md. Anything else is refused
+# at load. Operators (==, +, in, ...) are not calls and are not listed.
+ALLOWED_BUILTINS: frozenset[str] = frozenset({
+    # aggregates / arrays / sets (count/sum/max/sort: see "Differences from OPA")
+    "count", "sum", "max", "min", "sort",
+    "array.concat", "array.slice", "array.reverse",
+    # types
+    "type_name", "is_array", "is_boolean", "is_null", "is_number", "is_object",
+    "is_set", "is_string",
+    # numbers
+    "abs", "ceil", "floor", "round",
+    # strings
+    "concat", "contains", "endswith", "startswith", "replace", "split", "substring",
+    "trim", "trim_left", "trim_right", "trim_prefix", "trim_suffix", "trim_space",
+    "strings.reverse",
+    # objects
+    "object.get", "object.keys", "object.remove", "object.union", "object.union_n",
+    "object.filter", "json.patch",
+    # encoding
+    "base64.encode", "base64.decode", "base64.is_valid", "base64url.encode",
+    "base64url.decode", "base64url.encode_no_pad", "hex.encode", "json.is_valid",
+    "urlquery.encode", "urlquery.encode_object",
+    # matching, graphs, versions, walk
+    "regex.split", "regex.find_n", "regex.replace",
+    "graph.reachable", "graph.reachable_paths",
+    "semver.is_valid", "semver.compare", "walk",
+})
+
+_NOT_DEFINED = "rule"  # construct names used in messages
+
+
+class PolicyCheckError(Exception):
+    """One line: `file:line: construct: problem`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(slots=True)
+class Facts:
+    # full rule paths (data.<package>.<static head ref>) -> where first defined
+    rules: dict[tuple[str, ...], Site] = field(default_factory=dict)
+    # builtin name -> first call site
+    builtins: dict[str, Site] = field(default_factory=dict)
+    # static input paths read; () is "the whole input"
+    input_reads: set[tuple[str, ...]] = field(default_factory=set)
+    problems: list[str] = field(default_factory=list)
+
+    def reads(self, path: Sequence[str]) -> bool:
+        """Whether the modules may read `input.<path>` (or anything above/below it)."""
+        want = tuple(path)
+        for read in self.input_reads:
+            n = min(len(read), len(want))
+            if read[:n] == want[:n]:
+                return True
+        return False
+
+
+def _span_line(node: Any) -> int:
+    if isinstance(node, dict):
+        span = node.get("span")
+        if isinstance(span, dict) and isinstance(span.get("line"), int):
+            return int(span["line"])
+        for value in node.values():
+            if isinstance(value, dict):
+                line = _span_line(value)
+                if line:
+                    return line
+    return 0
+
+
+def static_ref(node: Any) -> tuple[list[str], bool] | None:
+    """(segments, fully static) of a Var / RefDot / RefBrack chain; None for anything
+    else. A bracket with a string literal is static; any other bracket ends the static
+    prefix (fully static False)."""
+    if not isinstance(node, dict) or len(node) != 1:
+        return None
+    kind, body = next(iter(node.items()))
+    if kind == "Var":
+        return [str(body.get("value", ""))], True
+    if kind == "RefDot":
+        inner = static_ref(body.get("refr"))
+        if inner is None:
+            return None
+        segs, full = inner
+        fld = body.get("field")
+        name = fld[1] if isinstance(fld, list) and len(fld) == 2 else None
+        if full and isinstance(name, str):
+            return segs + [name], True
+        return segs, False
+    if kind == "RefBrack":
+        inner = static_ref(body.get("refr"))
+        if inner is None:
+            return None
+        segs, full = inner
+        index = body.get("index")
+        if full and isinstance(index, dict) and "String" in index:
+            return segs + [str(index["String"].get("value", ""))], True
+        return segs, False
+    return None
+
+
+def _chain_root(node: Any) -> Any:
+    while isinstance(node, dict) and len(node) == 1:
+        kind, body = next(iter(node.items()))
+        if kind in ("RefDot", "RefBrack"):
+            node = body.get("refr")
+            continue
+        return node
+    return node
+
+
+_COMPREHENSIONS = ("ArrayCompr", "SetCompr", "ObjectCompr")
+
+
+def _shallow(node: Any) -> Iterator[dict[str, Any]]:
+    """Every single-key node under `node`, not entering comprehensions."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _shallow(item)
+        return
+    if not isinstance(node, dict):
+        return
+    if len(node) == 1:
+        kind = next(iter(node))
+        if kind in _COMPREHENSIONS:
+            return
+        yield node
+    for key, value in node.items():
+        if key != "span":
+            yield from _shallow(value)
+
+
+def _has_dynamic(refr: Any) -> bool:
+    parsed = static_ref(refr)
+    return parsed is not None and not parsed[1]
+
+
+def _dynamic_indexes(node: Any) -> Iterator[Any]:
+    """The index expressions of a ref chain (to walk them for calls and reads)."""
+    while isinstance(node, dict) and len(node) == 1:
+        kind, body = next(iter(node.items()))
+        if kind == "RefBrack":
+            yield body.get("index")
+            node = body.get("refr")
+        elif kind == "RefDot":
+            node = body.get("refr")
+        else:
+            return
+
+
+class _Module:
+    def __init__(self, facts: Facts, file: str, package: list[str],
+                 local_names: set[str], aliases: set[str]) -> None:
+        self.facts = facts
+        self.file = file
+        self.package = package
+        self.local_names = local_names  # first segment of every rule head here
+        self.aliases = aliases  # import aliases (data.x.y as z, or the last segment)
+        self.ref_head_names: set[str] = set()  # rules defined with a ref head (a.b := ..)
+
+    def site(self, node: Any) -> Site:
+        return Site(self.file, _span_line(node))
+
+    def walk(self, node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                self.walk(item)
+            return
+        if not isinstance(node, dict):
+            return
+        if len(node) == 1:
+            kind, body = next(iter(node.items()))
+            if kind in ("RefDot", "RefBrack", "Var") and isinstance(body, dict):
+                self.ref(node)
+                return
+            if kind == "Call" and isinstance(body, dict):
+                self.call(body)
+                return
+        if len(node) == 1:
+            kind, body = next(iter(node.items()))
+            if kind == "NotExpr" and isinstance(body, dict):
+                self.negation(body)
+            elif kind == "Every" and isinstance(body, dict):
+                self.every(body)
+        if "with_mods" in node and isinstance(node["with_mods"], list):
+            for mod in node["with_mods"]:
+                self.with_mod(mod)
+        for key, value in node.items():
+            if key in ("span", "with_mods"):
+                continue
+            self.walk(value)
+
+    def is_ref(self, node: Any) -> bool:
+        """A value that can be undefined by itself: a ref with a field or index, input,
+        data, or a rule of this module."""
+        if not isinstance(node, dict) or len(node) != 1:
+            return False
+        kind, body = next(iter(node.items()))
+        if kind in ("RefDot", "RefBrack"):
+            return True
+        return kind == "Var" and isinstance(body, dict) and (
+            body.get("value") in ("input", "data") or body.get("value") in self.local_names)
+
+    def negation(self, body: dict[str, Any]) -> None:
+        """OPA binds a call's (and `in`'s) reference arguments before `not`: with the
+        argument undefined the negation is undefined; regorus makes it true. Refused,
+        with the fix in the message. Likewise `not` of a ref into rules with a dynamic
+        key (regorus and OPA disagree on ref-head rules there)."""
+        expr = body.get("expr")
+        for node in _shallow(expr):
+            kind, inner = next(iter(node.items()))
+            args: list[Any] = []
+            if kind == "Call":
+                args = list(inner.get("params") or [])
+            elif kind == "Membership":
+                args = [inner.get("key"), inner.get("value"), inner.get("collection")]
+            if any(self.is_ref(a) for a in args):
+                self.facts.problems.append(
+                    f"{self.site(body)}: not: a call or `in` on a reference under `not` "
+                    "(undefined in OPA when the reference is; bind it first: "
+                    "`x := input.a; not f(x)`)")
+                return
+        if isinstance(expr, dict) and len(expr) == 1 and next(iter(expr)) in (
+                "RefDot", "RefBrack"):
+            root = _chain_root(expr)
+            dynamic = static_ref(expr)
+            if isinstance(root, dict) and "Var" in root and \
+                    root["Var"].get("value") in self.ref_head_names and \
+                    dynamic is not None and not dynamic[1]:
+                self.facts.problems.append(
+                    f"{self.site(body)}: not: a rule read with a dynamic key under `not` "
+                    "(the embedded engine differs from OPA on ref-head rules here)")
+
+    def every(self, body: dict[str, Any]) -> None:
+        domain = body.get("domain")
+        kind = next(iter(domain)) if isinstance(domain, dict) and len(domain) == 1 else ""
+        if kind not in ("Array", "Set", "Object", "ArrayCompr", "SetCompr", "ObjectCompr"):
+            self.facts.problems.append(
+                f"{self.site(body)}: every: over a reference or variable (on a value that "
+                "is not a collection OPA is true, the embedded engine undefined); iterate "
+                "a literal or a comprehension, e.g. `every x in [x | some x in input.xs]`")
+
+    def head(self, rule: Any) -> None:
+        """`deny contains f.reason if ...`: a head term that is a ref can be undefined
+        for one element; regorus then drops the whole set, OPA only that element."""
+        spec = rule.get("Spec") if isinstance(rule, dict) else None
+        head = spec.get("head", {}) if isinstance(spec, dict) else {}
+        for kind, variant in head.items():
+            if not isinstance(variant, dict):
+                continue
+            terms = []
+            if kind == "Set":
+                terms.append(variant.get("key"))
+            refr = variant.get("refr")
+            for index in _dynamic_indexes(refr):
+                terms.append(index)
+            assign = variant.get("assign")
+            if kind == "Compr" and isinstance(assign, dict) and _has_dynamic(refr):
+                terms.append(assign.get("value"))
+            for term in terms:
+                if isinstance(term, dict) and len(term) == 1 and \
+                        next(iter(term)) in ("RefDot", "RefBrack"):
+                    self.facts.problems.append(
+                        f"{self.site(spec)}: rule head: a reference as the key or value of "
+                        "a partial rule (bind it in the body: `r := f.reason`)")
+                    return
+
+    def ref(self, node: Any) -> None:
+        root = _chain_root(node)
+        if isinstance(root, dict) and "Var" in root and \
+                root["Var"].get("value") == "input":
+            parsed = static_ref(node)
+            segs = parsed[0] if parsed else ["input"]
+            self.facts.input_reads.add(tuple(segs[1:]))
+        elif not (isinstance(root, dict) and "Var" in root):
+            self.walk(root)  # a call or literal at the root of a ref
+        for index in _dynamic_indexes(node):
+            self.walk(index)
+
+    def call(self, body: dict[str, Any]) -> None:
+        fcn = body.get("fcn")
+        parsed = static_ref(fcn)
+        if parsed is None or not parsed[1]:
+            self.facts.problems.append(
+                f"{self.site(body)}: call: the function is not a plain name")
+        else:
+            name = ".".join(parsed[0])
+            first = parsed[0][0]
+            if first not in ("data",) and first not in self.local_names \
+                    and first not in self.aliases:
+                self.builtin(name, body)
+        self.walk(body.get("params"))
+
+    def builtin(self, name: str, node: Any) -> None:
+        site = self.site(node)
+        self.facts.builtins.setdefault(name, site)
+        if name not in ALLOWED_BUILTINS:
+            why = "not supported by the embedded engine" if name in _UNSUPPORTED else \
+                "not on the embedded engine's builtin allowlist"
+            self.facts.problems.append(f"{site}: builtin {name}: {why}")
+
+    def with_mod(self, mod: Any) -> None:
+        if not isinstance(mod, dict):
+            return
+        target = static_ref(mod.get("refr"))
+        root = target[0][0] if target else ""
+        if root == "input":
+            self.facts.input_reads.add(())
+        elif root != "data":
+            self.facts.problems.append(
+                f"{self.site(mod)}: with {'.'.join(target[0]) if target else '?'}: "
+                "`with` may replace only input or data in the embedded engine")
+        self.walk(mod.get("as"))
+
+
+# Names OPA has that regorus does not implement (or implements so differently that a
+# policy relying on them must not load). Only for the wording of the refusal.
+_UNSUPPORTED = frozenset({
+    "http.send", "rego.metadata.rule", "rego.metadata.chain", "strings.render_template",
+    "opa.runtime", "net.lookup_ip_addr", "trace", "rego.parse_module",
+    "providers.aws.sign_req", "crypto.x509.parse_certificates", "io.jwt.decode_verify",
+    "uri.parse",
+})
+
+
+def _head_ref(rule: Mapping[str, Any]) -> tuple[Any, Any]:
+    if "Default" in rule:
+        d = rule["Default"]
+        return d.get("refr"), d
+    spec = rule.get("Spec", {})
+    head = spec.get("head", {})
+    for variant in head.values():
+        if isinstance(variant, dict):
+            return variant.get("refr"), spec
+    return None, spec
+
+
+def analyze(ast_json: str) -> Facts:
+    facts = Facts()
+    modules = json.loads(ast_json)
+    for module in modules:
+        file = str(module.get("source", {}).get("file", "?"))
+        ast = module.get("ast", {})
+        pkg = static_ref(ast.get("package", {}).get("refr"))
+        package = pkg[0] if pkg else []
+        rules = ast.get("rules", []) or []
+        local: set[str] = set()
+        for rule in rules:
+            refr, _ = _head_ref(rule)
+            parsed = static_ref(refr)
+            if parsed:
+                local.add(parsed[0][0])
+        aliases: set[str] = set()
+        for imp in ast.get("imports", []) or []:
+            target = static_ref(imp.get("refr"))
+            alias = imp.get("as")
+            name = alias if isinstance(alias, str) else (target[0][-1] if target else "")
+            if target and target[0][0] == "input":
+                facts.input_reads.add(())
+            if target and target[0][0] in ("data", "input"):
+                aliases.add(name)
+        mod = _Module(facts, file, package, local, aliases)
+        for rule in rules:
+            parsed = static_ref(_head_ref(rule)[0])
+            if parsed and (len(parsed[0]) > 1 or not parsed[1]):
+                mod.ref_head_names.add(parsed[0][0])
+        for rule in rules:
+            refr, body = _head_ref(rule)
+            parsed = static_ref(refr)
+            if parsed:
+                path = ("data", *package, *parsed[0])
+                facts.rules.setdefault(path, Site(file, _span_line(body)))
+            mod.head(rule)
+            mod.walk(rule)
+    return facts
+
+
+def data_conflicts(facts: Facts, data: Any) -> list[str]:
+    """Rules whose path the data document also defines (or passes through a leaf)."""
+    out = []
+    for path, site in sorted(facts.rules.items(), key=lambda kv: (kv[1].file, kv[1].line)):
+        node: Any = data
+        for depth, seg in enumerate(path[1:], start=1):
+            if not isinstance(node, dict):
+                out.append(f"{site}: rule {'.'.join(path)}: conflicts with data at "
+                           f"{'.'.join(path[:depth])} (not an object)")
+                break
+            if seg not in node:
+                break
+            node = node[seg]
+            if depth == len(path) - 1:
+                out.append(f"{site}: rule {'.'.join(path)}: conflicts with a data document "
+                           "at the same path (OPA refuses this: conflicting rules)")
+    return out
+
+
+def missing_decision(facts: Facts, decision_path: str) -> str | None:
+    """None when some rule defines the decision path (data.a.b.c): the rule itself, a
+    rule above it (an object rule or a ref head), or a package below it."""
+    want = ("data", *decision_path.split("/"))
+    for path in facts.rules:
+        n = min(len(path), len(want))
+        if path[:n] == want[:n]:
+            return None
+    return (f"decision_path {decision_path}: no rule defines data."
+            f"{decision_path.replace('/', '.')} in the loaded modules")

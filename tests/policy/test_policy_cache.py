@@ -88,7 +88,7 @@ async def test_errors_and_invalid_results_never_cached(policies_dir: Path,
                                                        clock: FakeClock) -> None:
     (policies_dir / "ztproxy" / "bad.rego").write_text(
         "package ztproxy.bad\nimport rego.v1\n"
-        "decision := 1 / input.zero if input.mode == \"error\"\n"
+        "decision := 1 % input.zero if input.mode == \"error\"\n"
         "decision := \"yes\" if input.mode == \"invalid\"\n")
     d = build_decider(PolicyConfig(policy_dirs=(str(policies_dir),), watch=False), clock=clock)
     await d.start()

@@ -46,14 +46,14 @@ async def test_revision_is_deterministic_and_follows_content(policies_dir: Path)
 
 async def test_policy_error_at_evaluation_is_503(policies_dir: Path) -> None:
     (policies_dir / "ztproxy" / "boom.rego").write_text(
-        "package ztproxy.boom\nimport rego.v1\ndecision := 10 / count(input.request.query)\n")
+        "package ztproxy.boom\nimport rego.v1\ndecision := 10 % count(input.request.query)\n")
     d = build_decider(_cfg(policies_dir))
     await d.start()
     try:
         with pytest.raises(ServiceUnavailable) as info:
             await d.decide("ztproxy/boom/decision", make_input())
         assert info.value.reason == "policy_engine_error"
-        assert "divide by zero" in info.value.detail
+        assert "modulo by zero" in info.value.detail
         assert "Stack backtrace" not in info.value.detail
     finally:
         await d.close()

@@ -11,7 +11,13 @@ construct:
 - `with` on anything but `input` or `data` (mocking a function or builtin);
 - a data document at a path a rule also defines (OPA refuses: "conflicting rules";
   regorus lets the data win, so a `data.json` could replace the decision rule);
-- a decision path that no rule defines.
+- a decision path that no rule defines;
+- numbers regorus computes differently from OPA (see `_Module.number` and
+  `_Module.arith`): a number literal that is not a plain integer below 2^53 (`1.0`,
+  `0.5`, `1e3`), the `/` and `*` operators, and `+` / `-` unless the magnitude of the
+  result is bounded below 2^63 by its operands (integer literals, `count(...)`, `%`
+  with such a side, nested `+` / `-` of those) or one operand is a set literal or set
+  comprehension (then it is set difference or an error, never a number).
 
 It also records what the modules read of `input` (`Facts.input_reads`): the static
 path of every `input...` reference, `()` for a read of the whole document (a bare
@@ -23,6 +29,7 @@ out of the key; any doubt counts as a read.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +40,10 @@ from typing import Any
 # a value): see "Differences from OPA" in docs/rego-authors.md. Anything else is refused
 # at load. Operators (==, +, in, ...) are not calls and are not listed.
 ALLOWED_BUILTINS: frozenset[str] = frozenset({
-    # aggregates / arrays / sets (count/sum/max/sort: see "Differences from OPA")
-    "count", "sum", "max", "min", "sort",
+    # aggregates / arrays / sets (count/max/sort: see "Differences from OPA"). No
+    # `sum`: a fold of unbounded length could leave the range where regorus's integers
+    # are exact (see `_Module.arith`); max/min/count only select or count.
+    "count", "max", "min", "sort",
     "array.concat", "array.slice", "array.reverse",
     # types
     "type_name", "is_array", "is_boolean", "is_null", "is_number", "is_object",
@@ -59,6 +68,138 @@ ALLOWED_BUILTINS: frozenset[str] = frozenset({
 })
 
 _NOT_DEFINED = "rule"  # construct names used in messages
+
+_INT_LITERAL = re.compile(r"-?(0|[1-9][0-9]*)")
+_LITERAL_LIMIT = 1 << 53  # as data and input: every leaf number is below it
+_ARITH_LIMIT = 1 << 63  # regorus's integers are exact in i64 (and u64)
+
+
+def _is_set_term(node: Any, set_rules: frozenset[str] = frozenset()) -> bool:
+    """A term whose value is a set (or undefined): a set literal, a set comprehension,
+    `|` / `&` (set-only operators), or a rule of this module every definition of which
+    is one of those (`set_rules`, never a name the module also binds locally)."""
+    if not isinstance(node, dict) or len(node) != 1:
+        return False
+    kind, body = next(iter(node.items()))
+    if kind in ("Set", "SetCompr", "BinExpr"):
+        return True
+    return kind == "Var" and isinstance(body, dict) and body.get("value") in set_rules
+
+
+def _vars(node: Any) -> Iterator[str]:
+    """Plain variable names in a term, inside arrays, objects and sets (where a
+    unification can bind them)."""
+    if not isinstance(node, dict) or len(node) != 1:
+        return
+    kind, body = next(iter(node.items()))
+    if kind == "Var" and isinstance(body, dict):
+        yield str(body.get("value", ""))
+    elif kind in ("Array", "Set") and isinstance(body, dict):
+        for item in body.get("items") or []:
+            yield from _vars(item)
+    elif kind == "Object" and isinstance(body, dict):
+        for field_ in body.get("fields") or []:
+            for part in field_ if isinstance(field_, list) else []:
+                yield from _vars(part)
+
+
+def _binders(node: Any, source: bytes) -> Iterator[str]:
+    """Every name the module may bind as a local variable (conservatively: both sides
+    of `=`, the output argument of a call with two or more arguments, `some`, `every`,
+    function arguments)."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _binders(item, source)
+        return
+    if not isinstance(node, dict):
+        return
+    if len(node) == 1:
+        kind, body = next(iter(node.items()))
+        if isinstance(body, dict):
+            if kind == "AssignExpr":
+                yield from _vars(body.get("lhs"))
+                if body.get("op") != "ColEq":
+                    yield from _vars(body.get("rhs"))
+            elif kind == "SomeIn":
+                yield from _vars(body.get("key"))
+                yield from _vars(body.get("value"))
+            elif kind == "Call":
+                params = body.get("params") or []
+                if len(params) >= 2:
+                    yield from _vars(params[-1])
+            elif kind == "Func":
+                for arg in body.get("args") or []:
+                    yield from _vars(arg)
+            elif kind in ("SomeVars", "Every"):
+                spans = list(body.get("vars") or []) + [body.get("key"), body.get("value")]
+                for span in spans:
+                    if isinstance(span, dict) and isinstance(span.get("start"), int):
+                        yield source[span["start"]:span.get("end", 0)].decode(
+                            "utf-8", "replace")
+    for key, value in node.items():
+        if key != "span":
+            yield from _binders(value, source)
+
+
+def _set_rules(rules: Sequence[Any], source: bytes) -> frozenset[str]:
+    """Names of this module's single-segment rules whose every definition is a set:
+    a partial set rule (`contains`), or a value (and every `else` value) that is a set
+    term. Names also bound as local variables anywhere in the module are left out."""
+    kinds: dict[str, bool] = {}
+    for rule in rules:
+        refr, spec = _head_ref(rule)
+        parsed = static_ref(refr)
+        if not parsed or len(parsed[0]) != 1 or not parsed[1]:
+            continue
+        name = parsed[0][0]
+        ok = False
+        if "Default" in rule:
+            ok = _is_set_term(rule["Default"].get("value"))
+        else:
+            head = spec.get("head", {}) if isinstance(spec, dict) else {}
+            if "Set" in head:
+                ok = True
+            elif "Compr" in head and isinstance(head["Compr"], dict):
+                assign = head["Compr"].get("assign")
+                ok = isinstance(assign, dict) and _is_set_term(assign.get("value"))
+            for body in (spec.get("bodies") or []) if ok else []:
+                extra = body.get("assign") if isinstance(body, dict) else None
+                if extra is not None and not (isinstance(extra, dict) and
+                                              _is_set_term(extra.get("value"))):
+                    ok = False
+        kinds[name] = kinds.get(name, True) and ok
+    bound = set(_binders(rules, source))
+    return frozenset(n for n, ok in kinds.items() if ok and n not in bound)
+
+
+def _bound(node: Any, shadowed: set[str]) -> int | None:
+    """An upper bound on the magnitude of an integer term's value, or None when the
+    term alone does not bound it. Literals and count(...) are below 2^53 (literals are
+    checked; a count of anything in memory is far below it). `shadowed`: names the
+    module defines or imports (a `count` of its own is not the builtin)."""
+    if not isinstance(node, dict) or len(node) != 1:
+        return None
+    kind, body = next(iter(node.items()))
+    if not isinstance(body, dict):
+        return None
+    if kind == "Number":
+        return _LITERAL_LIMIT
+    if kind == "Call":
+        parsed = static_ref(body.get("fcn"))
+        if parsed is not None and parsed[1] and parsed[0] == ["count"] and \
+                "count" not in shadowed:
+            return _LITERAL_LIMIT
+        return None
+    if kind == "ArithExpr":
+        op = body.get("op")
+        left = _bound(body.get("lhs"), shadowed)
+        right = _bound(body.get("rhs"), shadowed)
+        if op in ("Add", "Sub"):
+            return None if left is None or right is None else left + right
+        if op == "Mod":  # |a % b| <= |a| and < |b|
+            known = [b for b in (left, right) if b is not None]
+            return min(known) if known else None
+    return None
 
 
 class PolicyCheckError(Exception):
@@ -189,13 +330,15 @@ def _dynamic_indexes(node: Any) -> Iterator[Any]:
 
 class _Module:
     def __init__(self, facts: Facts, file: str, package: list[str],
-                 local_names: set[str], aliases: set[str]) -> None:
+                 local_names: set[str], aliases: set[str], source: bytes = b"") -> None:
         self.facts = facts
         self.file = file
+        self.source = source  # the module text (UTF-8): spans are byte offsets into it
         self.package = package
         self.local_names = local_names  # first segment of every rule head here
         self.aliases = aliases  # import aliases (data.x.y as z, or the last segment)
         self.ref_head_names: set[str] = set()  # rules defined with a ref head (a.b := ..)
+        self.set_rules: frozenset[str] = frozenset()  # rules whose value is a set
 
     def site(self, node: Any) -> Site:
         return Site(self.file, _span_line(node))
@@ -215,6 +358,11 @@ class _Module:
             if kind == "Call" and isinstance(body, dict):
                 self.call(body)
                 return
+            if kind == "Number" and isinstance(body, dict):
+                self.number(body)
+                return
+            if kind == "ArithExpr" and isinstance(body, dict):
+                self.arith(body)
         if len(node) == 1:
             kind, body = next(iter(node.items()))
             if kind == "NotExpr" and isinstance(body, dict):
@@ -278,6 +426,71 @@ class _Module:
                 f"{self.site(body)}: every: over a reference or variable (on a value that "
                 "is not a collection OPA is true, the embedded engine undefined); iterate "
                 "a literal or a comprehension, e.g. `every x in [x | some x in input.xs]`")
+
+    def number(self, body: dict[str, Any]) -> None:
+        """A number literal must be a plain integer below 2^53 in magnitude, written as
+        such (`-?(0|[1-9][0-9]*)`). regorus's AST gives the parsed value (1.0 and 1
+        alike), so the literal is read from the module text at the node's byte span.
+
+        Why: a non-integer number is a float64 in regorus and an exact decimal in OPA
+        (`0.1 * 3 <= 0.3` differs; a set holds 1 and 1.0 as one element, OPA as two;
+        `a[1.0]` selects an element, OPA: undefined). With no non-integer literal, no
+        non-integer in data (loader) or input (503, embedded.unsupported_number) and
+        no `/` (see `arith`), no non-integer number exists during evaluation. The 2^53
+        bound is the one data and input have, and it bounds the arithmetic below."""
+        span = body.get("span")
+        text = ""
+        if isinstance(span, dict) and isinstance(span.get("start"), int) and \
+                isinstance(span.get("end"), int):
+            text = self.source[span["start"]:span["end"]].decode("utf-8", "replace")
+        shown = text[:30] if text else "?"
+        if not _INT_LITERAL.fullmatch(text):
+            self.facts.problems.append(
+                f"{self.site(body)}: number {shown}: only integer literals (the embedded "
+                "engine computes non-integers in float64, OPA in exact decimals; scale "
+                "to integers, e.g. percent instead of 0.5)")
+        elif not -_LITERAL_LIMIT < int(text) < _LITERAL_LIMIT:
+            self.facts.problems.append(
+                f"{self.site(body)}: number {shown}: integers from 2^53 on are refused "
+                "(the embedded engine may round them)")
+
+    def arith(self, body: dict[str, Any]) -> None:
+        """Integer arithmetic stays inside the range where regorus is exact (it holds
+        integers as i64/u64 and turns an overflowing result into a float64; OPA stays
+        exact). Every number that enters evaluation is an integer below 2^53 in
+        magnitude (literals: `number`; data: loader; input: embedded); builtins on the
+        allowlist make numbers only by counting or selecting (count, max, min, abs,
+        round, ceil, floor on integers, semver.compare, array indexes); `sum` is not
+        allowed. So the operators are the only way out of the range:
+        - `/` makes non-integers from integers: refused;
+        - `*` squares magnitudes (2^32 * 2^32 rounds): refused;
+        - `%` never grows a magnitude (|a % b| <= |a|): allowed;
+        - `+` / `-` allowed only when `_bound` proves the result below 2^63 from its
+          operands alone (variables and references can carry earlier sums, so a
+          chain of them has no static bound), or when an operand is a set literal or
+          a set comprehension (set difference, or an error in both engines)."""
+        op = body.get("op")
+        if op in ("Div", "Mul"):
+            sign = "/" if op == "Div" else "*"
+            self.facts.problems.append(
+                f"{self.site(body)}: operator {sign}: refused (the embedded engine's "
+                + ("division gives float64 where OPA is exact" if op == "Div" else
+                   "products can leave the range where its integers are exact")
+                + "; precompute the value in data)")
+            return
+        if op not in ("Add", "Sub"):
+            return
+        lhs, rhs = body.get("lhs"), body.get("rhs")
+        if _is_set_term(lhs, self.set_rules) or _is_set_term(rhs, self.set_rules):
+            return
+        bound = _bound({"ArithExpr": body}, self.local_names | self.aliases)
+        if bound is None or bound >= _ARITH_LIMIT:
+            sign = "+" if op == "Add" else "-"
+            self.facts.problems.append(
+                f"{self.site(body)}: operator {sign}: an operand is not an integer literal, "
+                "count(...) or a sum of those (a variable or reference may hold a result "
+                "past the range where the embedded engine's integers are exact); for "
+                "set difference write a set comprehension, `{x | some x in a; not b[x]}`")
 
     def head(self, rule: Any) -> None:
         """`deny contains f.reason if ...`: a head term that is a ref can be undefined
@@ -379,6 +592,8 @@ def analyze(ast_json: str) -> Facts:
     modules = json.loads(ast_json)
     for module in modules:
         file = str(module.get("source", {}).get("file", "?"))
+        contents = module.get("source", {}).get("contents")
+        source = contents.encode("utf-8") if isinstance(contents, str) else b""
         ast = module.get("ast", {})
         pkg = static_ref(ast.get("package", {}).get("refr"))
         package = pkg[0] if pkg else []
@@ -398,7 +613,8 @@ def analyze(ast_json: str) -> Facts:
                 facts.input_reads.add(())
             if target and target[0][0] in ("data", "input"):
                 aliases.add(name)
-        mod = _Module(facts, file, package, local, aliases)
+        mod = _Module(facts, file, package, local, aliases, source)
+        mod.set_rules = _set_rules(rules, source)
         for rule in rules:
             parsed = static_ref(_head_ref(rule)[0])
             if parsed and (len(parsed[0]) > 1 or not parsed[1]):

@@ -14,6 +14,8 @@ that into 503). Order of work for one decision:
                    input.
     breaker open? -> ServiceUnavailable("policy_circuit_open"), engine not asked
     engine.evaluate -> EngineError -> breaker.failure, ServiceUnavailable(reason)
+                   (policy_input_unsupported_number: the input's fault, the breaker
+                   is not charged)
     result.parse_result -> invalid -> deny "policy_result_invalid" (403), not cached
 
 Reload (SIGHUP via `reload()`, or a file change seen by the watcher every
@@ -39,7 +41,7 @@ from ..model import Decision
 from .breaker import OPEN, Breaker
 from .cache import CacheKey, DecisionCache
 from .canonical import canonical_bytes
-from .engine import CIRCUIT_OPEN, ENGINE_ERROR, EngineError, PolicyEngine
+from .engine import CIRCUIT_OPEN, ENGINE_ERROR, INPUT_NUMBER, EngineError, PolicyEngine
 from .loader import LoadError
 from .prepared import full_sha256, stable_sha256
 from .result import ALLOW, parse_result
@@ -106,6 +108,10 @@ class PolicyDecider:
         try:
             raw = await engine.evaluate(decision_path, input_doc)
         except EngineError as exc:
+            if exc.reason == INPUT_NUMBER:  # this input's fault: not an engine failure
+                if self.breaker is not None:
+                    self.breaker.abandon()
+                self._fail(exc.reason, exc.detail, decision_path, count_breaker=False)
             self._fail(exc.reason, exc.detail, decision_path)
         except asyncio.CancelledError:
             if self.breaker is not None:

@@ -38,7 +38,14 @@ import regorus
 import structlog
 
 from .checks import Facts
-from .engine import ENGINE_ERROR, UNAVAILABLE, UNDEFINED, EngineError, RawResult
+from .engine import (
+    ENGINE_ERROR,
+    INPUT_NUMBER,
+    UNAVAILABLE,
+    UNDEFINED,
+    EngineError,
+    RawResult,
+)
 from .loader import Loaded, LoadError, Source, compile_sources, read_sources, short_error, walk
 from .prepared import PreparedInput
 
@@ -151,7 +158,11 @@ class EmbeddedEngine:
         loaded = self._loaded
         if loaded is None:
             raise EngineError(UNAVAILABLE, "no policy loaded")
-        outcome = evaluate_loaded(loaded.engine, _rule(decision_path), input_doc)
+        problem = unsupported_number(input_doc)
+        if problem is not None:
+            raise EngineError(INPUT_NUMBER, problem)
+        outcome = evaluate_loaded(loaded.engine, _rule(decision_path), input_doc,
+                                  numbers_checked=True)
         del loaded  # no engine in this frame if the error below joins a reference cycle
         if isinstance(outcome, str):
             raise EngineError(ENGINE_ERROR, outcome)
@@ -171,11 +182,15 @@ def input_json(input_doc: Mapping[str, Any] | None) -> str | None:
     return json.dumps(input_doc, ensure_ascii=False, allow_nan=False)
 
 
-# Integers from 2^53 on: regorus holds numbers as f64/i64 and rounds them (and the
-# arithmetic on them) where OPA keeps them exact. The proxy refuses such an input
-# (an evaluation error, 503) rather than decide on a rounded value (floats never fail:
-# the input's floats are Python floats, exact in f64 already). The proxy's prepared
-# input proves it while encoding (orjson's 53-bit check); anything else is walked.
+# Numbers regorus computes differently from OPA. A non-integer is a float64 in regorus
+# and an exact decimal in OPA (0.1 * 3 vs 0.3; a set holds 1 and 1.0 as one element;
+# `a[1.0]` selects an element where OPA is undefined); an integer from 2^53 on may be
+# rounded. The load checks keep both out of policies and data (checks.py: literals
+# and operators, loader: data files); an input holding one is not evaluated (503,
+# `engine.INPUT_NUMBER`) rather than decided on a value OPA would not see. The proxy's
+# prepared input proves both cheaply: the input stage knows whether a token claim
+# holds a float (`no_floats`, the only place one can be), and orjson's 53-bit check
+# proves the integers while encoding (`exact_ints`); anything else is walked.
 EXACT_INT_LIMIT = 1 << 53
 
 
@@ -192,8 +207,33 @@ def inexact_number(value: Any) -> bool:
     return False
 
 
-def evaluate_loaded(engine: regorus.Engine, rule: str, input_doc: Mapping[str, Any] | None
-                    ) -> RawResult | str:
+def holds_float(value: Any) -> bool:
+    """Whether the document holds a float (1.0 included: JSON `1.0` is a non-integer
+    number to OPA, kept apart from 1)."""
+    if isinstance(value, float):
+        return True
+    if isinstance(value, Mapping):
+        return any(holds_float(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(holds_float(v) for v in value)
+    return False
+
+
+def unsupported_number(input_doc: Mapping[str, Any] | None) -> str | None:
+    """Why the embedded engine may not evaluate this input (None: it may)."""
+    if input_doc is None:
+        return None
+    prepared = input_doc if isinstance(input_doc, PreparedInput) else None
+    if not (prepared is not None and prepared.no_floats) and holds_float(input_doc):
+        return "input holds a non-integer number (the embedded engine computes it in " \
+               "float64, OPA exactly)"
+    if not (prepared is not None and prepared.exact_ints) and inexact_number(input_doc):
+        return "input holds an integer beyond 2^53 (the embedded engine would round it)"
+    return None
+
+
+def evaluate_loaded(engine: regorus.Engine, rule: str, input_doc: Mapping[str, Any] | None,
+                    *, numbers_checked: bool = False) -> RawResult | str:
     """The raw result, or an error message. Returns rather than raises so that no
     exception traceback holds a frame with the engine (regorus engines must be dropped
     on their own thread; a traceback in a cycle may be collected on any thread).
@@ -203,9 +243,9 @@ def evaluate_loaded(engine: regorus.Engine, rule: str, input_doc: Mapping[str, A
         text = input_json(input_doc)
     except (TypeError, ValueError) as exc:
         return f"input is not JSON ({type(exc).__name__})"
-    if text is not None and not (isinstance(input_doc, PreparedInput)
-                                 and input_doc.exact_ints) and inexact_number(input_doc):
-        return "input holds an integer beyond 2^53 (the embedded engine would round it)"
+    problem = None if numbers_checked else unsupported_number(input_doc)
+    if problem is not None:
+        return problem
     try:
         if text is not None:  # None: no input document (give an engine never set one)
             engine.set_input_json(text)

@@ -19,6 +19,10 @@ ENGINE_ERROR = "policy_engine_error"  # evaluation error, OPA 5xx, unparseable a
 TIMEOUT = "policy_timeout"  # no answer within timeout_ms
 CIRCUIT_OPEN = "policy_circuit_open"  # breaker open: not even asked
 UNAVAILABLE = "policy_unavailable"  # no policy loaded, OPA unreachable / reset
+# the embedded engine refuses an input number it would compute differently from OPA
+# (a non-integer, or an integer from 2^53 on): the input's fault, not the engine's, so
+# it does not count toward the circuit breaker
+INPUT_NUMBER = "policy_input_unsupported_number"
 
 
 class EngineError(Exception):

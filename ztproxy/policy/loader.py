@@ -15,7 +15,6 @@ pinned to their thread.
 
 from __future__ import annotations
 
-import decimal
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -109,10 +108,15 @@ def _no_constant(name: str) -> Any:
 
 
 def _exact_numbers(value: Any, path: str) -> None:
-    """Data numbers the embedded engine holds exactly (f64, or an integer below 2^53),
-    else LoadError: OPA keeps them exact and regorus would round them."""
+    """Data numbers must be integers below 2^53 in magnitude, else LoadError: regorus
+    computes non-integers in float64 (OPA: exact decimals) and may round larger
+    integers. (JSON non-integers are refused while parsing, with their line.)"""
     if isinstance(value, bool):
         return
+    if isinstance(value, float):
+        raise LoadError(f"{path}: number {repr(value)[:30]}: non-integer numbers are refused "
+                        "(the embedded engine computes them in float64, OPA exactly; "
+                        "quote it or scale it to an integer)")
     if isinstance(value, int):
         if not -(1 << 53) < value < (1 << 53):
             raise LoadError(f"{path}: number {str(value)[:30]}: integers from 2^53 on are "
@@ -125,13 +129,36 @@ def _exact_numbers(value: Any, path: str) -> None:
             _exact_numbers(v, path)
 
 
-def _float_exact(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")) or \
-            decimal.Decimal(repr(value)) != decimal.Decimal(text):
-        raise ValueError(f"number {text[:30]}: not exact as a float64 (the embedded engine "
-                         "would round it; quote it)")
-    return value
+class _NonInteger(ValueError):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def _no_float(text: str) -> Any:
+    """json's parse_float: any number with a fraction or an exponent (`1.0`, `1e3`)."""
+    raise _NonInteger(text)
+
+
+def _number_line(content: bytes, text: str) -> int:
+    """The line of the first number token `text` outside strings (for the message)."""
+    data = content.decode("utf-8", "replace")
+    line, i, n, in_string = 1, 0, len(data), False
+    while i < n:
+        c = data[i]
+        if in_string:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif data.startswith(text, i) and (i == 0 or data[i - 1] in " \t\r\n[:,"):
+            return line
+        if c == "\n":
+            line += 1
+        i += 1
+    return 0
 
 
 def _parse_data(path: str, content: bytes) -> Any:
@@ -144,9 +171,15 @@ def _parse_data_raw(path: str, content: bytes) -> Any:
     if path.endswith(".json"):
         try:
             return json.loads(content, object_pairs_hook=_no_duplicates,
-                              parse_constant=_no_constant, parse_float=_float_exact)
+                              parse_constant=_no_constant, parse_float=_no_float)
         except json.JSONDecodeError as exc:
             raise LoadError(f"{path}:{exc.lineno}: JSON: {exc.msg}") from None
+        except _NonInteger as exc:
+            at = _number_line(content, exc.text)
+            raise LoadError(f"{path}{f':{at}' if at else ''}: JSON: number "
+                            f"{exc.text[:30]}: non-integer numbers are refused (the "
+                            "embedded engine computes them in float64, OPA exactly; "
+                            "quote it or scale it to an integer)") from None
         except (ValueError, RecursionError) as exc:
             raise LoadError(f"{path}: JSON: {exc}") from None
     try:

@@ -9,10 +9,11 @@ that JSON cannot carry, `y`/`n` stay strings, `1e3` stays a string, `1:20` is 80
 - booleans: y Y yes Yes YES on On ON true True TRUE, and n N no No NO off Off OFF
   false False FALSE;
 - null: ~ null Null NULL and the empty scalar;
-- integers: decimal, 0x.., 0o.., 0b.., a leading-0 octal, `_` ignored; past 64 bits a
-  float, as go-yaml does;
-- floats: [-+]?(.d+|d+(.d*)?)([eE][-+]?d+)? (so `1e3` is 1000); .inf / .nan are refused
-  (JSON has no such number);
+- integers: decimal, 0x.., 0o.., 0b.., a leading-0 octal, `_` ignored; past 64 bits
+  go-yaml makes a float: refused, as every float is;
+- floats: [-+]?(.d+|d+(.d*)?)([eE][-+]?d+)? (so `1e3` is 1000 to OPA) are REFUSED with
+  the line (the embedded engine computes non-integers in float64 where OPA is exact:
+  see checks.py); .inf / .nan are refused (JSON has no such number);
 - timestamps and sexagesimal numbers stay the text as written (go-yaml v2 keeps a
   timestamp decoded into an interface as its string);
 - keys become strings (an integer key `1` is "1", as OPA's YAML-to-JSON step does);
@@ -68,9 +69,12 @@ def _scalar(text: str, line: int) -> Any:
         value *= sign
         if _INT64[0] <= value <= _INT64[1]:
             return value
-        return float(value)
+        raise ValueError(f"line {line}: number {text[:30]}: past 64 bits (OPA reads a "
+                         "float; the embedded engine refuses non-integers; quote it)")
     if _FLOAT.fullmatch(plain):
-        return float(plain)
+        raise ValueError(f"line {line}: number {text[:30]}: non-integer numbers are "
+                         "refused (the embedded engine computes them in float64, OPA "
+                         "exactly; quote it or scale it to an integer)")
     if _SPECIAL_FLOAT.fullmatch(text):
         raise ValueError(f"line {line}: scalar {text!r}: infinity and NaN are not JSON "
                          "numbers (quote it)")

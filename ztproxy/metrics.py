@@ -228,6 +228,9 @@ class Metrics:
                                           ["result"], registry=r)
         self.policy_reloads = Counter("ztproxy_policy_reloads", "Policy reloads by result",
                                       ["result"], registry=r)
+        self.policy_reload_failures = Counter("ztproxy_policy_reload_failures",
+                                              "Policy reloads refused (old policy kept)",
+                                              registry=r)
         # audit (the writer thread: thread-safe types)
         self.audit_records = Counter("ztproxy_audit_records", "Audit records written",
                                      registry=r)

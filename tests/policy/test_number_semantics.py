@@ -233,3 +233,29 @@ def test_accepted_integer_arithmetic_is_exact(tmp_path_factory: Any, expr: Any) 
         return
     assert not isinstance(out, str) and out.defined
     assert type(out.value) is int and out.value == exact, (text, out.value, exact)
+
+
+async def test_refused_number_on_reload_keeps_policy_and_counts(tmp_path: Path) -> None:
+    """A reload bringing a refused number changes nothing and is counted in
+    `ztproxy_policy_reload_failures_total` (issue 11, "Bad input")."""
+    from ztproxy.metrics import Metrics
+
+    (tmp_path / "t.rego").write_text(HEAD + "default decision := false\n"
+                                     "decision if input.n > 2\n", encoding="utf-8")
+    metrics = Metrics()
+    cfg = PolicyConfig(policy_dirs=(str(tmp_path),), decision_path="t/decision",
+                       cache_ttl_ms=0, watch=False)
+    d = build_decider(cfg, metrics=metrics)
+    await d.start()  # type: ignore[attr-defined]
+    assert isinstance(d, PolicyDecider)
+    try:
+        good = d.revision
+        (tmp_path / "t.rego").write_text(HEAD + "default decision := false\n"
+                                         "decision if input.n > 2.5\n", encoding="utf-8")
+        assert await d.reload() is False
+        assert d.revision == good
+        assert await _outcome(d, {"n": 3}) == "allow"
+        value = metrics.registry.get_sample_value("ztproxy_policy_reload_failures_total")
+        assert value == 1.0
+    finally:
+        await d.close()  # type: ignore[attr-defined]

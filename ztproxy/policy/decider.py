@@ -162,6 +162,8 @@ class PolicyDecider:
         ok = await self.engine.reload()
         self._counts["reloads_ok" if ok else "reloads_failed"] += 1
         self._metrics.policy_reloads.labels("ok" if ok else "failed").inc()
+        if not ok:
+            self._metrics.policy_reload_failures.inc()
         if ok:
             self.cache.clear()
         return ok
@@ -256,6 +258,7 @@ class PolicyDecider:
             except Exception as exc:  # noqa: BLE001 - the watcher must outlive any file
                 self._counts["reloads_failed"] += 1
                 self._metrics.policy_reloads.labels("failed").inc()
+                self._metrics.policy_reload_failures.inc()
                 log.error("policy_watch_failed", engine=self.engine.name,
                           error=type(exc).__name__)
 

@@ -35,8 +35,14 @@ from .errors import Rejection, ServiceUnavailable, Unauthenticated
 from .metrics import Metrics
 from .model import AuditEvent, Credentials, Decision, PeerIdentity, RequestFacts
 from .seams import AuditSink, Authenticator, Decider, PeerLookup
+from .stages.audit_fields import attempted_path, audited_path, escaped
 from .stages.forward import ForwardResult, forward
-from .stages.headers import BASE_CREDENTIAL_HEADERS, asserted_headers, upstream_headers
+from .stages.headers import (
+    BASE_CREDENTIAL_HEADERS,
+    asserted_headers,
+    check_claims_header_safe,
+    upstream_headers,
+)
 from .stages.policy_input import build_policy_input, input_digest, rfc3339_ms
 from .stages.request import build_request_facts
 from .stages.respond import denied_response, error_response, rejection_response
@@ -67,6 +73,7 @@ class _Trace:
     decision: Decision | None = None
     input_sha256: str | None = None
     stages: dict[str, int] = field(default_factory=dict)
+    attempt: tuple[str, str | None, str] | None = None  # method, Host, raw target as parsed
 
 
 @dataclass(slots=True)
@@ -124,18 +131,21 @@ class Pipeline:
         t0 = time.perf_counter_ns()
         trace.peer = self._peer(request)
         cfg = self.config
+        trace.attempt = (request.method, request.headers.get("Host"), request.raw_path)
         facts = build_request_facts(
             request_id=trace.request_id, method=request.method, raw_target=request.raw_path,
             version=_protocol(request.version),
             headers=request.headers, source_address=trace.source_address,
             now=datetime.fromtimestamp(self.clock(), UTC), routes=cfg.routes,
-            max_header_bytes=cfg.limits.max_header_bytes, hidden_headers=self._hidden)
+            max_header_bytes=cfg.limits.max_header_bytes, hidden_headers=self._hidden,
+            strip_prefixes=cfg.headers.strip_prefixes)
         trace.facts = facts
         t1 = time.perf_counter_ns()
         trace.stages["request"] = t1 - t0
         creds = await self.authenticator.authenticate(request.headers, facts.raw_query,
                                                       facts.route, trace.peer)
         trace.creds = creds
+        check_claims_header_safe(creds)
         t2 = time.perf_counter_ns()
         trace.stages["identity"] = t2 - t1
         doc = build_policy_input(facts, trace.peer, creds)
@@ -169,7 +179,8 @@ class Pipeline:
             credential_headers=self._not_forwarded,
             asserted=asserted_headers(self.config.headers, trace.peer, creds, trace.source_address,
                                      trace.request_id),
-            policy_headers=decision.headers)
+            policy_headers=decision.headers, strip_prefixes=self.config.headers.strip_prefixes,
+            passed=route.pass_headers)
         target = f"{facts.path}?{facts.raw_query}" if facts.raw_query else facts.path
         ssl_ctx = self.upstream_ssl.get(route.name)
         if route.websocket and is_websocket_upgrade(request.headers):
@@ -187,6 +198,7 @@ class Pipeline:
         latency_us = (time.perf_counter_ns() - trace.started_ns) // 1000
         facts, peer, creds, decision = trace.facts, trace.peer, trace.creds, trace.decision
         route = facts.route.name if facts else "-"
+        attempt = trace.attempt if facts is None else None
         event = AuditEvent(
             kind="request",
             time=(facts.time_text or rfc3339_ms(facts.time)) if facts else rfc3339_ms(
@@ -202,9 +214,9 @@ class Pipeline:
             user_issuer=creds.user.issuer if creds and creds.user else None,
             user_subject=creds.user.subject if creds and creds.user else None,
             device_id=creds.device.device_id if creds and creds.device else None,
-            method=facts.method if facts else None,
-            host=facts.host if facts else None,
-            path=facts.path if facts else None,
+            method=facts.method if facts else attempt and escaped(attempt[0]),
+            host=facts.host if facts else attempt and escaped(attempt[1]),
+            path=audited_path(facts.path) if facts else attempt and attempted_path(attempt[2]),
             destination_service=facts.route.service if facts else None,
             route=facts.route.name if facts else None,
             policy_revision=decision.policy_revision if decision else self.decider.revision,

@@ -93,6 +93,7 @@ class Pipeline:
     _counters: dict[tuple[str, str, str], Any] = field(default_factory=dict)
     _stages: dict[str, Any] = field(default_factory=dict)
     _routes: dict[str, Any] = field(default_factory=dict)
+    header_phase: dict[str, int] = field(default_factory=dict)  # source -> connections
 
     def __post_init__(self) -> None:
         creds = frozenset(self.authenticator.credential_header_names()) | BASE_CREDENTIAL_HEADERS
@@ -191,7 +192,9 @@ class Pipeline:
         return await forward(request, upstream_url=route.upstream, target=target,
                              headers=headers, session=self.session, ssl_context=ssl_ctx,
                              max_body_bytes=self.config.limits.max_body_bytes,
-                             response_headers=dict(decision.response_headers))
+                             response_headers=dict(decision.response_headers),
+                             body_idle=self.config.timeouts.body_idle_seconds,
+                             body_total=self.config.timeouts.body_total_seconds)
 
     # -- audit and telemetry ----------------------------------------------------------
     def _finish(self, trace: _Trace, status: int, reason: str) -> None:

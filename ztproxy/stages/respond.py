@@ -40,7 +40,7 @@ def rejection_response(exc: Rejection, request_id: str) -> web.Response:
     if exc.status == 401:
         headers["WWW-Authenticate"] = www_authenticate(exc.reason)
     resp = error_response(exc.status, request_id, headers)
-    if exc.status in (400, 413, 431):
+    if exc.status in (400, 408, 413, 431):
         resp.force_close()  # after a framing error the connection cannot be trusted
     return resp
 

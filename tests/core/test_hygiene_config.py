@@ -3,9 +3,13 @@ remote host, pass_headers, and the new limits/timeouts keys (named by key path).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -90,3 +94,20 @@ def test_new_limit_and_timeout_keys(files: Path) -> None:
                                limits={"max_concurrent_per_caller": 0}), files)
     assert any(p.startswith("timeouts.request_header_seconds:") for p in problems)
     assert any(p.startswith("limits.max_concurrent_per_caller:") for p in problems)
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_refuses_to_start_on_the_pure_python_parser(files: Path, command: str) -> None:
+    """Under AIOHTTP_NO_EXTENSIONS=1 aiohttp's pure-Python parser accepted `get` as
+    `GET` and forwarded a chunk size of `ffffffffffffffff1`: one line, exit 1."""
+    config = files / "ztproxy.yaml"
+    config.write_text(yaml.safe_dump(_base()))
+    env = {**os.environ, "AIOHTTP_NO_EXTENSIONS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "ztproxy", command, "--config", str(config)],
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert "C HTTP parser is not in use" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    ok = subprocess.run([sys.executable, "-m", "ztproxy", "check-config", "--config",
+                         str(config)], capture_output=True, text=True, timeout=60, check=False)
+    assert "C HTTP parser" not in ok.stderr

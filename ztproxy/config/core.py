@@ -258,7 +258,20 @@ def _pass_headers(node: Node) -> frozenset[str]:
     return frozenset(out)
 
 
+def c_parser_in_use() -> bool:
+    """Is aiohttp's server using its C HTTP parser (llhttp)? The pure-Python one (under
+    AIOHTTP_NO_EXTENSIONS=1, or without the compiled extension) accepted `get` as
+    `GET` and forwarded a chunk size of `ffffffffffffffff1`."""
+    from aiohttp import web_protocol
+
+    return getattr(web_protocol.HttpRequestParser, "__module__", "") == "aiohttp._http_parser"
+
+
 def parse_limits(node: Node) -> LimitsConfig:
+    if not c_parser_in_use():
+        node.problems.add("<environment>", "aiohttp's C HTTP parser is not in use "
+                          "(AIOHTTP_NO_EXTENSIONS is set or the extension is missing); "
+                          "ztproxy refuses to run on the pure-Python parser")
     d = LimitsConfig()
     cfg = LimitsConfig(
         max_header_bytes=node.int("max_header_bytes", d.max_header_bytes, min=1024,

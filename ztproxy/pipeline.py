@@ -280,12 +280,15 @@ class Pipeline:
         return request_id
 
     def record_tls_rejected(self, source_address: str, reason: str,
-                            peer_cert_sha256: str | None, spiffe_id: str | None) -> None:
+                            peer_cert_sha256: str | None, spiffe_id: str | None,
+                            count: int = 1) -> None:
+        """`count` > 1: that many repeats, aggregated (server.rejections)."""
         now = datetime.fromtimestamp(self.clock(), UTC)
         self.audit.append(AuditEvent(
             kind="tls_rejected", time=rfc3339_ms(now), request_id=os.urandom(16).hex(),
             source_address=source_address, reason=reason, decision="deny", status=0,
-            latency_us=0, source_spiffe_id=spiffe_id, source_cert_sha256=peer_cert_sha256))
-        self.metrics.tls_handshake_failures.labels(reason).inc()
+            latency_us=0, source_spiffe_id=spiffe_id, source_cert_sha256=peer_cert_sha256,
+            policy_reasons=() if count == 1 else (f"count={count}",)))
+        self.metrics.tls_handshake_failures.labels(reason).inc(count)
         log.info("tls_rejected", source_address=source_address, reason=reason,
-                 cert_sha256=peer_cert_sha256)
+                 cert_sha256=peer_cert_sha256, count=count)

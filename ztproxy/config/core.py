@@ -262,9 +262,9 @@ def c_parser_in_use() -> bool:
     """Is aiohttp's server using its C HTTP parser (llhttp)? The pure-Python one (under
     AIOHTTP_NO_EXTENSIONS=1, or without the compiled extension) accepted `get` as
     `GET` and forwarded a chunk size of `ffffffffffffffff1`."""
-    from aiohttp import web_protocol
+    from aiohttp import http_parser  # the class aiohttp's web_protocol imports from here
 
-    return getattr(web_protocol.HttpRequestParser, "__module__", "") == "aiohttp._http_parser"
+    return getattr(http_parser.HttpRequestParser, "__module__", "") == "aiohttp._http_parser"
 
 
 def parse_limits(node: Node) -> LimitsConfig:

@@ -24,6 +24,7 @@ import structlog
 
 from ..model import PeerIdentity
 from ..tls.spiffe import SvidError, peer_identity, thumbprints
+from .rejections import RejectAggregator
 
 log = structlog.get_logger("ztproxy.tls")
 
@@ -111,7 +112,8 @@ class TLSListener:
         self._handler_factory = handler_factory
         self._trust_domains = trust_domains
         self._peers = peers
-        self._on_reject = on_reject
+        self._rejects = RejectAggregator(on_reject)  # one record per source and interval
+        self._on_reject: RejectFn = self._rejects
         self._timeout = handshake_timeout
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting: asyncio.Task[None] | None = None
@@ -127,6 +129,7 @@ class TLSListener:
             self._accepting.cancel()
             await asyncio.gather(self._accepting, return_exceptions=True)
         self.sock.close()
+        self._rejects.flush()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

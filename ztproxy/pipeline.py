@@ -43,6 +43,7 @@ from .stages.headers import (
     check_claims_header_safe,
     upstream_headers,
 )
+from .stages.limits import ConcurrencyLimits
 from .stages.policy_input import build_policy_input, input_digest, rfc3339_ms
 from .stages.request import build_request_facts
 from .stages.respond import denied_response, error_response, rejection_response
@@ -94,6 +95,7 @@ class Pipeline:
     _stages: dict[str, Any] = field(default_factory=dict)
     _routes: dict[str, Any] = field(default_factory=dict)
     header_phase: dict[str, int] = field(default_factory=dict)  # source -> connections
+    limits: ConcurrencyLimits = field(default_factory=ConcurrencyLimits)
 
     def __post_init__(self) -> None:
         creds = frozenset(self.authenticator.credential_header_names()) | BASE_CREDENTIAL_HEADERS
@@ -159,7 +161,12 @@ class Pipeline:
         if not decision.allowed:
             resp = denied_response(decision, trace.request_id)
             return ForwardResult(resp, resp.status)
-        result = await self._forward(request, trace, facts, creds, decision)
+        release = self.limits.acquire(trace.peer.spiffe_id, facts.route,
+                                      cfg.limits.max_concurrent_per_caller)
+        try:
+            result = await self._forward(request, trace, facts, creds, decision)
+        finally:
+            release()
         trace.stages["upstream"] = time.perf_counter_ns() - t3
         return result
 

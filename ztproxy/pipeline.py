@@ -47,7 +47,7 @@ from .stages.limits import ConcurrencyLimits
 from .stages.policy_input import build_policy_input, input_digest, rfc3339_ms
 from .stages.request import build_request_facts
 from .stages.respond import denied_response, error_response, rejection_response
-from .stages.websocket import is_websocket_upgrade, proxy_websocket
+from .stages.websocket import LiveSessions, is_websocket_upgrade, proxy_websocket, session_deadline
 
 log = structlog.get_logger("ztproxy.request")
 _PROTOCOLS: dict[tuple[int, int], str] = {}
@@ -75,6 +75,7 @@ class _Trace:
     input_sha256: str | None = None
     stages: dict[str, int] = field(default_factory=dict)
     attempt: tuple[str, str | None, str] | None = None  # method, Host, raw target as parsed
+    doc: Mapping[str, Any] | None = None  # the policy input (kept for WebSocket rechecks)
 
 
 @dataclass(slots=True)
@@ -96,6 +97,7 @@ class Pipeline:
     _routes: dict[str, Any] = field(default_factory=dict)
     header_phase: dict[str, int] = field(default_factory=dict)  # source -> connections
     limits: ConcurrencyLimits = field(default_factory=ConcurrencyLimits)
+    sessions: LiveSessions = field(default_factory=LiveSessions)  # recheck() on reload
 
     def __post_init__(self) -> None:
         creds = frozenset(self.authenticator.credential_header_names()) | BASE_CREDENTIAL_HEADERS
@@ -153,6 +155,7 @@ class Pipeline:
         trace.stages["identity"] = t2 - t1
         doc = build_policy_input(facts, trace.peer, creds)
         trace.input_sha256 = input_digest(doc)
+        trace.doc = doc
         decision = await self.decider.decide(facts.route.decision_path or
                                              cfg.policy.decision_path, doc)
         trace.decision = decision
@@ -192,10 +195,19 @@ class Pipeline:
         target = f"{facts.path}?{facts.raw_query}" if facts.raw_query else facts.path
         ssl_ctx = self.upstream_ssl.get(route.name)
         if route.websocket and is_websocket_upgrade(request.headers):
-            return await proxy_websocket(
-                request, upstream_url=route.upstream, target=target, headers=headers,
-                session=self.session, ssl_context=ssl_ctx,
-                connect_timeout=self.config.timeouts.upstream_connect_seconds)
+            if trace.peer is None or trace.doc is None:  # both are set before a decision
+                raise ValueError("no peer or policy input")
+            live = self.sessions.open(route.decision_path or self.config.policy.decision_path,
+                                      trace.doc)
+            try:
+                return await proxy_websocket(
+                    request, upstream_url=route.upstream, target=target, headers=headers,
+                    session=self.session, ssl_context=ssl_ctx,
+                    connect_timeout=self.config.timeouts.upstream_connect_seconds,
+                    deadline=session_deadline(creds, trace.peer.not_after), stop=live.stop,
+                    clock=self.clock)
+            finally:
+                self.sessions.close(live)
         return await forward(request, upstream_url=route.upstream, target=target,
                              headers=headers, session=self.session, ssl_context=ssl_ctx,
                              max_body_bytes=self.config.limits.max_body_bytes,

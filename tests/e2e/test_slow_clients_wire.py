@@ -140,3 +140,28 @@ async def test_body_total_timeout(start_proxy: StartProxy, upstream: str) -> Non
     run.sent += 1
     rec = [r for r in await run.records() if r["kind"] == "request"][-1]
     assert (rec["reason"], rec["status"]) == ("body_total_timeout", 408)
+
+
+async def _chunked(run: Running, extension: bytes) -> tuple[bytes, bytes]:
+    reader, writer = await _connect(run)
+    writer.write(b"POST /payments/upload HTTP/1.1\r\nHost: localhost\r\n"
+                 b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                 b"5" + extension + b"\r\nhello\r\n0\r\n\r\n")
+    await writer.drain()
+    reply = await _read_rest(reader)
+    writer.close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return head, body
+
+
+async def test_long_chunk_extension_is_400(start_proxy: StartProxy, upstream: str) -> None:
+    """Finding 6: a 64 KiB chunk extension used to pass."""
+    run = await start_proxy(routes=[open_route(upstream, path_prefix="/")])
+    head, _ = await _chunked(run, b";x=" + b"a" * 65536)
+    assert head.startswith(b"HTTP/1.1 400"), head[:80]
+    run.sent += 1
+    rec = [r for r in await run.records() if r["kind"] == "request"][-1]
+    assert (rec["reason"], rec["status"]) == ("chunk_extension_too_long", 400)
+    head, body = await _chunked(run, b";name=value")  # a short one is fine
+    assert head.startswith(b"HTTP/1.1 200"), head[:80]
+    assert b'"body_bytes": 5' in body

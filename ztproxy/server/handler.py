@@ -11,7 +11,10 @@ It also holds the line against slow clients (slowloris): from a connection's fir
 has `timeouts.request_header_seconds`; then it gets a 408 `request_header_timeout`,
 audited, and the connection is closed. At most `limits.max_header_phase_per_source`
 connections of one source address may be in that phase at once; one more is answered
-503 `header_phase_limit` and closed.
+503 `header_phase_limit` and closed. And it measures chunk extensions
+(`framing.ChunkExtensionGuard`): a request with one longer than
+`limits.max_chunk_extension_bytes` gets its body stream failed with 400
+`chunk_extension_too_long`.
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ import json
 from typing import Any
 
 from aiohttp import http_exceptions, web
+from aiohttp.http_parser import RawRequestMessage
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from ..errors import public_message
+from ..errors import BadRequest, public_message
 from ..pipeline import Pipeline
 from ..stages.respond import error_response
 from .acceptor import PeerCache
+from .framing import CHUNKED, UPGRADE, ChunkExtensionGuard
 
 
 def parse_error_reason(exc: BaseException | None, status: int) -> tuple[int, str]:
@@ -51,6 +56,18 @@ def parse_error_reason(exc: BaseException | None, status: int) -> tuple[int, str
     return status, "bad_request"
 
 
+def _framing(msg: RawRequestMessage) -> int:
+    if msg.upgrade:
+        return UPGRADE
+    if msg.chunked:
+        return CHUNKED
+    length = msg.headers.get("Content-Length")
+    if length is None:
+        return 0
+    length = length.strip()
+    return int(length) if length.isdigit() else UPGRADE  # UPGRADE: stop watching
+
+
 class AuditingRequestHandler(RequestHandler):
     def __init__(self, manager: web.Server, *, pipeline: Pipeline, peers: PeerCache,
                  loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
@@ -61,6 +78,7 @@ class AuditingRequestHandler(RequestHandler):
         self._zt_source = ""
         self._zt_timer: asyncio.TimerHandle | None = None
         self._zt_in_phase = False
+        self._zt_guard = ChunkExtensionGuard(pipeline.config.limits.max_chunk_extension_bytes)
 
     # -- the header phase ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -71,12 +89,28 @@ class AuditingRequestHandler(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         before = self._request_count
+        closing = self._force_close or self._close
         super().data_received(data)
+        guard = self._zt_guard
+        if guard.watching and not closing:
+            self._zt_watch(guard, self._request_count - before, data)
         if self._request_count != before:
             self._zt_phase_end()
         elif (data and not self._zt_in_phase and self._current_request is None
               and not self._messages and not self._upgraded and not self._force_close):
             self._zt_phase_start()  # the first bytes of the next request on this connection
+
+    def _zt_watch(self, guard: ChunkExtensionGuard, new: int, data: bytes) -> None:
+        if new:
+            for msg, payload in list(self._messages)[-new:]:
+                if isinstance(msg, RawRequestMessage):
+                    guard.message(_framing(msg), payload)
+                else:  # a parse error: the parser answers it
+                    guard.stop()
+                    return
+        payload = guard.feed(data)
+        if payload is not None:
+            payload.set_exception(BadRequest("chunk_extension_too_long"))
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._zt_phase_end()

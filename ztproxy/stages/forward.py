@@ -22,7 +22,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from ..errors import BodyTooLarge, RequestTimeout, UpstreamTimeout, UpstreamUnavailable
+from ..errors import BodyTooLarge, Rejection, RequestTimeout, UpstreamTimeout, UpstreamUnavailable
 from .headers import downstream_headers
 
 CHUNK = 64 * 1024
@@ -48,13 +48,14 @@ class _BodyLimit:
         self.seen = 0
         self.exceeded = False
         self.timed_out: str | None = None
+        self.refused: Rejection | None = None  # set on the stream by the connection
 
-    def failure(self) -> BodyTooLarge | RequestTimeout | None:
+    def failure(self) -> Rejection | None:
         if self.exceeded:
             return BodyTooLarge("body_too_large")
         if self.timed_out is not None:
             return RequestTimeout(self.timed_out)
-        return None
+        return self.refused
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
@@ -64,6 +65,9 @@ class _BodyLimit:
             try:
                 async with asyncio.timeout(max(wait, 0)):
                     chunk = await self.content.readany()
+            except Rejection as exc:  # e.g. chunk_extension_too_long
+                self.refused = exc
+                raise
             except TimeoutError:
                 self.timed_out = ("body_idle_timeout" if wait >= self.idle
                                   else "body_total_timeout")
@@ -103,7 +107,7 @@ async def forward(request: web.BaseRequest, *, upstream_url: str, target: str,
             ssl=ssl_context if ssl_context is not None else True,
             allow_redirects=False, auto_decompress=False,
         )
-    except (BodyTooLarge, RequestTimeout):
+    except Rejection:
         raise
     except TimeoutError:
         if body is not None and (failure := body.failure()) is not None:

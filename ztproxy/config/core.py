@@ -85,7 +85,7 @@ class LimitsConfig:
     # share of max_concurrent_requests one caller (SPIFFE ID) may hold at once
     max_concurrent_per_caller: int = 256
     # connections from one source address still reading their request headers
-    max_header_phase_per_source: int = 32
+    max_header_phase_per_source: int = 64
     max_chunk_extension_bytes: int = 256
 
 

@@ -34,6 +34,7 @@ from ..model import PeerIdentity
 from ..runtime import RuntimeRef
 from ..tls.spiffe import SvidError, thumbprints
 from ..tls.trust import TrustStore, ValidatedChain, validate_chain_memo, verified_chain
+from .rejections import RejectAggregator
 
 log = structlog.get_logger("ztproxy.tls")
 
@@ -138,7 +139,8 @@ class TLSListener:
         self._runtime = runtime
         self._handler_factory = handler_factory
         self._clock = clock
-        self._on_reject = on_reject
+        self._rejects = RejectAggregator(on_reject)  # one record per source and interval
+        self._on_reject: RejectFn = self._rejects
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting: asyncio.Task[None] | None = None
 
@@ -153,6 +155,7 @@ class TLSListener:
             self._accepting.cancel()
             await asyncio.gather(self._accepting, return_exceptions=True)
         self.sock.close()
+        self._rejects.flush()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

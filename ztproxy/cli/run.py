@@ -1,12 +1,16 @@
 """`ztproxy run --config FILE [--workers N]` and `ztproxy check-config --config FILE`.
 
-Both use `config.load.load_config`, the loader the server runs. check-config also
-builds the TLS contexts, so unusable certificate material is caught before a deploy.
+Both use `config.load.load_config`, the loader the server runs, and the same preflight
+(`server.preflight`): the TLS contexts are built, the policy is compiled, the audit
+directory is opened for writing, and a remote OPA is asked whether it answers (a
+warning, not a failure). Every startup failure is one line on stderr naming the key,
+file or port, and a non-zero exit (`ztproxy --debug ...` adds the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
 from ..config.load import Config, load_config
@@ -19,8 +23,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the proxy")
     p.add_argument("--config", "-c", required=True, help="YAML config file")
     p.add_argument("--workers", type=int, default=0,
-                   help="worker processes sharing the port with SO_REUSEPORT, each with its "
-                        "own audit chain (default 0: one per core)")
+                   help="worker processes forked by one supervisor that binds the port "
+                        "once; each has its own audit chain (default 0: one per core)")
     p.set_defaults(func=cmd_run)
     c = sub.add_parser("check-config", help="validate a config file and summarize it")
     c.add_argument("--config", "-c", required=True, help="YAML config file")
@@ -63,10 +67,20 @@ def summary(config: Config) -> str:
     return "\n".join(lines)
 
 
+def _preflight(config: Config) -> None:
+    """Raises (one-line message) on what cannot start; prints the warnings."""
+    from ..server.preflight import preflight
+
+    for warning in asyncio.run(preflight(config)):
+        print(f"ztproxy: warning: {warning}", file=sys.stderr)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
     if config is None:
         return 1
+    configure_logging("warning", "auto")  # the engine's progress lines are not news here
+    _preflight(config)
     print(f"{args.config}: OK")
     print(summary(config))
     return 0
@@ -79,4 +93,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(config.logging.level, config.logging.format)
     from ..server.workers import run_workers
 
-    return run_workers(config, args.workers)
+    # run_workers binds the ports first (a busy port is the one line you see), then
+    # runs the same preflight as check-config, then forks the workers
+    return run_workers(config, args.workers, debug=bool(getattr(args, "debug", False)))

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -24,6 +25,30 @@ MASK = "[secure]"
 
 
 _KEY_VERDICTS: dict[str, bool] = {}
+
+
+class LineLogger:
+    """structlog's final logger: each rendered line, newline included, goes to the
+    file in one write() and one flush, under a lock shared by the process's threads
+    (print() writes the text and the newline apart). Across workers the supervisor
+    relays each worker's stream line by line (`server.workers`)."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, file: TextIO | None = None) -> None:
+        self._file = file
+
+    def msg(self, message: str) -> None:
+        file = self._file if self._file is not None else sys.stderr
+        with self._lock:
+            file.write(message + "\n")
+            file.flush()
+
+    log = debug = info = warn = warning = error = err = critical = exception = fatal = msg
+
+
+def _line_logger(*_args: Any) -> LineLogger:
+    return LineLogger()
 
 
 def _secret_key(key: str) -> bool:
@@ -85,7 +110,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_line_logger,
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

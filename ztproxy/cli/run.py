@@ -39,9 +39,13 @@ def _load_or_report(path: str) -> Config | None:
             upstream_context(route)
         return config
     except ConfigError as exc:
-        print(f"{path}: {len(exc.problems)} problem(s):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        if len(exc.problems) == 1:  # one line naming the file and the key path
+            only = exc.problems[0]
+            print(only if only.startswith(f"{path}:") else f"{path}: {only}", file=sys.stderr)
+        else:
+            print(f"{path}: {len(exc.problems)} problems:", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
     except TLSMaterialError as exc:
         print(f"{path}: {exc}", file=sys.stderr)
     return None

@@ -4,14 +4,24 @@ Each config section is parsed by a function `parse_<section>(node: Node) -> Sect
 that reads typed values from a `Node`. A wrong value does not stop the parse: it is
 recorded as "routes[2].upstream: not an http(s) URL" and a default is returned, so
 that one run of `ztproxy check-config` lists every problem at once. `Node.finish()`
-also reports keys that nobody read (typos must not be silently ignored).
+also reports keys that nobody read (typos must not be silently ignored), with the
+closest known key ("did you mean").
+
+`read_yaml` is the YAML reader every config file goes through: a key given twice in
+one mapping is an error naming its key path (plain YAML loaders keep the last one,
+so `user: none` written below `user: required` would silently win).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable, Iterator
-from typing import Any, TypeAlias, TypeVar
+from typing import IO, Any, TypeAlias, TypeVar
+
+import yaml
+
+from ..errors import ConfigError
 
 T = TypeVar("T")
 
@@ -214,6 +224,48 @@ class Node:
         """Report keys present in this mapping that no parser read."""
         if not isinstance(self.value, dict):
             return
+        known = sorted(self._read | set(allowed_extra))
         for key in self.value:
             if key not in self._read and key not in allowed_extra:
-                self.error("unknown key", str(key))
+                close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.error(f"unknown key{hint}", str(key))
+
+
+# == the YAML file ============================================================================
+def _duplicates(node: yaml.Node, path: str, out: list[str]) -> None:
+    """Every key given twice in one mapping under `node`, as "key.path: ..." lines."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[object, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = key_node.value
+            child = f"{path}.{key}" if path else str(key)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                out.append(f"{child}: duplicate key (line {line}; first at line "
+                           f"{seen[key]}); give each key once")
+            else:
+                seen[key] = line
+            _duplicates(value_node, child, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _duplicates(item, f"{path}[{i}]", out)
+
+
+def read_yaml(stream: IO[str] | str) -> Any:
+    """Parse one YAML document safely (yaml.safe_load's types). Raises ConfigError
+    listing every duplicate key with its key path; yaml.YAMLError for bad syntax."""
+    loader = yaml.SafeLoader(stream)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        problems: list[str] = []
+        _duplicates(node, "", problems)
+        if problems:
+            raise ConfigError(problems)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()

@@ -8,11 +8,13 @@ and any value that looks like a JWT or a PEM private key, wherever it comes from
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import re
 import sys
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -94,6 +96,27 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
+_QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("ztproxy_quiet_logs",
+                                                            default=False)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Drop log events made inside this block (and tasks and threads started from
+    it): a preflight whose failure is raised as one line says it once, not twice."""
+    token = _QUIET.set(True)
+    try:
+        yield
+    finally:
+        _QUIET.reset(token)
+
+
+def _drop_when_quiet(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if _QUIET.get():
+        raise structlog.DropEvent
+    return event
+
+
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
@@ -101,6 +124,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
                      else structlog.processors.JSONRenderer())
     structlog.configure(
         processors=[
+            _drop_when_quiet,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -16,6 +16,7 @@ import tempfile
 import aiohttp
 
 from ..config.load import Config
+from ..ops.logs import quiet
 from ..policy import build_decider
 
 
@@ -30,10 +31,11 @@ async def check_policy(config: Config) -> None:
         return
     decider = build_decider(config.policy, decision_paths=[
         r.decision_path for r in config.routes if r.decision_path])
-    try:
-        await decider.start()
-    finally:
-        await decider.close()
+    with quiet():  # the error is raised (one line); the loader's log line would repeat it
+        try:
+            await decider.start()
+        finally:
+            await decider.close()
 
 
 def check_audit_dir(config: Config) -> None:

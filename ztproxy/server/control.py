@@ -2,11 +2,14 @@
 frame (4-byte big-endian length, then the UTF-8 JSON).
 
 The worker speaks first: `{"op": "started", "port": N}` once its proxy listens (or it
-exits: the supervisor reads EOF). Then the supervisor asks and the worker answers, one
-question at a time: `{"op": "metrics"}` -> `{"text": <Prometheus text>}`,
-`{"op": "readyz"}` -> the worker's readiness document. EOF on the worker's side means
-the supervisor is gone: the worker shuts down as on SIGTERM. Nothing on this channel
-comes from a client; it never leaves the machine (an AF_UNIX socketpair).
+exits: the supervisor reads EOF). Then the supervisor asks and the worker answers in
+order, each answer repeating its question's id (an answer that comes after its question
+gave up is dropped, never taken for another's):
+`{"op": "metrics", "id": 7}` -> `{"id": 7, "text": <Prometheus text>}`,
+`{"op": "readyz", "id": 8}` -> the worker's readiness document with `"id": 8`.
+EOF on the worker's side means the supervisor is gone: the worker shuts down as on
+SIGTERM. Nothing on this channel comes from a client; it never leaves the machine
+(an AF_UNIX socketpair).
 """
 
 from __future__ import annotations

@@ -38,14 +38,14 @@ async def _answer(proxy: Proxy, reader: asyncio.StreamReader,
             frame = await read_frame(reader)
             if frame is None:
                 break
-            op = frame.get("op")
+            op, ident = frame.get("op"), frame.get("id")
             if op == "metrics":
                 text = generate_latest(proxy.metrics.registry).decode()
-                await write_frame(writer, {"text": text})
+                await write_frame(writer, {"id": ident, "text": text})
             elif op == "readyz":
-                await write_frame(writer, proxy.readiness())
+                await write_frame(writer, {**proxy.readiness(), "id": ident})
             else:
-                await write_frame(writer, {"error": f"unknown op {op!r}"})
+                await write_frame(writer, {"id": ident, "error": f"unknown op {op!r}"})
     except (OSError, ValueError) as exc:
         log.error("control_channel_failed", worker=proxy.worker_id, error=str(exc))
     finally:

@@ -136,8 +136,10 @@ class _Worker:
     started: bool = False
     failures: int = 0
     restarts: int = 0
-    reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
+    listening: asyncio.Future[bool] | None = None  # set by the reader on "started"
+    pending: dict[int, asyncio.Future[dict[str, Any]]] = dataclasses.field(
+        default_factory=dict)
     log_fd: int = -1
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     exited: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
@@ -158,6 +160,7 @@ class Supervisor:
         self.workers = [_Worker(i) for i in range(count)]
         self.stopping = False
         self.starting = True
+        self._asked = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._partial: dict[int, bytearray] = {}
         self.registry = CollectorRegistry()
@@ -203,15 +206,36 @@ class Supervisor:
         os.set_blocking(log_r, False)
         self._partial[log_r] = bytearray()
         loop.add_reader(log_r, self._relay, log_r)
-        w.reader, w.writer = await asyncio.open_connection(sock=mine)
+        reader, w.writer = await asyncio.open_connection(sock=mine)
+        w.listening = loop.create_future()
+        self._spawn(self._read_loop(w, reader, w.listening), f"control-{w.worker_id}")
+
+    async def _read_loop(self, w: _Worker, reader: asyncio.StreamReader,
+                         listening: asyncio.Future[bool]) -> None:
+        """Every frame from one worker: "started" once, then answers matched to their
+        questions by id (an answer that comes after its question gave up is dropped)."""
+        try:
+            while (frame := await read_frame(reader)) is not None:
+                if frame.get("op") == "started":
+                    if not listening.done():
+                        listening.set_result(True)
+                    continue
+                waiter = w.pending.get(frame.get("id", -1))
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(frame)
+        except (OSError, ValueError) as exc:
+            log.error("control_channel_failed", worker=w.worker_id, error=str(exc))
+        finally:
+            if not listening.done():
+                listening.set_result(False)
 
     async def _await_started(self, w: _Worker) -> bool:
-        assert w.reader is not None
+        assert w.listening is not None
         try:
-            frame = await asyncio.wait_for(read_frame(w.reader), START_TIMEOUT)
-        except (TimeoutError, OSError, ValueError):
-            frame = None
-        if frame is None or frame.get("op") != "started":
+            ok = await asyncio.wait_for(asyncio.shield(w.listening), START_TIMEOUT)
+        except TimeoutError:
+            ok = False
+        if not ok:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(w.pid, signal.SIGKILL)
             return False
@@ -238,7 +262,7 @@ class Supervisor:
         self.up.set(sum(1 for x in self.workers if x.started))
         if w.writer is not None:
             w.writer.close()
-            w.writer = w.reader = None
+            w.writer = None
         self._drain_log(w)
         w.exited.set()
         if self.stopping or self.starting:
@@ -310,15 +334,22 @@ class Supervisor:
 
     # -- questions to the workers -------------------------------------------------------
     async def _ask(self, w: _Worker, op: str) -> dict[str, Any] | None:
-        if not w.started or w.reader is None or w.writer is None:
+        """One question to one worker; None when it does not answer in time."""
+        writer = w.writer
+        if not w.started or writer is None:
             return None
-        async with w.lock:
-            try:
-                reader, writer = w.reader, w.writer
-                await write_frame(writer, {"op": op})
-                return await asyncio.wait_for(read_frame(reader), ASK_TIMEOUT)
-            except (TimeoutError, OSError, ValueError, AttributeError):
-                return None
+        self._asked += 1
+        ident = self._asked
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        w.pending[ident] = waiter
+        try:
+            async with w.lock:
+                await write_frame(writer, {"op": op, "id": ident})
+            return await asyncio.wait_for(waiter, ASK_TIMEOUT)
+        except (TimeoutError, OSError):
+            return None
+        finally:
+            w.pending.pop(ident, None)
 
     async def readiness(self) -> dict[str, Any]:
         answers = await asyncio.gather(*(self._ask(w, "readyz") for w in self.workers))
@@ -425,7 +456,8 @@ class Supervisor:
 def _write_whole(data: bytes) -> None:
     """Write to stderr in as few write(2) calls as the kernel allows, from this one
     process: no other worker's text can land inside a line."""
-    sys.stderr.flush()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
     view = memoryview(data)
     while view:
         try:
@@ -433,6 +465,8 @@ def _write_whole(data: bytes) -> None:
         except BlockingIOError:
             time.sleep(0.001)
             continue
+        except OSError:
+            return  # stderr is gone (a closed pipe): there is nowhere left to say it
         view = view[n:]
 
 

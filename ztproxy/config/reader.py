@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable, Iterator
-from typing import IO, Any, TypeAlias, TypeVar
+from typing import IO, Any, TypeAlias, TypeVar, overload
 
 import yaml
 
@@ -117,8 +117,15 @@ class Node:
             return default
         return raw
 
-    def str(self, key: _Str, default: Any = None, *, required: _Bool = False) -> Any:
-        value = self._typed(key, default, required, (str,), "a string")
+    @overload
+    def str(self, key: _Str, default: _Str, *, required: _Bool = False) -> _Str: ...
+    @overload
+    def str(self, key: _Str, default: None = None, *,
+            required: _Bool = False) -> _Str | None: ...
+
+    def str(self, key: _Str, default: _Str | None = None, *,
+            required: _Bool = False) -> _Str | None:
+        value: _Str | None = self._typed(key, default, required, (str,), "a string")
         if value is not None and isinstance(value, str) and value == "" and required:
             self.error("must not be empty", key)
         return value
@@ -126,9 +133,17 @@ class Node:
     def bool(self, key: _Str, default: _Bool, ) -> _Bool:
         return bool(self._typed(key, default, False, (bool,), "true or false"))
 
-    def int(self, key: _Str, default: Any = None, *, required: _Bool = False,
-            min: _Int | None = None, max: _Int | None = None) -> Any:  # noqa: A002
-        value = self._typed(key, default, required, (int,), "an integer")
+    @overload
+    def int(self, key: _Str, default: _Int, *, required: _Bool = False,
+            min: _Int | None = None, max: _Int | None = None) -> _Int: ...  # noqa: A002
+    @overload
+    def int(self, key: _Str, default: None = None, *, required: _Bool = False,
+            min: _Int | None = None,  # noqa: A002
+            max: _Int | None = None) -> _Int | None: ...  # noqa: A002
+
+    def int(self, key: _Str, default: _Int | None = None, *, required: _Bool = False,
+            min: _Int | None = None, max: _Int | None = None) -> _Int | None:  # noqa: A002
+        value: _Int | None = self._typed(key, default, required, (int,), "an integer")
         if isinstance(value, int) and value is not default:
             if min is not None and value < min:
                 self.error(f"must be at least {min}", key)
@@ -138,9 +153,19 @@ class Node:
                 return default
         return value
 
-    def number(self, key: _Str, default: Any = None, *, required: _Bool = False,
-               min: float | None = None, max: float | None = None) -> Any:  # noqa: A002
-        value = self._typed(key, default, required, (int, float), "a number")
+    @overload
+    def number(self, key: _Str, default: float, *, required: _Bool = False,
+               min: float | None = None,  # noqa: A002
+               max: float | None = None) -> float: ...  # noqa: A002
+    @overload
+    def number(self, key: _Str, default: None = None, *, required: _Bool = False,
+               min: float | None = None,  # noqa: A002
+               max: float | None = None) -> float | None: ...  # noqa: A002
+
+    def number(self, key: _Str, default: float | None = None, *, required: _Bool = False,
+               min: float | None = None,  # noqa: A002
+               max: float | None = None) -> float | None:  # noqa: A002
+        value: float | None = self._typed(key, default, required, (int, float), "a number")
         if isinstance(value, (int, float)) and value is not default:
             if min is not None and value < min:
                 self.error(f"must be at least {min}", key)
@@ -193,8 +218,15 @@ class Node:
         value = self._raw(key)
         return default if value is _MISSING else value
 
+    @overload
     def path_value(self, key: _Str, *, required: _Bool = False, must_exist: _Bool = True,
-                   is_dir: _Bool = False, default: Any = None) -> Any:
+                   is_dir: _Bool = False, default: _Str) -> _Str: ...
+    @overload
+    def path_value(self, key: _Str, *, required: _Bool = False, must_exist: _Bool = True,
+                   is_dir: _Bool = False, default: None = None) -> _Str | None: ...
+
+    def path_value(self, key: _Str, *, required: _Bool = False, must_exist: _Bool = True,
+                   is_dir: _Bool = False, default: _Str | None = None) -> _Str | None:
         """A file or directory path, resolved against the config file's directory.
         Secrets are always given as paths like this, never inline."""
         value = self.str(key, default, required=required)

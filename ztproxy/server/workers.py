@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import ctypes
 import dataclasses
+import gc
 import os
 import signal
 import socket
@@ -39,7 +40,13 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 
 from ..config.load import Config
 from ..metrics import Merged, merge_expositions
@@ -88,6 +95,16 @@ def _uvloop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def _max_fd() -> int:
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return soft if 0 < soft < 1 << 20 else 1 << 16
+    except (ImportError, OSError, ValueError):
+        return 1 << 16
+
+
 def _die_with_parent() -> None:
     """Linux: SIGTERM this process when the supervisor dies (EOF on the control socket
     covers the other platforms)."""
@@ -99,16 +116,20 @@ def _die_with_parent() -> None:
 
 
 def _worker_main(config: Config, worker_id: int, sock: socket.socket, control: socket.socket,
-                 log_fd: int, close_fds: list[int], debug: bool) -> int:
+                 log_fd: int, debug: bool) -> int:
     """The forked child: nothing of the supervisor's event loop is used here."""
+    gc.freeze()  # the supervisor's objects are never collected here (their fds close below)
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
-    for fd in close_fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
     os.dup2(log_fd, 2)
-    os.close(log_fd)
+    # every descriptor of the supervisor's but these: its event loop, the admin socket
+    # and its connections, the other workers' pipes (a scrape's connection must not
+    # stay open in a worker, nor the admin port bound when the supervisor is gone)
+    keep = sorted({0, 1, 2, sock.fileno(), control.fileno()})
+    for low, high in zip([k + 1 for k in keep], [*keep[1:], _max_fd()], strict=True):
+        if low < high:
+            os.closerange(low, high)
     _die_with_parent()
     _uvloop_policy()
     try:
@@ -164,30 +185,16 @@ class Supervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._partial: dict[int, bytearray] = {}
         self.registry = CollectorRegistry()
-        from prometheus_client import Counter, Gauge
-
         self.restarts = Counter("ztproxy_worker_restarts", "Workers forked again after "
                                 "they died", ["worker"], registry=self.registry)
         self.up = Gauge("ztproxy_workers_up", "Workers started and running",
                         registry=self.registry)
 
     # -- workers ------------------------------------------------------------------------
-    def _inherited_fds(self) -> list[int]:
-        """The supervisor's descriptors a new worker must close."""
-        fds = [] if self.admin_sock is None else [self.admin_sock.fileno()]
-        for w in self.workers:
-            if w.log_fd >= 0:
-                fds.append(w.log_fd)
-            if w.writer is not None:
-                with contextlib.suppress(Exception):
-                    fds.append(w.writer.get_extra_info("socket").fileno())
-        return fds
-
     async def _fork(self, w: _Worker) -> None:
         loop = asyncio.get_running_loop()
         mine, theirs = socket.socketpair()
         log_r, log_w = os.pipe()
-        close = [*self._inherited_fds(), mine.fileno(), log_r]
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -195,7 +202,7 @@ class Supervisor:
             code = 1
             try:
                 code = _worker_main(self.worker_config, w.worker_id, self.listener, theirs,
-                                    log_w, close, self.debug)
+                                    log_w, self.debug)
             finally:
                 os._exit(code)
         theirs.close()

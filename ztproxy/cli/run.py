@@ -15,7 +15,7 @@ import sys
 
 from ..config.load import Config, load_config
 from ..errors import ConfigError
-from ..ops.logs import configure_logging
+from ..ops.logs import configure_logging, silenced
 from ..tls.context import TLSMaterialError, server_context, upstream_context
 
 
@@ -83,8 +83,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
     if config is None:
         return 1
-    configure_logging("warning", "auto")  # the engine's progress lines are not news here
-    _preflight(config)
+    with silenced():  # the engine's progress lines are not news here; errors are raised
+        _preflight(config)
     print(f"{args.config}: OK")
     print(summary(config))
     return 0

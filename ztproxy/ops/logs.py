@@ -111,6 +111,23 @@ def quiet() -> Iterator[None]:
         _QUIET.reset(token)
 
 
+@contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    """No log output at all inside this block, whatever structlog's configuration (for a
+    command such as check-config, whose answer is its own output). The configuration
+    is put back afterwards, so a caller in the same process keeps its own."""
+    processors = structlog.get_config()["processors"]
+    structlog.configure(processors=[_drop_all])
+    try:
+        yield
+    finally:
+        structlog.configure(processors=processors)
+
+
+def _drop_all(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    raise structlog.DropEvent
+
+
 def _drop_when_quiet(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     if _QUIET.get():
         raise structlog.DropEvent

@@ -457,7 +457,8 @@ class Supervisor:
                      f"{self.admin_sock.getsockname()[1]})")
         line = (f"ztproxy listening on https://{lst.address}:{port}{admin} "
                 f"workers {self.count}\n")
-        os.write(sys.stdout.fileno(), line.encode())
+        with contextlib.suppress(OSError, ValueError):  # nobody reads stdout: carry on
+            os.write(sys.stdout.fileno(), line.encode())
 
 
 def _write_whole(data: bytes) -> None:

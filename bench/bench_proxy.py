@@ -41,6 +41,7 @@ from proxy_measure import Bench, profile, run_sections, run_workers
 from proxy_mix import build_plans
 from proxy_procs import RESULTS
 from proxy_report import (
+    against_baseline,
     audit_check,
     machine,
     print_table,
@@ -70,6 +71,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="event loop of both proxies (auto: uvloop when installed, as "
                         "`ztproxy run` does)")
     p.add_argument("--out", type=Path, help="JSON result file")
+    p.add_argument("--baseline", type=Path, metavar="TREE",
+                   help="another checkout (e.g. `git worktree add /tmp/old <rev>`) run as "
+                        "target zt-base beside zt, same stack, same run: a before/after")
     args = p.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.duration = args.duration or (1.5 if args.quick else 3.5)
@@ -109,6 +113,9 @@ def _main(args: argparse.Namespace, stack: Stack, zt_targets: list[str],
     ceilings = ["nginx"] if stack.start_nginx() else []
     if not ceilings:
         print("nginx not on PATH: native ceiling skipped", flush=True)
+    if args.baseline is not None:
+        stack.start_zt("zt-base", *TARGETS["zt"], tree=args.baseline.resolve())
+        zt_targets.insert(1, "zt-base")
     stack.wait_all()
     print(f"event loop of both proxies: {stack.loop} {stack.loop_note or ''}", flush=True)
     b = Bench(stack, args, plans)
@@ -125,7 +132,7 @@ def _main(args: argparse.Namespace, stack: Stack, zt_targets: list[str],
             audits[name] = {"exit": code, **audit_check(proc, stack.pki)}
     rows = summarize(b.runs)
     scaling(rows, b.runs)
-    checks = targets_check(rows)
+    checks = targets_check(rows) + against_baseline(b.runs)
     print_table(rows, checks)
     print("\nztproxy counters (cache hits, audit records):")
     for name in zt_targets:

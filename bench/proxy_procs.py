@@ -55,7 +55,7 @@ class Proc:
 
 
 def spawn(name: str, argv: Sequence[str], cpus: set[int], logdir: Path, port: int,
-          admin_port: int | None = None, **extra: Any) -> Proc:
+          admin_port: int | None = None, cwd: Path | None = None, **extra: Any) -> Proc:
     log = logdir / f"{name}.log"
     fh = open(log, "wb")  # noqa: SIM115 - owned by the child; closed with the process
 
@@ -64,7 +64,7 @@ def spawn(name: str, argv: Sequence[str], cpus: set[int], logdir: Path, port: in
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     popen = subprocess.Popen(list(argv), stdout=fh, stderr=subprocess.STDOUT, env=env,
-                             preexec_fn=pin, start_new_session=True, cwd=str(REPO))
+                             preexec_fn=pin, start_new_session=True, cwd=str(cwd or REPO))
     fh.close()
     return Proc(name, popen, log, port, admin_port, extra)
 

@@ -119,6 +119,24 @@ def targets_check(rows: list[dict[str, Any]]) -> list[tuple[str, str, bool | Non
     return checks
 
 
+def against_baseline(runs: list[dict[str, Any]]) -> list[tuple[str, str, bool | None]]:
+    """`--baseline`: zt against zt-base (the other checkout) in the same repeat of the
+    keep-alive section: the cost of a change, measured side by side in one run."""
+    ka = [r for r in runs if r["section"] == "keepalive"]
+    pairs = [(r, x) for r in ka if r["target"] == "zt" for x in ka
+             if x["target"] == "zt-base" and x["rep"] == r["rep"]]
+    if not pairs:
+        return []
+    cpu = med(r["cpu_us_per_req"] / x["cpu_us_per_req"] for r, x in pairs
+              if r["cpu_us_per_req"] and x["cpu_us_per_req"])
+    rps = med(r["rps"] / x["rps"] for r, x in pairs if x["rps"])
+    return [("CPU/request zt vs zt-base <= 1.15x", f"{cpu} (per repeat: " + ", ".join(
+                f"{r['cpu_us_per_req']:.0f}/{x['cpu_us_per_req']:.0f} us" for r, x in pairs
+                if r["cpu_us_per_req"] and x["cpu_us_per_req"]) + ")",
+             None if cpu is None else cpu <= 1.15),
+            ("req/s zt vs zt-base", str(rps), None)]
+
+
 def fmt(value: Any, spec: str) -> str:
     return format(value, spec) if value is not None else "-"
 

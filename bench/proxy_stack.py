@@ -65,8 +65,8 @@ def zt_config(pki: Any, rsa: dict[str, Any], upstream: str, port: int, admin_por
               "algorithms": ["ES256"]}
     return {
         "listener": {"address": "127.0.0.1", "port": port, "cert_file": str(pki.server_cert),
-                     "key_file": str(pki.server_key), "client_ca_file": str(pki.ca_cert)},
-        "trust_domains": [pki.trust_domain],
+                     "key_file": str(pki.server_key)},
+        "trust_domains": [{"name": pki.trust_domain, "bundle_file": str(pki.ca_cert)}],
         "routes": [
             {"name": "payments-api", "service": "payments", "path_prefix": "/api/v1",
              "upstream": upstream},
@@ -80,6 +80,20 @@ def zt_config(pki: Any, rsa: dict[str, Any], upstream: str, port: int, admin_por
         "admin": {"enabled": True, "port": admin_port},
         "logging": {"level": "warning"},
     }
+
+
+def config_for_tree(cfg: dict[str, Any], tree: Path) -> dict[str, Any]:
+    """This checkout's config rewritten for another checkout: its own shipped policies,
+    and the config form it reads (a tree whose config reader knows no per-trust-domain
+    bundles gets the old `listener.client_ca_file` + list of names)."""
+    out = json.loads(json.dumps(cfg))
+    out["policy"]["policy_dirs"] = [str(tree / "policies")]
+    reader = (tree / "ztproxy" / "config" / "core.py").read_text()
+    tds = out["trust_domains"]
+    if "bundle_file" not in reader and tds and isinstance(tds[0], dict):
+        out["listener"]["client_ca_file"] = tds[0]["bundle_file"]
+        out["trust_domains"] = [td["name"] for td in tds]
+    return out
 
 
 NGINX_CONF = """
@@ -138,11 +152,16 @@ class Stack:
         return proc
 
     def start_zt(self, name: str, alg: str, caches: bool, workers: int = 1,
-                 cpus: set[int] | None = None) -> Proc:
+                 cpus: set[int] | None = None, tree: Path | None = None) -> Proc:
+        """ztproxy from this checkout, or (`tree`) from another one, e.g. the old head in
+        a `git worktree`, run from that folder so `-m ztproxy` imports its package and
+        `policies/` is its own shipped policy; its config is written in its own form."""
         port, admin = free_port(), free_port()
         audit_dir = self.root / f"audit-{name}"
         cfg = zt_config(self.pki, self.rsa, self.upstream_url, port, admin, audit_dir, alg,
                         caches)
+        if tree is not None:
+            cfg = config_for_tree(cfg, tree)
         if workers > 1:
             cfg["admin"] = {"enabled": False}
         path = self.root / f"{name}.yaml"
@@ -151,8 +170,8 @@ class Stack:
         if self.loop == "asyncio":  # `python -m ztproxy run ...` with uvloop unimportable
             argv = [PY, "-c", NO_UVLOOP, *argv[3:]]
         proc = spawn(name, argv, cpus or {PROXY_CPU}, self.logs, port,
-                     admin_port=admin if workers == 1 else None, workers=workers,
-                     alg=alg, caches=caches, audit_dir=audit_dir)
+                     admin_port=admin if workers == 1 else None, cwd=tree, workers=workers,
+                     alg=alg, caches=caches, audit_dir=audit_dir, tree=tree)
         self.procs[name] = proc
         return proc
 

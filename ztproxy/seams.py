@@ -83,4 +83,9 @@ class AuditSink(Protocol):
 
 
 class PeerLookup(Protocol):
-    def __call__(self, der: bytes) -> PeerIdentity | None: ...
+    """Stage 1 for one request: the verified workload identity of the request's
+    connection, valid now and under `trust` (the request's runtime's trust store; a
+    connection accepted under an older store is re-validated against this one).
+    Raises `errors.Unauthenticated(reason)` otherwise (the connection is then closed)."""
+
+    def __call__(self, request: Any, trust: Any, now: float) -> PeerIdentity: ...

@@ -22,9 +22,8 @@ def files(tmp_path: Path) -> Path:
 
 def _base(**over: object) -> dict:
     cfg: dict = {
-        "listener": {"cert_file": "server.pem", "key_file": "server.key",
-                     "client_ca_file": "ca.pem"},
-        "trust_domains": ["corp.example"],
+        "listener": {"cert_file": "server.pem", "key_file": "server.key"},
+        "trust_domains": [{"name": "corp.example", "bundle_file": "ca.pem"}],
         "routes": [{"name": "a", "service": "a", "upstream": "http://127.0.0.1:1",
                     "user": "none", "device": "none"}],
         "audit": {"dir": "audit", "signing_key": "audit.key"},
@@ -47,7 +46,8 @@ def test_every_problem_named_by_key_path(files: Path) -> None:
          "device": "none"},
         {"name": "c", "service": "c", "upstream": "ftp://x", "user": "none", "device": "none",
          "path_prefix": "/a/../b", "colour": "blue", "decision_path": "data/../x"},
-    ], trust_domains=["Corp.Example"], limits={"max_body_bytes": -1})
+    ], trust_domains=[{"name": "Corp.Example", "bundle_file": "ca.pem"}],
+        limits={"max_body_bytes": -1})
     raw["listener"]["port"] = "8443"
     problems = "\n".join(_problems(raw, files))
     assert "routes[2].upstream: not an http(s) URL" in problems
@@ -55,7 +55,7 @@ def test_every_problem_named_by_key_path(files: Path) -> None:
     assert "routes[2].path_prefix: must be a canonical absolute path" in problems
     assert "routes[2].colour: unknown key" in problems
     assert "routes[2].decision_path: segment '..' is not a Rego identifier" in problems
-    assert "trust_domains[0]: 'Corp.Example' is not a SPIFFE trust domain" in problems
+    assert "trust_domains[0].name: 'Corp.Example' is not a SPIFFE trust domain" in problems
     assert "limits.max_body_bytes: must be at least 0" in problems
     assert "listener.port: must be an integer, not str" in problems
 
@@ -114,12 +114,12 @@ def test_unloadable_tls_material_is_named(tmp_path: Path,
                        audit_dir=tmp_path / "audit")
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate")
-    raw["listener"]["client_ca_file"] = str(garbage)
+    raw["trust_domains"][0]["bundle_file"] = str(garbage)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(raw))
     assert cmd_check_config(argparse.Namespace(config=str(cfg))) == 1
-    assert "listener.client_ca_file: cannot load" in capsys.readouterr().err
-    raw["listener"]["client_ca_file"] = str(pki.ca_cert)
+    assert "trust_domains[0].bundle_file: cannot load" in capsys.readouterr().err
+    raw["trust_domains"][0]["bundle_file"] = str(pki.ca_cert)
     raw["routes"][0]["upstream_ca_file"] = str(garbage)
     cfg.write_text(yaml.safe_dump(raw))
     assert cmd_check_config(argparse.Namespace(config=str(cfg))) == 1

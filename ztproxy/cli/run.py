@@ -17,6 +17,7 @@ from ..config.load import Config, load_config
 from ..errors import ConfigError
 from ..ops.logs import configure_logging, silenced
 from ..tls.context import TLSMaterialError, server_context, upstream_context
+from ..tls.trust import TrustMaterialError, load_trust_store
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,7 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _load_or_report(path: str) -> Config | None:
     try:
         config = load_config(path)
-        server_context(config.listener)
+        server_context(config.listener, load_trust_store(config.trust_domains))
         for route in config.routes:
             upstream_context(route)
         return config
@@ -46,7 +47,7 @@ def _load_or_report(path: str) -> Config | None:
             print(f"{path}: {len(exc.problems)} problems:", file=sys.stderr)
             for problem in exc.problems:
                 print(f"  {problem}", file=sys.stderr)
-    except TLSMaterialError as exc:
+    except (TLSMaterialError, TrustMaterialError) as exc:
         print(f"{path}: {exc}", file=sys.stderr)
     return None
 
@@ -55,8 +56,8 @@ def summary(config: Config) -> str:
     lst = config.listener
     lines = [
         f"listener   https://{lst.address}:{lst.port}  (mTLS, TLS >= {lst.min_tls_version}"
-        f"{', CRL' if lst.crl_file else ''})",
-        f"trust      {', '.join(config.trust_domains)}",
+        f"{', CRL' if any(td.crl_file for td in config.trust_domains) else ''})",
+        f"trust      {', '.join(config.trust_domain_names)}",
         "routes",
     ]
     for r in config.routes:

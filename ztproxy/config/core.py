@@ -39,10 +39,19 @@ class ListenerConfig:
     port: int = 8443
     cert_file: str = ""
     key_file: str = ""
-    client_ca_file: str = ""
-    crl_file: str | None = None
     min_tls_version: str = "1.2"
     handshake_timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class TrustDomainConfig:
+    """One SPIFFE trust domain: the CA bundle its workloads' chains must end in, and
+    the CRLs (one PEM file, a CRL per issuing CA) every certificate of the chain is
+    checked against."""
+
+    name: str
+    bundle_file: str
+    crl_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,16 +109,53 @@ def _valid_trust_domain(td: str) -> bool:
                             for c in td)
 
 
-def parse_trust_domains(root: Node) -> tuple[str, ...]:
-    tds = root.str_list("trust_domains", required=True)
-    for i, td in enumerate(tds):
-        if not _valid_trust_domain(td):
-            root.problems.add(f"trust_domains[{i}]",
-                              f"{td!r} is not a SPIFFE trust domain (lowercase name, no scheme)")
-    return tds
+MIGRATION_HINT = ("write `trust_domains: [{name: corp.example, bundle_file: <CA bundle>, "
+                  "crl_file: <CRL, optional>}]` (one CA bundle per trust domain) and drop "
+                  "listener.client_ca_file / listener.crl_file")
 
 
-def parse_listener(node: Node) -> ListenerConfig:
+def is_old_trust_form(root: Node) -> bool:
+    """`trust_domains: [corp.example]` (names) or a CA bundle under `listener`."""
+    raw = root.value.get("trust_domains") if root.is_mapping() else None
+    listener = root.value.get("listener") if root.is_mapping() else None
+    names = isinstance(raw, str) or (isinstance(raw, list) and
+                                     any(isinstance(x, str) for x in raw))
+    return names or (isinstance(listener, dict) and not raw and
+                     any(k in listener for k in ("client_ca_file", "crl_file")))
+
+
+def parse_trust_domains(root: Node) -> tuple[TrustDomainConfig, ...]:
+    """`trust_domains: [{name, bundle_file, crl_file?}]`. The old form (a list of names
+    sharing `listener.client_ca_file`) gets one line saying what to write instead."""
+    if is_old_trust_form(root):
+        root.error(f"the list-of-names form is gone: {MIGRATION_HINT}", "trust_domains")
+        root.raw("trust_domains")
+        return ()
+    out: list[TrustDomainConfig] = []
+    names: set[str] = set()
+    any_td = False
+    for node in root.items("trust_domains", required=True):
+        any_td = True
+        if not node.is_mapping():
+            node.error("must be a mapping {name, bundle_file, crl_file?}")
+            continue
+        name = node.str("name", required=True) or ""
+        if name and not _valid_trust_domain(name):
+            node.error(f"{name!r} is not a SPIFFE trust domain (lowercase name, no scheme)",
+                       "name")
+        elif name in names:
+            node.error(f"duplicate trust domain {name!r}", "name")
+        names.add(name)
+        out.append(TrustDomainConfig(
+            name=name, bundle_file=node.path_value("bundle_file", required=True) or "",
+            crl_file=node.path_value("crl_file")))
+        node.finish()
+    if root.has("trust_domains") and not any_td:
+        root.error("must list at least one trust domain", "trust_domains")
+    return tuple(out)
+
+
+def parse_listener(node: Node, *, old_form: bool = False) -> ListenerConfig:
     address = node.str("address", "127.0.0.1")
     try:
         ipaddress.ip_address(address)
@@ -121,12 +167,16 @@ def parse_listener(node: Node) -> ListenerConfig:
         port=node.int("port", 8443, min=0, max=65535),
         cert_file=node.path_value("cert_file", required=True) or "",
         key_file=node.path_value("key_file", required=True) or "",
-        client_ca_file=node.path_value("client_ca_file", required=True) or "",
-        crl_file=node.path_value("crl_file"),
         min_tls_version=node.choice("min_tls_version", ("1.2", "1.3"), "1.2"),
         handshake_timeout_seconds=node.number("handshake_timeout_seconds", 5.0, min=0.1,
                                               max=60),
     )
+    for old in ("client_ca_file", "crl_file"):
+        if node.has(old):
+            node.raw(old)
+            if not old_form:  # the old form as a whole is reported once, at trust_domains
+                node.error(f"moved to trust_domains[].bundle_file / crl_file: "
+                           f"{MIGRATION_HINT}", old)
     node.finish()
     return cfg
 

@@ -23,6 +23,8 @@ from .core import (
     ListenerConfig,
     LoggingConfig,
     TimeoutsConfig,
+    TrustDomainConfig,
+    is_old_trust_form,
     parse_admin,
     parse_headers,
     parse_limits,
@@ -40,7 +42,7 @@ from .reader import Node, Problems, read_yaml
 @dataclass(frozen=True, slots=True)
 class Config:
     listener: ListenerConfig
-    trust_domains: tuple[str, ...]
+    trust_domains: tuple[TrustDomainConfig, ...]
     routes: tuple[Route, ...]
     limits: LimitsConfig
     timeouts: TimeoutsConfig
@@ -52,15 +54,20 @@ class Config:
     logging: LoggingConfig
     source: str = ""
 
+    @property
+    def trust_domain_names(self) -> tuple[str, ...]:
+        return tuple(td.name for td in self.trust_domains)
+
 
 def parse_config(data: Any, base_dir: str = ".", source: str = "") -> Config:
     problems = Problems()
     root = Node(data if data is not None else {}, "", problems, base_dir)
     if not root.is_mapping():
         raise ConfigError([f"<root>: must be a mapping, not {type(data).__name__}"])
+    old_form = is_old_trust_form(root)
     trust_domains = parse_trust_domains(root)
     cfg = Config(
-        listener=parse_listener(root.section("listener", required=True)),
+        listener=parse_listener(root.section("listener", required=True), old_form=old_form),
         trust_domains=trust_domains,
         routes=parse_routes(root),
         limits=parse_limits(root.section("limits")),

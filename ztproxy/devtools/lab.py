@@ -114,9 +114,8 @@ def proxy_config(pki: DevPki, *, upstreams: Mapping[str, str], audit_dir: str | 
     policy_dirs = policy_dirs or [REPO_POLICIES]
     cfg: dict[str, Any] = {
         "listener": {"address": "127.0.0.1", "port": port,
-                     "cert_file": str(pki.server_cert), "key_file": str(pki.server_key),
-                     "client_ca_file": str(pki.ca_cert)},
-        "trust_domains": [pki.trust_domain],
+                     "cert_file": str(pki.server_cert), "key_file": str(pki.server_key)},
+        "trust_domains": [{"name": pki.trust_domain, "bundle_file": str(pki.ca_cert)}],
         "routes": list(routes) if routes is not None else [
             {"name": f"{svc}-api", "service": svc, "path_prefix": f"/{svc}",
              "upstream": url} for svc, url in upstreams.items()],

@@ -217,7 +217,8 @@ class TokenAuthenticator:
         child.inc()
 
     def _still_published(self, entry: CacheEntry) -> bool:
-        return self._issuers[entry.issuer_name].still_has(entry.kid)
+        return self._issuers[entry.issuer_name].still_has(entry.kid, entry.alg,
+                                                          entry.key_thumbprint)
 
     async def _principal(self, token: str, kind: str, route: Route,
                          peer: PeerIdentity) -> CacheEntry:
@@ -235,6 +236,7 @@ class TokenAuthenticator:
             claims=verified.claims, token_sha256=digest.hex(),
             expires_at=verified.expires_at, bound_to_client_cert=bound,
             issuer_name=verified.issuer.name)
-        entry = CacheEntry(principal, verified.issuer.name, verified.kid)
+        entry = CacheEntry(principal, verified.issuer.name, verified.kid, verified.alg,
+                           verified.key_thumbprint)
         self._cache.put(key, entry)
         return entry

@@ -5,7 +5,8 @@ the SHA-256 of the token (never the token itself), and stores the `Principal` ma
 it. Trusts only what the verifier produced. Bounded in entries (least recently used
 goes first) and in time: an entry is dropped at the token's `exp` (no leeway), so a
 cached token never outlives its own expiry. The authenticator also drops a hit whose
-`kid` is no longer published or whose issuer's keys are not fresh, so removing a key
+verifying key (kid, alg and JWK thumbprint: a new key under an old kid is another key)
+is no longer published or whose issuer's keys are not fresh, so removing a key
 from the JWKS revokes cached tokens once the JWKS TTL has passed.
 
 Route-dependent checks (certificate binding) run on every request, hit or miss.
@@ -27,6 +28,8 @@ class CacheEntry:
     principal: Principal
     issuer_name: str
     kid: str
+    alg: str = ""
+    key_thumbprint: str = ""  # the verifying key's identity; a hit needs it still published
 
 
 class TokenCache:

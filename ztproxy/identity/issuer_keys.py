@@ -145,19 +145,23 @@ class IssuerKeys:
                         until_seconds=int(self._usable_until() - now))
         return keys
 
-    async def find(self, kid: str, alg: str) -> tuple[PyJWK | None, bool]:
-        """(key, kid_known). An unknown kid triggers one rate-limited refetch."""
+    async def find(self, kid: str, alg: str) -> tuple[PyJWK | None, bool, str]:
+        """(key, kid_known, the key's JWK thumbprint), all from ONE key set. An unknown
+        kid triggers one rate-limited refetch."""
         keys = await self.keyset()
         key = keys.find(kid, alg)
         if key is None and kid not in keys.kids and await self.refresh():
             keys = await self.keyset()
             key = keys.find(kid, alg)
-        return key, kid in keys.kids
+        return key, kid in keys.kids, keys.thumbprint(kid, alg) or ""
 
-    def still_has(self, kid: str) -> bool:
-        """For cache hits: the kid is still published and the keys are usable."""
+    def still_has(self, kid: str, alg: str, thumbprint: str) -> bool:
+        """For cache hits: the very key that verified the token (same kid, alg AND
+        thumbprint) is still published, and the keys are usable."""
         keys = self._keys
-        return keys is not None and kid in keys.kids and self._clock() < self._fresh_until
+        return (keys is not None and bool(thumbprint)
+                and keys.thumbprint(kid, alg) == thumbprint
+                and self._clock() < self._fresh_until)
 
     # -- lifecycle -----------------------------------------------------------------
     async def run_background(self, poll_seconds: float) -> None:

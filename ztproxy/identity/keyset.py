@@ -13,8 +13,11 @@ so a JWKS can never turn an RSA public key into an HMAC secret (alg confusion).
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -41,9 +44,16 @@ class KeySet:
     keys: Mapping[tuple[str, str], PyJWK]
     kids: frozenset[str]
     skipped: int = 0
+    # (kid, alg) -> the key's RFC 7638 JWK thumbprint: the key's identity. Caches of
+    # verified tokens remember it, not the kid: a new key published under an old kid
+    # has another thumbprint, so nothing verified under the old key is served for it.
+    thumbprints: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
     def find(self, kid: str, alg: str) -> PyJWK | None:
         return self.keys.get((kid, alg))
+
+    def thumbprint(self, kid: str, alg: str) -> str | None:
+        return self.thumbprints.get((kid, alg))
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -66,6 +76,7 @@ def build_keyset(doc: Any, algorithms: tuple[str, ...]) -> KeySet:
     if len(raw_keys) > MAX_KEYS:
         raise ValueError(f"JWKS has more than {MAX_KEYS} keys")
     keys: dict[tuple[str, str], PyJWK] = {}
+    thumbs: dict[tuple[str, str], str] = {}
     skipped = 0
     for raw in raw_keys:
         usable = _usable_algorithms(raw, algorithms)
@@ -82,7 +93,23 @@ def build_keyset(doc: Any, algorithms: tuple[str, ...]) -> KeySet:
                 skipped += 1
                 continue
             keys[(kid, alg)] = key
-    return KeySet(keys=keys, kids=frozenset(kid for kid, _ in keys), skipped=skipped)
+            thumbs[(kid, alg)] = jwk_thumbprint(raw)
+    return KeySet(keys=keys, kids=frozenset(kid for kid, _ in keys), skipped=skipped,
+                  thumbprints=thumbs)
+
+
+_THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"),
+                       "OKP": ("crv", "kty", "x")}
+
+
+def jwk_thumbprint(raw: Mapping[str, Any]) -> str:
+    """RFC 7638: SHA-256 over the required public members in lexicographic order, as
+    compact JSON; base64url without padding. The members were checked by PyJWK."""
+    members = _THUMBPRINT_MEMBERS.get(str(raw.get("kty")), ())
+    doc = {m: raw[m] for m in members if m in raw} if members else dict(raw)
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def _usable_algorithms(raw: Any, algorithms: tuple[str, ...]) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ class Verified:
     claims: dict[str, Any]
     subject: str
     expires_at: int
+    alg: str = ""
+    key_thumbprint: str = ""  # RFC 7638 thumbprint of the key that verified the token
 
 
 def _fail(reason: str, detail: str = "") -> Unauthenticated:
@@ -124,12 +127,13 @@ class TokenVerifier:
             raise _fail("unknown_kid", "token has no kid")
         if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_LENGTH:
             raise _fail("malformed_token", "kid must be a short string")
-        key, kid_known = await keys.find(kid, alg)
+        key, kid_known, thumbprint = await keys.find(kid, alg)
         if key is None:
             raise _fail("key_alg_mismatch" if kid_known else "unknown_kid",
                         f"issuer {issuer.name}")
         self._check_with_pyjwt(token, key, alg, issuer)
-        return self._check_claims(claims, issuer, kid)
+        verified = self._check_claims(claims, issuer, kid)
+        return dataclasses.replace(verified, alg=alg, key_thumbprint=thumbprint)
 
     def _issuer(self, claims: Mapping[str, Any], kind: str) -> IssuerKeys:
         iss = claims.get("iss")

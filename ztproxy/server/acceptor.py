@@ -1,15 +1,21 @@
 """Stage 1: the TLS handshake, done by us so that every rejected handshake is seen.
 
-An accept loop takes each TCP connection and runs the handshake with the current
-listener context (client certificate required, verified by OpenSSL
-against the CA bundle and CRL). On failure the handshake is audited as `tls_rejected`
-with the peer address and OpenSSL's reason. On success the leaf certificate is checked
-against the X.509-SVID rules; a certificate that fails them is audited with its
-thumbprint and the connection is closed before any byte of HTTP is read. Only then is
-the connection handed to aiohttp's request handler.
+An accept loop takes each TCP connection and runs the handshake with the CURRENT
+runtime's listener context (client certificate required; OpenSSL builds and verifies the
+chain against the union of the trust bundles). On failure the handshake is audited as
+`tls_rejected` with the peer address and the reason. On success the chain OpenSSL
+verified is validated as an X.509-SVID chain of the trust domain the leaf names, against
+the trust store of the runtime current at the END of the handshake (a handshake held
+open across a reload is judged by the new bundles and CRLs): a chain that fails is
+audited once with its thumbprint and the connection is closed before any byte of HTTP
+is read. A resumed session (no verified chain) is refused; the listener context issues
+no tickets and keeps no session cache, so that does not happen.
 
-Validated identities are cached by DER bytes (bounded), so the request path looks a
-connection's identity up without parsing the certificate again.
+The validated chain is connection state (`ConnState`, on the connection's handler),
+not a global cache: each request of a keep-alive connection asks it for the peer under
+its runtime's trust store, which costs one identity and one float comparison until the
+chain's earliest notAfter (or CRL nextUpdate) passes or the runtime changes; then the
+stored chain is validated again, and a failure closes the connection (401).
 """
 
 from __future__ import annotations
@@ -17,44 +23,67 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections import OrderedDict
-from collections.abc import Callable, Collection
+import time
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 
+from ..errors import Unauthenticated
 from ..model import PeerIdentity
-from ..tls.spiffe import SvidError, peer_identity, thumbprints
+from ..runtime import RuntimeRef
+from ..tls.spiffe import SvidError, thumbprints
+from ..tls.trust import TrustStore, ValidatedChain, validate_chain_memo, verified_chain
 
 log = structlog.get_logger("ztproxy.tls")
 
 
-class PeerCache:
-    """DER bytes -> PeerIdentity for certificates that passed the handshake checks."""
+class ConnState:
+    """One connection's verified identity: the chain and what it was validated under."""
 
-    def __init__(self, max_entries: int = 4096) -> None:
-        self._items: OrderedDict[bytes, PeerIdentity] = OrderedDict()
-        self._max = max_entries
+    __slots__ = ("validated",)
 
-    def put(self, der: bytes, peer: PeerIdentity) -> None:
-        self._items[der] = peer
-        self._items.move_to_end(der)
-        while len(self._items) > self._max:
-            self._items.popitem(last=False)
+    def __init__(self, validated: ValidatedChain) -> None:
+        self.validated = validated
 
-    def __call__(self, der: bytes) -> PeerIdentity | None:
-        return self._items.get(der)
+    def peer(self, trust: TrustStore, now: float) -> PeerIdentity:
+        v = self.validated
+        if v.still_valid(trust, now):
+            return v.peer
+        try:
+            v = validate_chain_memo(v.chain, trust, now)
+        except SvidError as exc:
+            raise Unauthenticated(exc.audit_reason) from None
+        self.validated = v
+        return v.peer
 
-    def clear(self) -> None:
-        self._items.clear()
+
+def connection_state(protocol: Any) -> ConnState | None:
+    state = getattr(protocol, "zt_conn", None)
+    return state if isinstance(state, ConnState) else None
+
+
+def request_peer(request: Any, trust: TrustStore, now: float) -> PeerIdentity:
+    """The `seams.PeerLookup` of the pipeline: the peer of the request's connection."""
+    state = connection_state(request.protocol)
+    if state is None:  # every handed-over connection has one; this cannot pass
+        raise Unauthenticated("no_client_certificate")
+    try:
+        return state.peer(trust, now)
+    except Unauthenticated:
+        # The connection's identity no longer holds: answer this request (401), then
+        # close the connection (aiohttp's close() lets the current handler finish).
+        request.protocol.close()
+        raise
 
 
 def handshake_reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         msg = (exc.verify_message or "").lower()
         if "expired" in msg:
-            return "client_cert_expired"
+            return "expired"
         if "not yet valid" in msg:
-            return "client_cert_not_yet_valid"
+            return "not_yet_valid"
         if "revoked" in msg:
             return "client_cert_revoked"
         return "client_cert_untrusted"
@@ -102,17 +131,14 @@ class TLSListener:
     the ClientHello before reading can be paused.) Each accepted connection is handed
     to `handler_factory()` only after its identity is accepted."""
 
-    def __init__(self, sock: socket.socket, *, context: Callable[[], ssl.SSLContext],
+    def __init__(self, sock: socket.socket, *, runtime: RuntimeRef,
                  handler_factory: Callable[[], asyncio.Protocol],
-                 trust_domains: Callable[[], Collection[str]], peers: PeerCache,
-                 on_reject: RejectFn, handshake_timeout: float) -> None:
+                 on_reject: RejectFn, clock: Callable[[], float] = time.time) -> None:
         self.sock = sock
-        self._context = context
+        self._runtime = runtime
         self._handler_factory = handler_factory
-        self._trust_domains = trust_domains
-        self._peers = peers
+        self._clock = clock
         self._on_reject = on_reject
-        self._timeout = handshake_timeout
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting: asyncio.Task[None] | None = None
 
@@ -148,36 +174,52 @@ class TLSListener:
     async def _handshake(self, conn: socket.socket, address: str) -> None:
         gate = _Gate()
         loop = asyncio.get_running_loop()
+        runtime = self._runtime.current  # its context and timeout; judged by the newest
+        assert runtime.tls is not None
         try:
             transport, _ = await loop.connect_accepted_socket(
-                lambda: gate, conn, ssl=self._context(), ssl_handshake_timeout=self._timeout)
+                lambda: gate, conn, ssl=runtime.tls,
+                ssl_handshake_timeout=runtime.config.listener.handshake_timeout_seconds)
         except (TimeoutError, ssl.SSLError, OSError, ConnectionError, RuntimeError) as exc:
             self._on_reject(address, handshake_reason(exc), None, None)
             conn.close()
             return
         tls = transport
-        ssl_object = tls.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        if not der:
-            self._on_reject(address, "no_client_certificate", None, None)
+        state = self.accept_chain(tls.get_extra_info("ssl_object"), address)
+        if state is None:
             tls.abort()
             return
-        if self._peers(der) is None:
-            try:
-                self._peers.put(der, peer_identity(der, self._trust_domains()))
-            except SvidError as exc:
-                self._on_reject(address, f"svid_{exc.reason}", thumbprints(der)[1], None)
-                tls.abort()
-                return
         if gate.lost:
             return
         handler = self._handler_factory()
+        handler.zt_conn = state  # type: ignore[attr-defined]
         tls.set_protocol(handler)
         handler.connection_made(tls)
         if gate.buffer:
             handler.data_received(b"".join(gate.buffer))
         if gate.eof:
             handler.eof_received()
+
+    def accept_chain(self, ssl_object: Any, address: str) -> ConnState | None:
+        """The validated identity of a finished handshake, under the runtime current
+        NOW; or None after auditing the one reason it is refused."""
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if not der:
+            self._on_reject(address, "no_client_certificate", None, None)
+            return None
+        if ssl_object.session_reused:
+            self._on_reject(address, "session_resumption_refused", thumbprints(der)[1], None)
+            return None
+        chain = verified_chain(ssl_object)
+        if not chain or chain[0] != der:
+            self._on_reject(address, "no_verified_chain", thumbprints(der)[1], None)
+            return None
+        try:
+            return ConnState(validate_chain_memo(chain, self._runtime.current.trust,
+                                                 self._clock()))
+        except SvidError as exc:
+            self._on_reject(address, exc.audit_reason, thumbprints(der)[1], None)
+            return None
 
 
 def listening_socket(address: str, port: int, *, reuse_port: bool,

@@ -18,7 +18,7 @@ from aiohttp.web_request import BaseRequest
 
 from ..pipeline import Pipeline
 from ..stages.respond import error_response
-from .acceptor import PeerCache
+from .acceptor import connection_state
 
 
 def parse_error_reason(exc: BaseException | None, status: int) -> tuple[int, str]:
@@ -43,11 +43,10 @@ def parse_error_reason(exc: BaseException | None, status: int) -> tuple[int, str
 
 
 class AuditingRequestHandler(RequestHandler):
-    def __init__(self, manager: web.Server, *, pipeline: Pipeline, peers: PeerCache,
+    def __init__(self, manager: web.Server, *, pipeline: Pipeline,
                  loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
         super().__init__(manager, loop=loop, **kwargs)
         self._zt_pipeline = pipeline
-        self._zt_peers = peers
 
     def handle_error(self, request: BaseRequest, status: int = 500,
                      exc: BaseException | None = None,
@@ -56,11 +55,10 @@ class AuditingRequestHandler(RequestHandler):
             raise ConnectionError("response already started")
         status, reason = parse_error_reason(exc, status)
         transport = self.transport
-        ssl_object = transport.get_extra_info("ssl_object") if transport else None
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        peer = self._zt_peers(der) if der else None
+        state = connection_state(self)
+        peer = state.validated.peer if state is not None else None
         peername = transport.get_extra_info("peername") if transport else None
-        request_id = self._zt_pipeline.record_unparsable(
+        request_id = self._zt_pipeline.outcome.record_unparsable(
             peername[0] if peername else "", peer, status, reason)
         resp = error_response(status, request_id)
         resp.force_close()

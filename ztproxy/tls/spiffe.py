@@ -24,12 +24,18 @@ _TD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-_")
 _PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
 
 
-class SvidError(Exception):
-    """The certificate is not an acceptable X.509-SVID. `reason` is stable."""
+MAX_SPIFFE_ID_BYTES = 2048  # the SPIFFE ID spec's cap
 
-    def __init__(self, reason: str) -> None:
+
+class SvidError(Exception):
+    """The certificate is not an acceptable X.509-SVID. `reason` is stable;
+    `audit_reason` is what the `tls_rejected` record says (`svid_<reason>` for the
+    shape of the leaf, the bare name for chain and trust findings)."""
+
+    def __init__(self, reason: str, *, audit: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.audit_reason = audit or f"svid_{reason}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,8 @@ class SpiffeId:
 
 def parse_spiffe_id(uri: str) -> SpiffeId:
     """Parse per the SPIFFE ID spec; raise SvidError("bad_spiffe_id") otherwise."""
+    if len(uri.encode("utf-8", "surrogatepass")) > MAX_SPIFFE_ID_BYTES:
+        raise SvidError("spiffe_id_too_long", audit="spiffe_id_too_long")
     prefix = "spiffe://"
     if uri[: len(prefix)].lower() != prefix or uri[: len(prefix)] != prefix:
         raise SvidError("bad_spiffe_id")  # scheme must be exactly lowercase "spiffe"

@@ -215,3 +215,33 @@ async def test_every_log_line_is_whole(pki: DevPki, tmp_path: Path, upstream: st
     assert len(lines) > 10
     events = [json.loads(line) for line in lines]  # raises on a glued or torn line
     assert sum(1 for e in events if e["event"] == "stopped") == 2
+
+
+async def test_sighup_to_the_supervisor_reloads_every_worker(
+        pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path,
+        procs: list[Running]) -> None:
+    config = _config(pki, tmp_path, upstream, test_policy_dir)
+    raw = yaml.safe_load(config.read_text())
+    raw["policy"]["watch"] = False  # only the signal may reload
+    config.write_text(yaml.safe_dump(raw))
+    run = await _start(config, 2)
+    procs.append(run)
+    _, body = await _admin(run.admin, "/readyz")
+    old = json.loads(body)["policy_revision"]
+    assert old and all(w["policy_revision"] == old for w in json.loads(body)["workers"])
+    rego = test_policy_dir / "authz.rego"
+    rego.write_text(rego.read_text() + "\n# a new revision\n")
+    run.proc.send_signal(signal.SIGHUP)
+    state: dict = {}
+    for _ in range(200):  # event-driven: ask until both workers say so (bounded)
+        _, body = await _admin(run.admin, "/readyz")
+        state = json.loads(body)
+        revisions = {w.get("policy_revision") for w in state["workers"]}
+        if len(revisions) == 1 and old not in revisions:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"not every worker reloaded: {state}")
+    assert state["ready"] is True and state["policy_revision"] not in (None, old)
+    assert all(w["restarts"] == 0 for w in state["workers"])  # reloaded, not restarted
+    assert run.stop() == 0

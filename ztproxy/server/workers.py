@@ -36,6 +36,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -149,6 +150,44 @@ def one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+class LineRelay:
+    """Whole lines out of many byte streams: what each stream (a worker's stderr pipe)
+    gives is kept until its newline, and each complete line is handed to `write` in
+    one piece, so a line never carries two workers' text whatever its length. A line
+    longer than `max_line` is cut there (and ended with a newline)."""
+
+    def __init__(self, write: Callable[[bytes], None], max_line: int = MAX_LINE) -> None:
+        self._write = write
+        self._max = max_line
+        self._partial: dict[int, bytearray] = {}
+
+    def open(self, stream: int) -> None:
+        self._partial[stream] = bytearray()
+
+    def __contains__(self, stream: int) -> bool:
+        return stream in self._partial
+
+    def streams(self) -> list[int]:
+        return list(self._partial)
+
+    def feed(self, stream: int, chunk: bytes) -> None:
+        buf = self._partial[stream]
+        buf += chunk
+        end = buf.rfind(b"\n")
+        if end >= 0:
+            self._write(bytes(buf[:end + 1]))
+            del buf[:end + 1]
+        while len(buf) > self._max:
+            self._write(bytes(buf[:self._max]) + b"\n")
+            del buf[:self._max]
+
+    def close(self, stream: int) -> None:
+        """The stream ended: what is left of its last line goes out, newline added."""
+        buf = self._partial.pop(stream, None)
+        if buf:
+            self._write(bytes(buf) + b"\n")
+
+
 @dataclasses.dataclass(slots=True)
 class _Worker:
     worker_id: int
@@ -183,7 +222,7 @@ class Supervisor:
         self.starting = True
         self._asked = 0
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._partial: dict[int, bytearray] = {}
+        self._lines = LineRelay(_write_whole)
         self.registry = CollectorRegistry()
         self.restarts = Counter("ztproxy_worker_restarts", "Workers forked again after "
                                 "they died", ["worker"], registry=self.registry)
@@ -211,7 +250,7 @@ class Supervisor:
         w.exited.clear()
         w.log_fd = log_r
         os.set_blocking(log_r, False)
-        self._partial[log_r] = bytearray()
+        self._lines.open(log_r)
         loop.add_reader(log_r, self._relay, log_r)
         reader, w.writer = await asyncio.open_connection(sock=mine)
         w.listening = loop.create_future()
@@ -299,8 +338,7 @@ class Supervisor:
     def _relay(self, fd: int) -> bool:
         """Read what the worker wrote; write its complete lines. False when there is
         nothing more to read now (or the pipe is closed)."""
-        buf = self._partial.get(fd)
-        if buf is None:
+        if fd not in self._lines:
             return False
         try:
             chunk = os.read(fd, 65536)
@@ -311,14 +349,7 @@ class Supervisor:
         if not chunk:
             self._close_log(fd)
             return False
-        buf += chunk
-        end = buf.rfind(b"\n")
-        if end >= 0:
-            _write_whole(bytes(buf[:end + 1]))
-            del buf[:end + 1]
-        if len(buf) > MAX_LINE:
-            _write_whole(bytes(buf) + b"\n")
-            buf.clear()
+        self._lines.feed(fd, chunk)
         return True
 
     def _drain_log(self, w: _Worker) -> None:
@@ -328,10 +359,8 @@ class Supervisor:
                 pass
 
     def _close_log(self, fd: int) -> None:
-        buf = self._partial.pop(fd, None)
-        if buf:
-            _write_whole(bytes(buf) + b"\n")
-        with contextlib.suppress(Exception):
+        self._lines.close(fd)
+        with contextlib.suppress(RuntimeError, ValueError, OSError):
             asyncio.get_running_loop().remove_reader(fd)
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -432,7 +461,7 @@ class Supervisor:
         for w in self.workers:
             await w.exited.wait()
             code = max(code, abs(w.status))
-        for fd in list(self._partial):
+        for fd in self._lines.streams():
             self._close_log(fd)
         for task in list(self._tasks):
             task.cancel()

@@ -236,7 +236,14 @@ class Supervisor:
         log_r, log_w = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            mine.close()
+            theirs.close()
+            os.close(log_r)
+            os.close(log_w)
+            raise
         if pid == 0:  # the child
             code = 1
             try:
@@ -326,7 +333,15 @@ class Supervisor:
             return
         w.restarts += 1
         self.restarts.labels(str(w.worker_id)).inc()
-        await self._fork(w)
+        try:
+            await self._fork(w)
+        except OSError as exc:  # no process or descriptor to be had now: try again later
+            w.failures += 1
+            again = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (w.failures - 1))
+            log.error("worker_fork_failed", worker=w.worker_id, error=str(exc),
+                      restart_in_seconds=again)
+            self._spawn(self._restart(w, again), f"restart-{w.worker_id}")
+            return
         await self._await_started(w)  # on failure the reaper schedules the next try
 
     def _spawn(self, coro: Any, name: str) -> None:

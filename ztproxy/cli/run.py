@@ -100,8 +100,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
     if config is None:
         return 1
-    if not _policy_loads(args.config, config):  # one line, before any worker starts
-        return 1
     configure_logging(config.logging.level, config.logging.format)
     from ..server.workers import run_workers
 

@@ -220,6 +220,10 @@ class TLSListener:
         except SvidError as exc:
             self._on_reject(address, exc.audit_reason, thumbprints(der)[1], None)
             return None
+        except Exception as exc:  # noqa: BLE001 - never leave a connection half-accepted
+            log.error("chain_validation_error", error=type(exc).__name__)
+            self._on_reject(address, "chain_validation_error", thumbprints(der)[1], None)
+            return None
 
 
 def listening_socket(address: str, port: int, *, reuse_port: bool,

@@ -14,7 +14,7 @@ against the current runtime's trust store and CRLs before its next request is de
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -50,12 +50,28 @@ class Runtime:
 
 
 class RuntimeRef:
-    """The one mutable cell: the runtime new requests and handshakes take."""
+    """The one mutable cell: the runtime new requests and handshakes take. Publishing a
+    runtime (`ref.current = new`) also tells the watchers (the TLS listener re-validates
+    connections busy with a long-lived request, such as a WebSocket, under it)."""
 
-    __slots__ = ("current",)
+    __slots__ = ("_current", "_watchers")
 
     def __init__(self, runtime: Runtime) -> None:
-        self.current = runtime
+        self._current = runtime
+        self._watchers: list[Callable[[Runtime], None]] = []
+
+    @property
+    def current(self) -> Runtime:
+        return self._current
+
+    @current.setter
+    def current(self, runtime: Runtime) -> None:
+        self._current = runtime
+        for watcher in tuple(self._watchers):
+            watcher(runtime)
+
+    def watch(self, watcher: Callable[[Runtime], None]) -> None:
+        self._watchers.append(watcher)
 
 
 def header_plan(config: Config, authenticator: Authenticator) -> HeaderPlan:

@@ -15,7 +15,11 @@ The validated chain is connection state (`ConnState`, on the connection's handle
 not a global cache: each request of a keep-alive connection asks it for the peer under
 its runtime's trust store, which costs one identity and one float comparison until the
 chain's earliest notAfter (or CRL nextUpdate) passes or the runtime changes; then the
-stored chain is validated again, and a failure closes the connection (401).
+stored chain is validated again, and a failure closes the connection (401). A request
+that is still running when a reload publishes a runtime or when the earliest
+`valid_until` of the live connections passes (a WebSocket relay: it never starts
+another request) has its connection validated again then; a failure is audited and the
+connection aborted.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import asyncio
 import socket
 import ssl
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +36,7 @@ import structlog
 
 from ..errors import Unauthenticated
 from ..model import PeerIdentity
-from ..runtime import RuntimeRef
+from ..runtime import Runtime, RuntimeRef
 from ..tls.spiffe import SvidError, thumbprints
 from ..tls.trust import TrustStore, ValidatedChain, validate_chain_memo, verified_chain
 
@@ -141,6 +146,12 @@ class TLSListener:
         self._on_reject = on_reject
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting: asyncio.Task[None] | None = None
+        # Connections handed over, for the identity sweep (see `_sweep`).
+        self._live: weakref.WeakKeyDictionary[asyncio.Protocol, str] = \
+            weakref.WeakKeyDictionary()
+        self._sweep_at = float("inf")
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        runtime.watch(self._published)
 
     def start(self) -> None:
         self.sock.setblocking(False)
@@ -153,6 +164,9 @@ class TLSListener:
             self._accepting.cancel()
             await asyncio.gather(self._accepting, return_exceptions=True)
         self.sock.close()
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -193,12 +207,58 @@ class TLSListener:
             return
         handler = self._handler_factory()
         handler.zt_conn = state  # type: ignore[attr-defined]
+        self._live[handler] = address
+        self._arm(state.validated.valid_until)
         tls.set_protocol(handler)
         handler.connection_made(tls)
         if gate.buffer:
             handler.data_received(b"".join(gate.buffer))
         if gate.eof:
             handler.eof_received()
+
+    # -- identity of long-lived requests ----------------------------------------------
+    # A request checks its connection's identity when it starts; a WebSocket (or any
+    # request still running) never starts another. So when a reload publishes a runtime,
+    # and when the earliest `valid_until` of a live connection passes, every live
+    # connection is validated again under the current trust store; one that fails while
+    # a request is running on it is audited and aborted. An idle one is left to its
+    # next request (401 with the reason, then closed).
+    def _published(self, runtime: Runtime) -> None:
+        self._sweep()
+
+    def _arm(self, valid_until: float) -> None:
+        at = valid_until + 1.0  # X.509 and CRL times are whole seconds; past them, it fails
+        if at >= self._sweep_at or self._accepting is None or self._accepting.done():
+            return
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+        self._sweep_at = at
+        delay = max(at - self._clock(), 0.5)  # never a busy loop at a boundary
+        self._sweep_handle = asyncio.get_running_loop().call_later(delay, self._sweep)
+
+    def _sweep(self) -> None:
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+        self._sweep_handle, self._sweep_at = None, float("inf")
+        trust, now = self._runtime.current.trust, self._clock()
+        earliest = float("inf")
+        for handler, address in list(self._live.items()):
+            state = connection_state(handler)
+            transport = getattr(handler, "transport", None)
+            if state is None or transport is None or transport.is_closing():
+                continue
+            try:
+                state.peer(trust, now)
+            except Unauthenticated as exc:
+                if getattr(handler, "_current_request", True) is not None:  # busy
+                    v = state.validated
+                    self._on_reject(address, exc.reason, v.peer.fingerprint_sha256,
+                                    v.peer.spiffe_id)
+                    transport.abort()
+                continue
+            earliest = min(earliest, state.validated.valid_until)
+        if earliest != float("inf"):
+            self._arm(earliest)
 
     def accept_chain(self, ssl_object: Any, address: str) -> ConnState | None:
         """The validated identity of a finished handshake, under the runtime current

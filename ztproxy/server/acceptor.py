@@ -46,10 +46,11 @@ log = structlog.get_logger("ztproxy.tls")
 class ConnState:
     """One connection's verified identity: the chain and what it was validated under."""
 
-    __slots__ = ("validated",)
+    __slots__ = ("validated", "on_renew")
 
     def __init__(self, validated: ValidatedChain) -> None:
         self.validated = validated
+        self.on_renew: Callable[[float], None] | None = None  # told each new valid_until
 
     def peer(self, trust: TrustStore, now: float) -> PeerIdentity:
         v = self.validated
@@ -60,6 +61,8 @@ class ConnState:
         except SvidError as exc:
             raise Unauthenticated(exc.audit_reason) from None
         self.validated = v
+        if self.on_renew is not None:
+            self.on_renew(v.valid_until)
         return v.peer
 
 
@@ -208,6 +211,7 @@ class TLSListener:
         handler = self._handler_factory()
         handler.zt_conn = state  # type: ignore[attr-defined]
         self._live[handler] = address
+        state.on_renew = self._arm
         self._arm(state.validated.valid_until)
         tls.set_protocol(handler)
         handler.connection_made(tls)
@@ -222,7 +226,9 @@ class TLSListener:
     # and when the earliest `valid_until` of a live connection passes, every live
     # connection is validated again under the current trust store; one that fails while
     # a request is running on it is audited and aborted. An idle one is left to its
-    # next request (401 with the reason, then closed).
+    # next request (which validates it again when its window or runtime has moved on,
+    # with the reason as a 401, and re-arms the sweep through `ConnState.on_renew`), so
+    # a reload costs one validation per busy connection, not per open one.
     def _published(self, runtime: Runtime) -> None:
         self._sweep()
 
@@ -247,14 +253,17 @@ class TLSListener:
             transport = getattr(handler, "transport", None)
             if state is None or transport is None or transport.is_closing():
                 continue
+            if getattr(handler, "_current_request", True) is None:  # idle
+                if state.validated.still_valid(trust, now):
+                    earliest = min(earliest, state.validated.valid_until)
+                continue
             try:
                 state.peer(trust, now)
             except Unauthenticated as exc:
-                if getattr(handler, "_current_request", True) is not None:  # busy
-                    v = state.validated
-                    self._on_reject(address, exc.reason, v.peer.fingerprint_sha256,
-                                    v.peer.spiffe_id)
-                    transport.abort()
+                v = state.validated
+                self._on_reject(address, exc.reason, v.peer.fingerprint_sha256,
+                                v.peer.spiffe_id)
+                transport.abort()
                 continue
             earliest = min(earliest, state.validated.valid_until)
         if earliest != float("inf"):

@@ -54,21 +54,20 @@ class RuntimeRef:
     runtime (`ref.current = new`) also tells the watchers (the TLS listener re-validates
     connections busy with a long-lived request, such as a WebSocket, under it)."""
 
-    __slots__ = ("_current", "_watchers")
+    __slots__ = ("current", "_watchers")
+    current: Runtime
+    _watchers: list[Callable[[Runtime], None]]
 
     def __init__(self, runtime: Runtime) -> None:
-        self._current = runtime
-        self._watchers: list[Callable[[Runtime], None]] = []
+        object.__setattr__(self, "_watchers", [])
+        self.current = runtime
 
-    @property
-    def current(self) -> Runtime:
-        return self._current
-
-    @current.setter
-    def current(self, runtime: Runtime) -> None:
-        self._current = runtime
-        for watcher in tuple(self._watchers):
-            watcher(runtime)
+    def __setattr__(self, name: str, value: object) -> None:
+        # Reads stay a plain slot read (one per request); only publishing pays.
+        object.__setattr__(self, name, value)
+        if name == "current":
+            for watcher in tuple(self._watchers):
+                watcher(value)  # type: ignore[arg-type]
 
     def watch(self, watcher: Callable[[Runtime], None]) -> None:
         self._watchers.append(watcher)

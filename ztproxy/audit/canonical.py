@@ -14,6 +14,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                             allow_nan=False)
 INT_LIMIT = 2**53 - 1
@@ -63,3 +65,36 @@ def canonical_json(record: Mapping[str, Any]) -> bytes:
         return _ENCODER.encode(record).encode("utf-8")
     except UnicodeEncodeError:
         return _ENCODER.encode(safe_record(record)).encode("utf-8")
+
+
+_DUMPS_OPTIONS = orjson.OPT_SORT_KEYS
+_LIST_ITEMS = (str, bool, type(None))
+
+
+def _value_in_space(value: Any) -> bool:
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return bool(-INT_LIMIT <= value <= INT_LIMIT)
+    if kind is list:
+        return all(type(v) in _LIST_ITEMS or (type(v) is int and -INT_LIMIT <= v <= INT_LIMIT)
+                   for v in value)
+    return False
+
+
+def is_canonical_line(line: bytes) -> bool:
+    """True when `line` (one record, without its newline) is exactly the canonical
+    JSON of the object it holds: an object whose values are in the record value
+    space (no float, no number beyond 2**53 - 1, no nested object), its members
+    sorted, no duplicate key, no whitespace, no escape RFC 8785 would not write.
+    Parsing and re-encoding with orjson (sorted keys, the same escaping as RFC 8785
+    for this value space, tests/audit/test_canonical_check.py) and comparing bytes
+    decides all of it at once."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    if type(obj) is not dict or not all(_value_in_space(v) for v in obj.values()):
+        return False
+    return bool(orjson.dumps(obj, option=_DUMPS_OPTIONS) == line)

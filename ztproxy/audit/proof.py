@@ -78,7 +78,14 @@ def _signed_checkpoints(directory: Path, worker: int, keys: tuple[PublicKey, ...
 
 def latest_checkpoint(directory: str | Path, worker: int = 0,
                       keys: tuple[PublicKey, ...] = ()) -> SignedCheckpoint | None:
-    return next(_signed_checkpoints(Path(directory), worker, keys), None)
+    """The checkpoint to keep: the largest tree size a given key signed (the newest
+    of equal sizes). Never the last line as such: a stale checkpoint appended again
+    at the end of the file is not the newest."""
+    best: SignedCheckpoint | None = None
+    for signed in _signed_checkpoints(Path(directory), worker, keys):  # newest first
+        if best is None or signed.checkpoint.size > best.checkpoint.size:
+            best = signed
+    return best
 
 
 def build_inclusion(directory: str | Path, seq: int, *, worker: int = 0,

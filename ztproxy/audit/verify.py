@@ -129,6 +129,7 @@ def _checkpoints(files: ChainFiles, keys: tuple[PublicKey, ...]
     if path is None:
         return good, bad
     found = read_lines(path)
+    last: Checkpoint | None = None
     for number, raw in enumerate(found.lines, 1):
         try:
             signed = parse_signed_checkpoint(json.loads(raw)["note"])
@@ -139,7 +140,13 @@ def _checkpoints(files: ChainFiles, keys: tuple[PublicKey, ...]
         status, key = verify_note(signed.note, keys)
         cp = signed.checkpoint
         if status is SignatureCheck.VALID and key is not None:
+            stale = _stale(last, cp)
+            if stale:
+                bad.append((Kind.STALE_CHECKPOINT, None, f"checkpoint line {number}: {stale}",
+                            False))
+                continue
             good.append((cp, key.name))
+            last = cp
             continue
         names = ", ".join(s.name for s in signed.note.signatures)
         detail = (f"checkpoint of size {cp.size} is signed by {names}, not a given key"
@@ -150,6 +157,22 @@ def _checkpoints(files: ChainFiles, keys: tuple[PublicKey, ...]
         bad.append((Kind.TORN_TAIL, None,
                     f"checkpoints file ends in a {len(found.torn)}-byte fragment", False))
     return good, bad
+
+
+def _stale(last: Checkpoint | None, cp: Checkpoint) -> str:
+    """Why `cp` cannot follow `last` in the checkpoints file ("" when it can). Sizes
+    grow in file order; an equal size is a heartbeat: the same tree, signed at another
+    time (the writer never signs the same text twice)."""
+    if last is None:
+        return ""
+    if cp.size < last.size:
+        return (f"size {cp.size} after a checkpoint of size {last.size}: an old checkpoint "
+                "appended again (stale)")
+    if cp.size == last.size and (cp.root != last.root or cp.head != last.head):
+        return f"size {cp.size} signed twice with different roots"
+    if cp.size == last.size and cp.text() == last.text():
+        return f"size {cp.size} repeated word for word (a copied line)"
+    return ""
 
 
 def verify_chain(files: ChainFiles, keys: tuple[PublicKey, ...],
@@ -199,11 +222,15 @@ def verify_chain(files: ChainFiles, keys: tuple[PublicKey, ...],
     if trusted is not None:
         findings.extend(_against_trusted(chain, trusted, origin, genesis, good,
                                          walk_damage, roots))
-    if signed < n:
+    if not cps:
+        findings.append(Finding(Kind.NO_CHECKPOINT, 0 if n else None, chain.segment_at(0),
+                                f"no checkpoint signed by a given key: none of the {n} "
+                                "record(s) is proven"))
+    elif signed < n:
         findings.append(Finding(Kind.UNSIGNED_TAIL, signed, chain.segment_at(signed),
                                 f"records {signed}..{n - 1} are not covered by a "
                                 "signed checkpoint"))
-    segments = _segments(chain, findings, signed, walk_damage)
+    segments = _segments(chain, findings, signed, walk_damage, bool(cps))
     keys_used = tuple(sorted({name for _, name in cps}))
     return ChainReport(files.worker, origin, n, signed, len(cps), keys_used, segments,
                        tuple(findings))
@@ -228,7 +255,8 @@ def _against_trusted(chain: _Chain, trusted: Checkpoint, origin: str, genesis: s
 
 
 def _segments(chain: _Chain, findings: list[Finding], signed: int,
-              walk_damage: int | None) -> tuple[SegmentReport, ...]:
+              walk_damage: int | None, chain_signed: bool = True
+              ) -> tuple[SegmentReport, ...]:
     out: list[SegmentReport] = []
     n = chain.n
     for index, path in enumerate(chain.files.segments):
@@ -246,6 +274,11 @@ def _segments(chain: _Chain, findings: list[Finding], signed: int,
             status, finding = "invalid", first
         elif walk_damage is not None and start > walk_damage:
             status, finding = "unverified", None
+        elif end > signed and not chain_signed:
+            status = "unsigned"
+            finding = Finding(Kind.NO_CHECKPOINT, start, path.name,
+                              f"records {start}..{end - 1}: no checkpoint signed by a "
+                              "given key")
         elif end > signed:
             status = "unsigned"
             finding = Finding(Kind.UNSIGNED_TAIL, max(start, signed), path.name,

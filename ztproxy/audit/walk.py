@@ -14,7 +14,9 @@ checks `,"seq":<n>,` and
 only be members, never inside a value. The slow walk parses every record and tells
 the kinds apart:
 
-    modified   the record does not match its hash, is no record, or does not chain
+    modified   the record does not match its hash, is not canonical JSON (re-encoded
+               with the canonical encoder it gives other bytes: a member moved, a
+               duplicate key, 0.0, -0, whitespace), is no record, or does not chain
                to the one before (a record replaced by a self-consistent one)
     removed    a seq is missing and appears nowhere
     inserted   a second record claims a seq (the one nothing chains to is the extra),
@@ -30,6 +32,7 @@ from binascii import b2a_hex
 from collections import Counter
 from dataclasses import dataclass
 
+from .canonical import is_canonical_line
 from .record import HASH_MEMBER, line_leaf
 from .report import Kind
 
@@ -64,6 +67,7 @@ def walk_chunk(state: WalkState, data: bytes, begin: int = 0, stop: int | None =
     if not state.ok:
         return
     find, startswith, copy, keep = data.find, data.startswith, _LEAF.copy, state.leaves.append
+    canonical = is_canonical_line
     pos, prev = state.pos, state.prev
     s, stop = begin, len(data) if stop is None else stop
     while s < stop:
@@ -84,6 +88,8 @@ def walk_chunk(state: WalkState, data: bytes, begin: int = 0, stop: int | None =
         if p < 0 or (prev is not None and not startswith(prev, p + 9)):
             break
         if find(b',"seq":%d,' % pos, p, e) < 0:
+            break
+        if not canonical(data[s:e]):  # re-encoded, the same bytes: nothing moved or added
             break
         keep(digest)
         prev = quoted
@@ -109,6 +115,7 @@ class _Rec:
     seq: int = -1
     prev: str = ""
     hash: str = ""
+    canonical: bool = True
 
 
 def _parse(line: bytes) -> _Rec:
@@ -122,6 +129,8 @@ def _parse(line: bytes) -> _Rec:
     seq, prev, stored = obj.get("seq"), obj.get("prev"), obj.get("hash")
     if type(seq) is not int or not isinstance(prev, str) or not isinstance(stored, str):
         return _Rec(False)
+    if not is_canonical_line(line):
+        return _Rec(False, seq, prev, stored, canonical=False)
     ok = parts[0].decode("ascii", "replace") == stored == parts[1].hex()
     return _Rec(ok, seq, prev, stored)
 
@@ -135,6 +144,9 @@ def slow_walk(lines: list[bytes], genesis: str | None,
     last = max(counts, default=-1)
     prev = genesis
     for pos, r in enumerate(recs):
+        if not r.ok and not r.canonical:
+            return (Kind.MODIFIED, pos, "the record is not in canonical form (RFC 8785: "
+                    "members sorted, no duplicate, no whitespace, no float)")
         if not r.ok:
             return Kind.MODIFIED, pos, "the record does not match its hash, or is no record"
         dup = counts[r.seq] > 1

@@ -39,6 +39,7 @@ import structlog
 from ..metrics import Metrics
 from ..model import AuditEvent
 from .chain import ChainWriter
+from .recovery import RecoveryRefused
 
 log = structlog.get_logger(__name__)
 
@@ -134,6 +135,8 @@ class WriterThread(threading.Thread):
                 self._set_healthy(True, "")
             except OSError as exc:
                 self._set_healthy(False, exc)
+            except RecoveryRefused as exc:  # only when the first open failed on I/O
+                self._set_healthy(False, f"recovery refused: {exc}")
             self.first_attempt.set()
             self.metrics.audit_queue_depth.set(len(self.events) + len(self._held))
             if self._stopping:

@@ -30,6 +30,7 @@ from ..metrics import Metrics
 from ..model import AuditEvent
 from .chain import ChainWriter
 from .keys import load_public_key, load_signing_key
+from .recovery import RecoveryRefused
 from .writer import CheckpointPolicy, Mailbox, WriterThread
 
 log = structlog.get_logger(__name__)
@@ -130,6 +131,9 @@ class AuditLog:
             # continued without the operator raises RecoveryRefused (one line). A disk
             # that cannot be written is left to the writer thread, which retries.
             await asyncio.to_thread(chain.open)
+        except RecoveryRefused as exc:
+            log.error("audit_recovery_refused", worker=self.worker_id, reason=str(exc))
+            raise
         except OSError as exc:
             log.error("audit_open_failed", worker=self.worker_id, error=str(exc))
         policy = CheckpointPolicy(cfg.checkpoint_every_records,

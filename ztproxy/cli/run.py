@@ -7,6 +7,7 @@ builds the TLS contexts, so unusable certificate material is caught before a dep
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from ..config.load import Config, load_config
@@ -21,6 +22,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--workers", type=int, default=0,
                    help="worker processes sharing the port with SO_REUSEPORT, each with its "
                         "own audit chain (default 0: one per core)")
+    p.add_argument("--accept-recovery", action="store_true",
+                   help="start even though the audit log's last checkpoint does not verify "
+                        "under the configured key: set what does not verify aside "
+                        "(quarantine/) and say so in a signed recovery record")
     p.set_defaults(func=cmd_run)
     c = sub.add_parser("check-config", help="validate a config file and summarize it")
     c.add_argument("--config", "-c", required=True, help="YAML config file")
@@ -77,6 +82,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     configure_logging(config.logging.level, config.logging.format)
+    from ..audit import RecoveryRefused
     from ..server.workers import run_workers
 
-    return run_workers(config, args.workers)
+    if getattr(args, "accept_recovery", False):
+        config = dataclasses.replace(
+            config, audit=dataclasses.replace(config.audit, accept_recovery=True))
+    try:
+        return run_workers(config, args.workers)
+    except RecoveryRefused:
+        return 1  # said in one line by the audit log (audit_recovery_refused)

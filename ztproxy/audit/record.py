@@ -209,3 +209,4 @@ def line_leaf(line: bytes) -> tuple[bytes, bytes] | None:
         return None
     stored, body = parts
     return stored, hashlib.sha256(b"\x00" + body).digest()
+

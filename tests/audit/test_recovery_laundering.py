@@ -224,3 +224,18 @@ def test_restart_fsyncs_the_segment_holding_recovered_records(
     assert chain.recovered is not None and chain.recovered.adopted == 3
     assert "w0-000001.jsonl" in synced  # before the checkpoint that covers them
     chain.close()
+
+
+def test_checkpoint_entry_naming_no_segment_sets_nothing_aside(tmp_path: Path, signer,
+                                                               public) -> None:
+    """A checkpoint signed while no segment was open (after a write error) names none;
+    the restart finds its last record anyway and keeps the signed log whole."""
+    write_and_stop(tmp_path, signer)
+    path = tmp_path / "w0-checkpoints.jsonl"
+    entries = [json.loads(e) for e in path.read_bytes().split(b"\n")[:-1]]
+    entries[-1]["segment"] = ""
+    path.write_bytes(b"".join(json.dumps(e).encode() + b"\n" for e in entries))
+    restart_and_write(tmp_path, signer)
+    assert not (tmp_path / "quarantine").exists()
+    report = verify_directory(tmp_path, [public])
+    assert report.valid and report.chains[0].records == 16, report.to_text()

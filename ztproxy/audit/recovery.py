@@ -349,6 +349,24 @@ def recover(directory: Path, worker: int, key: PublicKey, origin: str, *,
     return state
 
 
+def _tail_start(segments: tuple[Path, ...], names: list[str], resume: _Resume
+                ) -> tuple[int, int] | None:
+    """(segment index, byte offset) just after the checkpoint's last record: in the
+    segment its entry names, else (an entry written while no segment was open) in
+    any segment, the newest first."""
+    if resume.segment in names:
+        order = [names.index(resume.segment)]
+    else:
+        order = list(range(len(segments) - 1, -1, -1))
+    if resume.size == 0:
+        return (order[0], 0) if resume.segment in names else (0, 0) if segments else None
+    for index in order:
+        offset = _find_head(segments[index].read_bytes(), resume.size, resume.head)
+        if offset is not None:
+            return index, offset
+    return None
+
+
 def _resume(directory: Path, worker: int, keys: tuple[PublicKey, ...], origin: str,
             resume: _Resume,
             segments: tuple[Path, ...], mover: _Mover) -> ChainState:
@@ -356,22 +374,14 @@ def _resume(directory: Path, worker: int, keys: tuple[PublicKey, ...], origin: s
     state = ChainState(resume.size, resume.head, resume.genesis, tree, 0, resume.size,
                        fresh=False)
     names = [p.name for p in segments]
-    start: tuple[int, int] | None = None
-    if resume.segment in names:
-        index = names.index(resume.segment)
-        if resume.size == 0:
-            start = (index, 0)
-        else:
-            offset = _find_head(segments[index].read_bytes(), resume.size, resume.head)
-            start = (index, offset) if offset is not None else None
+    start = _tail_start(segments, names, resume)
     if start is None:
-        # The checkpoint's own records are missing or damaged (verify reports it); no
-        # record after it can be placed: every later segment is set aside.
-        after = (segment_number(segments[names.index(resume.segment)])
-                 if resume.segment in names else None)
-        for path in segments:
-            if after is None or segment_number(path) > after:
-                if path.stat().st_size:
+        # The checkpoint's own last record is missing or damaged (verify reports it), so
+        # no record after it can be placed: segments after the checkpoint's are set aside.
+        if resume.segment in names:
+            after = segment_number(segments[names.index(resume.segment)])
+            for path in segments:
+                if segment_number(path) > after and path.stat().st_size:
                     mover.whole(path, f"records after checkpoint {resume.size}, whose "
                                       "last record was not found")
         return state

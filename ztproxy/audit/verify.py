@@ -66,7 +66,7 @@ class _Chain:
 
 
 def _read(files: ChainFiles, genesis: str | None, sizes: Iterable[int],
-          workers: int | None) -> _Chain:
+          workers: int | None, full_from: int = 0) -> _Chain:
     """One pass over the chain's segments, chunk by chunk: count the records, walk
     them (walk.walk_chunk) until the first bad one, and take the roots on the way.
     A large chain is walked by several processes first (fanout.py); when that cannot
@@ -77,13 +77,14 @@ def _read(files: ChainFiles, genesis: str | None, sizes: Iterable[int],
     if processes > 1:
         roots = merkle.RootsAt(sizes)
         roots.add([])  # size 0
-        pieces = fanout.walk_parallel(files.segments, genesis, processes, roots.add)
+        pieces = fanout.walk_parallel(files.segments, genesis, processes, roots.add,
+                                      full_from=full_from)
         if pieces is not None:
             return _from_pieces(files, pieces, roots)
     counts: list[int] = []
     starts: list[int] = []
     torn: list[bytes] = []
-    state = start(genesis)
+    state = start(genesis, full_from=full_from)
     roots = merkle.RootsAt(sizes)
     roots.add([])  # size 0
     n = 0
@@ -184,7 +185,10 @@ def verify_chain(files: ChainFiles, keys: tuple[PublicKey, ...],
     origin = min(origins) if origins else ""
     genesis = min(geneses) if len(geneses) == 1 else None
     sizes = [cp.size for cp, _ in cps] + ([trusted.size] if trusted is not None else [])
-    chain = _read(files, genesis, sizes, workers)
+    # Records a signed root covers are the writer's bytes: their canonical form is
+    # proven by the root (walk.walk_chunk); the rest is re-encoded whole.
+    chain = _read(files, genesis, sizes, workers,
+                  full_from=max((cp.size for cp, _ in cps), default=0))
     n, good = chain.n, chain.good
     findings: list[Finding] = []
     for kind, seq, detail, placed in bad:

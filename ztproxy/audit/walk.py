@@ -33,7 +33,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .canonical import is_canonical_line
-from .record import HASH_MEMBER, line_leaf
+from .record import HASH_MEMBER, INSERT_AT, line_leaf
 from .report import Kind
 
 _H = len(HASH_MEMBER)
@@ -50,10 +50,12 @@ class WalkState:
     prev: bytes | None
     leaves: list[bytes]
     ok: bool = True
+    full_from: int = 0  # records from this seq on are re-encoded whole (see walk_chunk)
 
 
-def start(genesis: str | None, pos: int = 0) -> WalkState:
-    return WalkState(pos, None if genesis is None else genesis.encode() + b'"', [])
+def start(genesis: str | None, pos: int = 0, full_from: int = 0) -> WalkState:
+    return WalkState(pos, None if genesis is None else genesis.encode() + b'"', [],
+                     full_from=full_from)
 
 
 def walk_chunk(state: WalkState, data: bytes, begin: int = 0, stop: int | None = None
@@ -63,11 +65,23 @@ def walk_chunk(state: WalkState, data: bytes, begin: int = 0, stop: int | None =
     stays there.
 
     Line for line the same test as `fast_walk` on the split lines, on the buffer:
-    slicing only what is hashed keeps the per-record cost at a dozen C calls."""
+    slicing only what is hashed keeps the per-record cost at a dozen C calls.
+
+    Canonical form. Every record from `state.full_from` on (verify sets it to the
+    largest size a given key signed: the unsigned tail) is parsed and re-encoded
+    (canonical.is_canonical_line). A record below it is covered by a signed root, so
+    its hashed bytes are the writer's own (else the root does not match and verify
+    says INVALID), and the writer writes only canonical JSON (tests/audit/
+    test_verify_strictness.py holds it to that). The one thing the hash does not
+    cover is where the hash member stands: it is checked for every record, cheaply:
+    followed by the member the writer puts after it (record.INSERT_AT, the smallest
+    record key above "hash": a body with sorted unique keys has it once), or else the
+    member before it has a key below "hash" and the member after it one above (the
+    writer's bodies have sorted keys and no raw `":` inside a value)."""
     if not state.ok:
         return
     find, startswith, copy, keep = data.find, data.startswith, _LEAF.copy, state.leaves.append
-    canonical = is_canonical_line
+    canonical, rfind, full_from = is_canonical_line, data.rfind, state.full_from
     pos, prev = state.pos, state.prev
     s, stop = begin, len(data) if stop is None else stop
     while s < stop:
@@ -89,7 +103,12 @@ def walk_chunk(state: WalkState, data: bytes, begin: int = 0, stop: int | None =
             break
         if find(b',"seq":%d,' % pos, p, e) < 0:
             break
-        if not canonical(data[s:e]):  # re-encoded, the same bytes: nothing moved or added
+        if not startswith(INSERT_AT, end + 1):  # not where the writer puts it: look closer
+            c = rfind(b'":', s, at)  # the keys of the members before and after the hash
+            if not data[rfind(b'"', s, c) + 1:c] < b"hash" < data[end + 3:find(b'":', end, e)] \
+                    or data[end + 1:end + 3] != b',"':
+                break
+        if pos >= full_from and not canonical(data[s:e]):  # re-encoded: the same bytes
             break
         keep(digest)
         prev = quoted

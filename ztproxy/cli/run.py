@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 
 from ..config.load import Config, load_config
@@ -29,6 +30,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--workers", type=int, default=0,
                    help="worker processes forked by one supervisor that binds the port "
                         "once; each has its own audit chain (default 0: one per core)")
+    p.add_argument("--accept-recovery", action="store_true",
+                   help="start even though the audit log's last checkpoint does not verify "
+                        "under the configured key: set what does not verify aside "
+                        "(quarantine/) and say so in a signed recovery record")
     p.set_defaults(func=cmd_run)
     c = sub.add_parser("check-config", help="validate a config file and summarize it")
     c.add_argument("--config", "-c", required=True, help="YAML config file")
@@ -101,11 +106,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     configure_logging(config.logging.level, config.logging.format)
+    from ..audit import RecoveryRefused
     from ..server.workers import run_workers
 
+    if getattr(args, "accept_recovery", False):
+        config = dataclasses.replace(
+            config, audit=dataclasses.replace(config.audit, accept_recovery=True))
     # run_workers binds the ports first (a busy port is the one line you see), then
     # runs the same preflight as check-config, then forks the workers
-    return run_workers(config, args.workers, debug=bool(getattr(args, "debug", False)))
+    try:
+        return run_workers(config, args.workers, debug=bool(getattr(args, "debug", False)))
+    except RecoveryRefused:
+        return 1  # said in one line by the audit log (audit_recovery_refused)
 
 
 def _policy_loads(path: str, config: Config) -> bool:

@@ -196,7 +196,8 @@ class Stack:
             if proc.name.startswith("bare"):
                 wait_ready(proc, "bare proxy listening", proc.extra["workers"])
             elif proc.name.startswith("zt"):
-                wait_ready(proc, "ztproxy listening", proc.extra["workers"], timeout=60)
+                # the supervisor says it once, when every worker listens
+                wait_ready(proc, "ztproxy listening", 1, timeout=60)
             else:
                 wait_port(proc.port)
 

@@ -9,6 +9,8 @@ status (see `public_message`), never the reason, never any input.
     |-- BadRequest            400  malformed or ambiguous request (path, framing, host)
     |   |-- HeadersTooLarge   431
     |   `-- BodyTooLarge      413
+    |-- RequestTimeout        408  headers or body too slow (slowloris)
+    |-- TooManyRequests       429  the caller holds its share of the upstream pool
     |-- RouteNotFound         404  no route matches host + path (fail closed)
     |-- Unauthenticated       401  missing / invalid user or device token
     |-- Forbidden             403  the policy said no, or its result was invalid
@@ -31,7 +33,9 @@ _PUBLIC_MESSAGES: Mapping[int, str] = {
     401: "authentication required",
     403: "access denied",
     404: "no route",
+    408: "request timeout",
     413: "request body too large",
+    429: "too many requests",
     431: "request headers too large",
     500: "internal error",
     502: "upstream unavailable",
@@ -73,6 +77,14 @@ class HeadersTooLarge(BadRequest):
 
 class BodyTooLarge(BadRequest):
     status = 413
+
+
+class RequestTimeout(Rejection):
+    status = 408
+
+
+class TooManyRequests(Rejection):
+    status = 429
 
 
 class RouteNotFound(Rejection):

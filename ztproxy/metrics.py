@@ -241,3 +241,55 @@ class Metrics:
         self.audit_failures = Counter("ztproxy_audit_failures",
                                       "Audit write failures and refusals", ["reason"],
                                       registry=r)
+
+
+# == the supervisor's view: many workers' expositions as one ===============================
+# Gauges whose sum over workers means nothing: the supervisor reports the largest.
+_GAUGES_BY_MAX = frozenset({"ztproxy_jwks_age_seconds", "ztproxy_policy_breaker_open"})
+
+
+def merge_expositions(texts: Sequence[str]) -> list[Metric]:
+    """Each worker's /metrics text (Prometheus text format) merged into one set of
+    families: counters, histogram buckets, sums and counts add up across workers;
+    `_created` samples take the earliest; the gauges in `_GAUGES_BY_MAX` the largest;
+    other gauges (in flight, queue depth) add up. Families keep their first-seen order."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for text in texts:
+        for fam in text_string_to_metric_families(text):
+            if fam.name not in families:
+                families[fam.name] = Metric(fam.name, fam.documentation, fam.type)
+                values[fam.name] = {}
+            merged = values[fam.name]
+            for sample in fam.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                old = merged.get(key)
+                if old is None:
+                    merged[key] = sample.value
+                elif sample.name.endswith("_created"):
+                    merged[key] = min(old, sample.value)
+                elif fam.type == "gauge" and fam.name in _GAUGES_BY_MAX:
+                    merged[key] = max(old, sample.value)
+                else:
+                    merged[key] = old + sample.value
+    out = []
+    for name, family in families.items():
+        for (sample_name, labels), value in values[name].items():
+            family.add_sample(sample_name, dict(labels), value)
+        out.append(family)
+    return out
+
+
+class Merged:
+    """A collector that yields already merged families (for `generate_latest`)."""
+
+    def __init__(self, families: Sequence[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+    def describe(self) -> list[Metric]:
+        return []

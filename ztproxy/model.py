@@ -77,6 +77,10 @@ class Route:
     upstream_cert_file: str | None = None
     upstream_key_file: str | None = None
     websocket: bool = True
+    # normalized names of default-stripped headers this route forwards (and shows to
+    # the policy) as the client sent them
+    pass_headers: frozenset[str] = frozenset()
+    max_concurrent: int = 0  # requests in flight on this route at once; 0: no own limit
 
 
 class RequestFacts(NamedTuple):
@@ -100,6 +104,7 @@ class RequestFacts(NamedTuple):
     route: Route
     source_address: str
     time_text: str = ""  # `time` as RFC 3339 with milliseconds, formatted once
+    upgrade: str | None = None  # "websocket" for a WebSocket upgrade request, else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +22,7 @@ import structlog
 from .metrics import Metrics
 from .model import AuditEvent, Credentials, Decision, PeerIdentity, RequestFacts
 from .seams import AuditSink
+from .stages.audit_fields import attempted_path, audited_path, escaped
 from .stages.policy_input import rfc3339_ms
 
 log = structlog.get_logger("ztproxy.request")
@@ -41,6 +42,8 @@ class Trace:
     input_sha256: str | None = None
     policy_revision: str = ""
     stages: dict[str, int] = field(default_factory=dict)
+    attempt: tuple[str, str | None, str] | None = None  # method, Host, raw target as parsed
+    doc: Mapping[str, Any] | None = None  # the policy input (kept for WebSocket rechecks)
 
 
 class Outcome:
@@ -68,6 +71,7 @@ class Outcome:
         latency_us = (time.perf_counter_ns() - trace.started_ns) // 1000
         facts, peer, creds, decision = trace.facts, trace.peer, trace.creds, trace.decision
         route = facts.route.name if facts else "-"
+        attempt = trace.attempt if facts is None else None
         event = AuditEvent(
             kind="request",
             time=(facts.time_text or rfc3339_ms(facts.time)) if facts else rfc3339_ms(
@@ -83,9 +87,9 @@ class Outcome:
             user_issuer=creds.user.issuer if creds and creds.user else None,
             user_subject=creds.user.subject if creds and creds.user else None,
             device_id=creds.device.device_id if creds and creds.device else None,
-            method=facts.method if facts else None,
-            host=facts.host if facts else None,
-            path=facts.path if facts else None,
+            method=facts.method if facts else attempt and escaped(attempt[0]),
+            host=facts.host if facts else attempt and escaped(attempt[1]),
+            path=audited_path(facts.path) if facts else attempt and attempted_path(attempt[2]),
             destination_service=facts.route.service if facts else None,
             route=facts.route.name if facts else None,
             policy_revision=(decision.policy_revision if decision else
@@ -146,12 +150,15 @@ class Outcome:
         return request_id
 
     def record_tls_rejected(self, source_address: str, reason: str,
-                            peer_cert_sha256: str | None, spiffe_id: str | None) -> None:
+                            peer_cert_sha256: str | None, spiffe_id: str | None,
+                            count: int = 1) -> None:
+        """`count` > 1: that many repeats, aggregated (server.rejections)."""
         now = datetime.fromtimestamp(self._clock(), UTC)
         self.audit.append(AuditEvent(
             kind="tls_rejected", time=rfc3339_ms(now), request_id=os.urandom(16).hex(),
             source_address=source_address, reason=reason, decision="deny", status=0,
-            latency_us=0, source_spiffe_id=spiffe_id, source_cert_sha256=peer_cert_sha256))
-        self.metrics.tls_handshake_failures.labels(reason).inc()
+            latency_us=0, source_spiffe_id=spiffe_id, source_cert_sha256=peer_cert_sha256,
+            policy_reasons=() if count == 1 else (f"count={count}",)))
+        self.metrics.tls_handshake_failures.labels(reason).inc(count)
         log.info("tls_rejected", source_address=source_address, reason=reason,
-                 cert_sha256=peer_cert_sha256)
+                 cert_sha256=peer_cert_sha256, count=count)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
@@ -36,11 +36,12 @@ from .outcome import Outcome, Trace
 from .runtime import Runtime, RuntimeRef
 from .seams import AuditSink, PeerLookup
 from .stages.forward import ForwardResult, forward
-from .stages.headers import asserted_headers, upstream_headers
+from .stages.headers import asserted_headers, check_claims_header_safe, upstream_headers
+from .stages.limits import ConcurrencyLimits
 from .stages.policy_input import build_policy_input, input_digest
 from .stages.request import build_request_facts
 from .stages.respond import denied_response, error_response, rejection_response
-from .stages.websocket import is_websocket_upgrade, proxy_websocket
+from .stages.websocket import LiveSessions, is_websocket_upgrade, proxy_websocket, session_deadline
 
 log = structlog.get_logger("ztproxy.request")
 # Config-independent: the text of an HTTP version tuple (the parser knows only a few).
@@ -62,6 +63,9 @@ class Pipeline:
     peer_lookup: PeerLookup
     outcome: Outcome
     clock: Callable[[], float] = time.time
+    header_phase: dict[str, int] = field(default_factory=dict)  # source -> connections
+    limits: ConcurrencyLimits = field(default_factory=ConcurrencyLimits)
+    sessions: LiveSessions = field(default_factory=LiveSessions)  # recheck() on reload
 
     # -- the request path -------------------------------------------------------------
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -91,22 +95,26 @@ class Pipeline:
         now = self.clock()
         trace.peer = self.peer_lookup(request, rt.trust, now)
         cfg = rt.config
+        trace.attempt = (request.method, request.headers.get("Host"), request.raw_path)
         facts = build_request_facts(
             request_id=trace.request_id, method=request.method, raw_target=request.raw_path,
             version=_protocol(request.version),
             headers=request.headers, source_address=trace.source_address,
             now=datetime.fromtimestamp(now, UTC), routes=cfg.routes,
-            max_header_bytes=cfg.limits.max_header_bytes, hidden_headers=rt.headers.hidden)
+            max_header_bytes=cfg.limits.max_header_bytes, hidden_headers=rt.headers.hidden,
+            strip_prefixes=cfg.headers.strip_prefixes)
         trace.facts = facts
         t1 = time.perf_counter_ns()
         trace.stages["request"] = t1 - t0
         creds = await rt.authenticator.authenticate(request.headers, facts.raw_query,
                                                     facts.route, trace.peer)
         trace.creds = creds
+        check_claims_header_safe(creds)
         t2 = time.perf_counter_ns()
         trace.stages["identity"] = t2 - t1
         doc = build_policy_input(facts, trace.peer, creds)
         trace.input_sha256 = input_digest(doc)
+        trace.doc = doc
         decision = await rt.decider.decide(facts.route.decision_path or
                                            cfg.policy.decision_path, doc)
         trace.decision = decision
@@ -115,7 +123,13 @@ class Pipeline:
         if not decision.allowed:
             resp = denied_response(decision, trace.request_id)
             return ForwardResult(resp, resp.status)
-        result = await self._forward(request, trace, rt, facts, creds, decision)
+        assert trace.peer is not None
+        release = self.limits.acquire(trace.peer.spiffe_id, facts.route,
+                                      cfg.limits.max_concurrent_per_caller)
+        try:
+            result = await self._forward(request, trace, rt, facts, creds, decision)
+        finally:
+            release()
         trace.stages["upstream"] = time.perf_counter_ns() - t3
         return result
 
@@ -129,15 +143,27 @@ class Pipeline:
             credential_headers=rt.headers.not_forwarded,
             asserted=asserted_headers(cfg.headers, trace.peer, creds, trace.source_address,
                                       trace.request_id),
-            policy_headers=decision.headers)
+            policy_headers=decision.headers, strip_prefixes=cfg.headers.strip_prefixes,
+            passed=route.pass_headers)
         target = f"{facts.path}?{facts.raw_query}" if facts.raw_query else facts.path
         ssl_ctx = rt.upstream_ssl.get(route.name)
         if route.websocket and is_websocket_upgrade(request.headers):
-            return await proxy_websocket(
-                request, upstream_url=route.upstream, target=target, headers=headers,
-                session=rt.session, ssl_context=ssl_ctx,
-                connect_timeout=cfg.timeouts.upstream_connect_seconds)
+            if trace.doc is None:  # set before every decision
+                raise ValueError("no policy input")
+            live = self.sessions.open(route.decision_path or cfg.policy.decision_path,
+                                      trace.doc)
+            try:
+                return await proxy_websocket(
+                    request, upstream_url=route.upstream, target=target, headers=headers,
+                    session=rt.session, ssl_context=ssl_ctx,
+                    connect_timeout=cfg.timeouts.upstream_connect_seconds,
+                    deadline=session_deadline(creds, trace.peer.not_after), stop=live.stop,
+                    clock=self.clock)
+            finally:
+                self.sessions.close(live)
         return await forward(request, upstream_url=route.upstream, target=target,
                              headers=headers, session=rt.session, ssl_context=ssl_ctx,
                              max_body_bytes=cfg.limits.max_body_bytes,
-                             response_headers=dict(decision.response_headers))
+                             response_headers=dict(decision.response_headers),
+                             body_idle=cfg.timeouts.body_idle_seconds,
+                             body_total=cfg.timeouts.body_total_seconds)

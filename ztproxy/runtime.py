@@ -14,7 +14,7 @@ against the current runtime's trust store and CRLs before its next request is de
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -50,12 +50,27 @@ class Runtime:
 
 
 class RuntimeRef:
-    """The one mutable cell: the runtime new requests and handshakes take."""
+    """The one mutable cell: the runtime new requests and handshakes take. Publishing a
+    runtime (`ref.current = new`) also tells the watchers (the TLS listener re-validates
+    connections busy with a long-lived request, such as a WebSocket, under it)."""
 
-    __slots__ = ("current",)
+    __slots__ = ("current", "_watchers")
+    current: Runtime
+    _watchers: list[Callable[[Runtime], None]]
 
     def __init__(self, runtime: Runtime) -> None:
+        object.__setattr__(self, "_watchers", [])
         self.current = runtime
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Reads stay a plain slot read (one per request); only publishing pays.
+        object.__setattr__(self, name, value)
+        if name == "current":
+            for watcher in tuple(self._watchers):
+                watcher(value)  # type: ignore[arg-type]
+
+    def watch(self, watcher: Callable[[Runtime], None]) -> None:
+        self._watchers.append(watcher)
 
 
 def header_plan(config: Config, authenticator: Authenticator) -> HeaderPlan:

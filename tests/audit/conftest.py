@@ -15,7 +15,13 @@ import pytest
 from hypothesis import strategies as st
 
 from ztproxy.audit.chain import ChainWriter
-from ztproxy.audit.keys import SigningKey, generate_keypair, load_public_key, load_signing_key
+from ztproxy.audit.keys import (
+    PublicKey,
+    SigningKey,
+    generate_keypair,
+    load_public_key,
+    load_signing_key,
+)
 from ztproxy.config.audit import AuditConfig
 from ztproxy.model import AuditEvent
 
@@ -109,10 +115,12 @@ def config(directory: Path, keydir: Path, **overrides: object) -> AuditConfig:
 
 def write_log(directory: Path, key: SigningKey, evs: Sequence[AuditEvent], *,
               checkpoint_every: int = 4, per_segment: int = 5, worker: int = 0,
-              clock: Clock | None = None, fsync: str = "never") -> ChainWriter:
+              clock: Clock | None = None, fsync: str = "never",
+              previous_keys: tuple[PublicKey, ...] = ()) -> ChainWriter:
     """A closed log written synchronously: a checkpoint every `checkpoint_every`
     records, a new segment every `per_segment` records, and a final checkpoint."""
-    chain = ChainWriter(directory, worker, "test", key, clock=clock or Clock(), fsync=fsync)
+    chain = ChainWriter(directory, worker, "test", key, clock=clock or Clock(), fsync=fsync,
+                        previous_keys=previous_keys)
     chain.open()
     for i, ev in enumerate(evs, 1):
         chain.write([ev])

@@ -24,7 +24,7 @@ import rfc8785
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ztproxy.audit import AuditLog, fanout, merkle
+from ztproxy.audit import AuditLog, fanout, merkle, writer
 from ztproxy.audit.canonical import INT_LIMIT, canonical_json
 from ztproxy.audit.record import (
     HASH_MEMBER,
@@ -299,8 +299,8 @@ async def test_steady_appends_are_written_once_per_flush_interval(
     await log.close()
     stats = log.stats()
     assert stats["records_written"] == n and stats["dropped"] == 0
-    if flush_ms == 100.0:
-        assert stats["writer_flushes"] <= elapsed / 0.1 + 3
+    if flush_ms == 100.0:  # the writer aims at FLUSH_TARGET of the interval (the margin)
+        assert stats["writer_flushes"] <= elapsed / (0.1 * writer.FLUSH_TARGET) + 3
     else:  # the control: a short interval really does write more often
         assert stats["writer_flushes"] >= 20
     report = verify_directory(tmp_path / "log", [public])

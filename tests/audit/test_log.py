@@ -99,8 +99,15 @@ async def test_torn_last_line_is_a_torn_tail_and_the_chain_continues(
     report = verify_directory(tmp_path / "log", [public])
     assert report.valid and report.exit_code == 0, report.to_text()
     chain = report.chains[0]
-    assert chain.records == chain.signed == 9
-    assert chain.segments[0].torn is not None and chain.segments[1].first_seq == 5
+    # The restart set the fragment aside (quarantine/, never deleted) and said so in a
+    # signed record of kind "recovery" at seq 5; the four new records follow it.
+    assert chain.records == chain.signed == 10
+    assert chain.segments[0].torn is None and chain.segments[1].first_seq == 5
+    moved = list((tmp_path / "log" / "quarantine").iterdir())
+    assert len(moved) == 1 and moved[0].read_bytes() == json.dumps(whole).encode()[:57]
+    first = json.loads((tmp_path / "log" / "w0-000002.jsonl").read_bytes().split(b"\n")[0])
+    assert first["kind"] == "recovery" and first["seq"] == 5
+    assert "incomplete last line" in first["set_aside"][0]
 
 
 async def test_records_after_the_last_checkpoint_are_an_unsigned_tail(
@@ -179,7 +186,8 @@ async def test_checkpoints_on_interval_and_heartbeat_when_idle(
     await log.close()
     lines = (tmp_path / "log" / "w0-checkpoints.jsonl").read_text().splitlines()
     notes = [json.loads(line)["note"] for line in lines]
-    assert all(n.split("\n")[1] == "1" for n in notes)  # same size, new time each
+    # size 0 signed at the chain's start, then size 1, and heartbeats: same size, new time
+    assert [n.split("\n")[1] for n in notes] == ["0"] + ["1"] * (len(notes) - 1)
     assert len({n.split("\n")[5] for n in notes}) == len(notes)
     assert verify_directory(tmp_path / "log", [public]).valid
 

@@ -2,6 +2,10 @@
 
     python writer_process.py load DIR KEY     append under load until killed
     python writer_process.py fsize DIR KEY    hit a file size limit (EFBIG), recover
+    python writer_process.py paced DIR KEY STAMPS RATE
+                                              append RATE records/s until killed; the
+                                              monotonic ns of each append go to STAMPS
+                                              (a shared mmap: they survive SIGKILL)
 
 Prints one JSON object per line on stdout for the parent to follow.
 """
@@ -82,10 +86,37 @@ async def fsize(directory: str, key: str, mode: str) -> None:
     say(phase="closed", written=log.stats()["records_written"])
 
 
+async def paced(directory: str, key: str, stamps_path: str, rate: float) -> None:
+    import mmap
+    import struct
+
+    slots = 200_000
+    with open(stamps_path, "r+b") as fh:
+        fh.truncate(8 * slots)
+        stamps = mmap.mmap(fh.fileno(), 8 * slots)
+    pack = struct.Struct("<q").pack_into
+    log = AuditLog(AuditConfig(dir=directory, signing_key=key, flush_interval_ms=50.0,
+                               checkpoint_every_records=1000, queue_size=50_000))
+    await log.start()
+    say(started=True)
+    t0 = time.monotonic()
+    n = 0
+    while n < slots:  # bounded even if nobody kills us (about 3 minutes at 1,100/s)
+        due = min(slots, int((time.monotonic() - t0) * rate))
+        while n < due:
+            log.append(ev(n))  # the proxy answers right after it appends
+            pack(stamps, 8 * n, time.monotonic_ns())
+            n += 1
+        await asyncio.sleep(0.001)
+    await log.close()
+
+
 if __name__ == "__main__":
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     what, directory, key = sys.argv[1:4]
     if what == "load":
         asyncio.run(load(directory, key))
+    elif what == "paced":
+        asyncio.run(paced(directory, key, sys.argv[4], float(sys.argv[5])))
     else:
         asyncio.run(fsize(directory, key, sys.argv[4]))

@@ -70,7 +70,7 @@ def pytest_asyncio_loop_factories(config: pytest.Config,
     installed, and the two differ in how they hand over accepted connections."""
     import uvloop
 
-    if item.path.name == "test_process.py":  # the proxy runs in its own process there
+    if item.path.name in ("test_process.py", "test_supervisor.py"):  # own processes there
         return {"asyncio": asyncio.new_event_loop}
     return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 

@@ -92,7 +92,7 @@ class Running:
 
     def audit_records(self) -> list[dict[str, Any]]:
         out = []
-        for f in sorted(self.audit_dir.rglob("*.jsonl")):
+        for f in sorted(self.audit_dir.rglob("w*-0*.jsonl")):  # segments, not checkpoints
             for line in f.read_text().splitlines():
                 if line.strip():
                     out.append(json.loads(line))

@@ -38,18 +38,17 @@ def _config(pki: DevPki, tmp_path: Path, upstream: str, policy_dir: Path) -> Pat
 async def _start(config: Path, workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
     proc = subprocess.Popen([sys.executable, "-m", "ztproxy", "run", "--config", str(config),
                              "--workers", str(workers)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)  # its own group: killpg reaches workers
     assert proc.stdout is not None
     loop = asyncio.get_running_loop()
-    ports = set()
-    for _ in range(workers):  # every worker says so once it listens
-        line = await asyncio.wait_for(loop.run_in_executor(None, proc.stdout.readline), 30)
-        if b"listening on" not in line:
-            proc.kill()
-            raise AssertionError(f"proxy did not start: {line!r} {proc.stderr.read()!r}")
-        ports.add(int(line.split(b"https://127.0.0.1:")[1].split()[0]))
-    assert len(ports) == 1, f"workers listen on different ports: {ports}"
-    return proc, ports.pop()
+    # the supervisor says so once, when every worker listens
+    line = await asyncio.wait_for(loop.run_in_executor(None, proc.stdout.readline), 30)
+    if b"listening on" not in line:
+        proc.kill()
+        raise AssertionError(f"proxy did not start: {line!r} {proc.stderr.read()!r}")
+    assert line.rstrip().endswith(f"workers {workers}".encode()), line
+    return proc, int(line.split(b"https://127.0.0.1:")[1].split()[0])
 
 
 def _verify(audit_dir: Path, pki: DevPki) -> subprocess.CompletedProcess[str]:
@@ -112,7 +111,7 @@ async def test_sigkill_under_load_then_restart_verifies(pki: DevPki, tmp_path: P
     stop = asyncio.Event()
     load = asyncio.ensure_future(_load(port, pki, SOAK_SECONDS + 5, stop))
     await asyncio.sleep(max(1.0, SOAK_SECONDS / 2))
-    os.kill(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # the supervisor and its workers, as a power cut
     proc.wait(10)
     stop.set()
     before = await load

@@ -155,6 +155,6 @@ def test_device_header_problems(value: str, message: str) -> None:
 
 def test_unknown_keys_and_bad_shapes() -> None:
     _, problems = parse({"issuer": [], "issuers": ["x"], "token_cache_size": -1})
-    assert "identity.issuer: unknown key" in problems
+    assert "identity.issuer: unknown key (did you mean 'issuers'?)" in problems
     assert "identity.issuers[0]: must be a mapping, not str" in problems
     assert "identity.token_cache_size: must be at least 0" in problems

@@ -48,7 +48,7 @@ def test_bad_values_each_reported(tmp_path: Path) -> None:
     assert "policy.timeout_ms: must be at least 1" in problems
     assert "policy.cache_ttl_ms: must be at least 0" in problems
     assert "policy.typo: unknown key" in problems
-    assert "policy.opa_token: unknown key" in problems  # tokens only as files
+    assert "policy.opa_token: unknown key (did you mean 'opa_token_file'?)" in problems
     assert not any("inline-secret" in p for p in problems)
 
 

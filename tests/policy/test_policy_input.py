@@ -24,6 +24,7 @@ def test_document_shape() -> None:
             "path": "/api/v1/charges", "parsed_path": ["api", "v1", "charges"],
             "query": {"limit": ["10"]}, "headers": {"content-type": ["application/json"]},
             "protocol": "HTTP/1.1", "time": "2026-11-28T01:02:03.456Z",
+            "upgrade": None,
         },
         "source": {
             "address": "127.0.0.1", "spiffe_id": "spiffe://corp.example/ns/prod/sa/checkout",

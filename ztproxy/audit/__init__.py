@@ -12,5 +12,6 @@ documented for auditors in docs/auditors.md.
 """
 
 from .log import AuditLog
+from .recovery import RecoveryRefused
 
-__all__ = ["AuditLog"]
+__all__ = ["AuditLog", "RecoveryRefused"]

@@ -14,6 +14,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                             allow_nan=False)
 INT_LIMIT = 2**53 - 1
@@ -63,3 +65,38 @@ def canonical_json(record: Mapping[str, Any]) -> bytes:
         return _ENCODER.encode(record).encode("utf-8")
     except UnicodeEncodeError:
         return _ENCODER.encode(safe_record(record)).encode("utf-8")
+
+
+_DUMPS_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER  # raises beyond 2**53
+_SCALAR_TYPES = frozenset((str, int, bool, type(None)))
+_VALUE_TYPES = _SCALAR_TYPES | {list}
+
+
+def is_canonical_line(line: bytes) -> bool:
+    """True when `line` (one record, without its newline) is exactly the canonical
+    JSON of the object it holds: an object whose values are strings, integers within
+    +-(2**53 - 1), booleans, null or flat lists of those (no float, no nested
+    object), its members sorted, no duplicate key, no whitespace, no escape RFC 8785
+    would not write. Parsing and re-encoding with orjson (sorted keys, strict
+    integers, the same escaping as RFC 8785 for this value space: the writer's every
+    record passes, tests/audit/test_verify_strictness.py) and comparing bytes decides
+    all of it at once; the value types are checked by sets of types (C loops), as
+    this runs for every record verify reads."""
+    try:
+        obj = orjson.loads(line)
+        if type(obj) is not dict:
+            return False
+        values = obj.values()
+        kinds = set(map(type, values))
+        if kinds <= _SCALAR_TYPES:
+            pass
+        elif kinds <= _VALUE_TYPES:
+            for value in values:
+                if type(value) is list and not set(map(type, value)) <= _SCALAR_TYPES:
+                    return False
+        else:
+            return False
+        return bool(orjson.dumps(obj, option=_DUMPS_OPTIONS) == line)
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return False
+

@@ -15,6 +15,7 @@ covers records fully handed to the kernel (and fsynced, unless fsync is "never")
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -25,16 +26,17 @@ import structlog
 from ..model import AuditEvent
 from . import merkle
 from .canonical import canonical_json
-from .keys import SigningKey
+from .keys import PublicKey, SigningKey
 from .note import Checkpoint, sign_note
 from .record import build_lines
-from .recovery import ChainState, recover
+from .recovery import QUARANTINE_DIR, ChainState, recover, seal_line, seal_message
 from .segment import (
     AppendFile,
     checkpoints_name,
     discover,
     fsync_dir,
     lock_name,
+    seal_name,
     segment_name,
     segment_number,
 )
@@ -55,7 +57,8 @@ class ChainWriter:
     def __init__(self, directory: str | os.PathLike[str], worker: int, origin: str,
                  key: SigningKey, *, segment_max_bytes: int = 64 * 1024 * 1024,
                  segment_max_age: float = 3600.0, fsync: str = "checkpoint",
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], accept_recovery: bool = False,
+                 previous_keys: tuple[PublicKey, ...] = ()) -> None:
         self.directory = Path(directory)
         self.worker = worker
         self.origin = f"{origin}/w{worker}"
@@ -65,6 +68,11 @@ class ChainWriter:
         self._fsync = fsync
         self._clock = clock
         self._lock_fd: int | None = None
+        self._seal_fd: int | None = None
+        self._last_text = ""
+        self._accept_recovery = accept_recovery
+        self._previous_keys = previous_keys
+        self.recovered: ChainState | None = None  # what the last open() found (tests, logs)
         self._segment: AppendFile | None = None
         self._checkpoints: AppendFile | None = None
         self._state: ChainState | None = None
@@ -103,7 +111,11 @@ class ChainWriter:
             raise LockHeld(11, f"another process writes audit chain w{self.worker}") from None
         self._lock_fd = fd
         try:
-            state = recover(self.directory, self.worker)
+            state = recover(self.directory, self.worker, self._key.public, self.origin,
+                            accept_recovery=self._accept_recovery, clock=self._clock,
+                            previous_keys=self._previous_keys)
+            self._seal_fd = os.open(self.directory / seal_name(self.worker),
+                                    os.O_RDWR | os.O_CREAT, 0o640)
             self._checkpoints = AppendFile(self.directory / checkpoints_name(self.worker),
                                            self._clock(), exclusive=False)
             self._open_segment(state.last_segment + 1)
@@ -111,9 +123,45 @@ class ChainWriter:
             self._release()
             raise
         self._state = state
+        self.recovered = state
         self._head = state.prev
-        self.last_checkpoint_size = state.checkpointed if state.checkpointed else -1
+        self.last_checkpoint_size = -1 if state.fresh else state.checkpointed
         self.last_checkpoint_time = self._clock()
+        if state.set_aside or state.accepted:
+            self._recovery_record(state)
+        if state.fresh or state.tree.size != state.checkpointed:
+            # A new chain's genesis is signed before its first record; records adopted
+            # from a crash tail (and the recovery record) are signed at once.
+            self.checkpoint()
+
+    def _recovery_record(self, state: ChainState) -> None:
+        """The signed statement of what this start set aside and accepted."""
+        log.warning("audit_recovery", worker=self.worker, set_aside=len(state.set_aside),
+                    accepted=state.accepted or None, adopted=state.adopted)
+        self.append_fields({
+            "kind": "recovery",
+            "time": rfc3339(self._clock()),
+            "reason": "recovery_accepted" if state.accepted else "recovery_set_aside",
+            "accept_recovery": bool(state.accepted),
+            "accepted": state.accepted or None,
+            "resumed_from_checkpoint": None if state.fresh else state.checkpointed,
+            "adopted_records": state.adopted,
+            "set_aside": [item.describe() for item in state.set_aside],
+            "quarantine": QUARANTINE_DIR if state.set_aside else None,
+        })
+
+    def append_fields(self, fields: dict[str, object]) -> None:
+        """Append one record of any flat field set (kind `recovery`): the general path."""
+        state = self._require_state()
+        record = dict(fields, seq=state.seq, prev=state.prev, worker=self.worker)
+        body = canonical_json(record)
+        leaf = hashlib.sha256(b"\x00" + body).digest()
+        record["hash"] = leaf.hex()
+        self._lines.append(canonical_json(record) + b"\n")
+        self._leaves.append(leaf)
+        state.prev = leaf.hex()
+        state.seq += 1
+        self.flush_pending()
 
     def _open_segment(self, number: int) -> None:
         path = self.directory / segment_name(self.worker, number)
@@ -139,6 +187,9 @@ class ChainWriter:
             if f is not None:
                 f.close()
         self._segment = self._checkpoints = None
+        if self._seal_fd is not None:
+            os.close(self._seal_fd)
+            self._seal_fd = None
         if self._state is not None:
             self._closed_seq = self._state.seq
         self._state = None
@@ -176,6 +227,18 @@ class ChainWriter:
             self._segment = None
             raise
         self._written(len(self._lines))
+        self._seal()
+
+    def _seal(self) -> None:
+        """Sign (size, head) of what was just handed to the kernel and put it in
+        w<N>.seal with one pwrite: recovery adopts an unsigned tail only up to the
+        sealed record, so a record appended by anyone without the key never is."""
+        state = self._require_state()
+        if self._seal_fd is None:
+            return
+        size = state.tree.size
+        signature = self._key.sign(seal_message(self.origin, size, self._head))
+        os.pwrite(self._seal_fd, seal_line(self.origin, size, self._head, signature), 0)
 
     def _written(self, count: int) -> None:
         """The first `count` pending lines reached the kernel: they join the tree."""
@@ -211,6 +274,8 @@ class ChainWriter:
         now = self._clock()
         cp = Checkpoint(self.origin, state.tree.size, state.tree.root(), self._head,
                         state.genesis, rfc3339(now))
+        if cp.text() == self._last_text:
+            return  # the same tree in the same millisecond: nothing new to sign
         entry = {
             "frontier": [h.hex() for h in state.tree.frontier()],
             "note": sign_note(cp.text(), self._key),
@@ -219,6 +284,7 @@ class ChainWriter:
         checkpoints.write(canonical_json(entry) + b"\n")
         if self._fsync != "never":
             checkpoints.sync()
+        self._last_text = cp.text()
         self.last_checkpoint_size = state.tree.size
         self.last_checkpoint_time = now
         self.checkpoints_written += 1

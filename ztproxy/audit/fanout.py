@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from .record import HASH_MEMBER
@@ -81,7 +82,7 @@ def plan(segments: Sequence[Path], range_bytes: int | None = None) -> list[Piece
     return pieces
 
 
-def walk_piece(piece: Piece) -> PieceResult:
+def walk_piece(piece: Piece, full_from: int = 0) -> PieceResult:
     """Walk one piece (in a worker process)."""
     chunks = LineChunks(piece.path, begin=piece.begin, end=piece.end)
     state = None
@@ -96,7 +97,7 @@ def walk_piece(piece: Piece) -> PieceResult:
             match = _SEQ.search(first, p) if p >= 0 else None
             first_prev = first[p + 9:p + 74] if p >= 0 else b""
             first_seq = int(match.group(1)) if match else -1
-            state = start(None, max(first_seq, 0))
+            state = start(None, max(first_seq, 0), full_from=full_from)
             state.ok = match is not None
         if state.ok:
             before = state.pos
@@ -127,7 +128,8 @@ def usable_workers(requested: int | None, total_bytes: int) -> int:
 
 def walk_parallel(segments: Sequence[Path], genesis: str | None, workers: int,
                   on_leaves: Callable[[list[bytes]], None],
-                  range_bytes: int | None = None) -> list[tuple[Piece, PieceResult]] | None:
+                  range_bytes: int | None = None, *, full_from: int = 0
+                  ) -> list[tuple[Piece, PieceResult]] | None:
     """Walk all pieces in `workers` processes, handing each piece's leaves to
     `on_leaves` in order as it arrives (so the caller's Merkle tree grows while
     later pieces are still being walked); the pieces and their results, or None when
@@ -138,7 +140,8 @@ def walk_parallel(segments: Sequence[Path], genesis: str | None, workers: int,
     prev = None if genesis is None else genesis.encode() + b'"'
     done: list[tuple[Piece, PieceResult]] = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        for piece, result in zip(pieces, pool.map(walk_piece, pieces), strict=True):
+        walked = pool.map(partial(walk_piece, full_from=full_from), pieces)
+        for piece, result in zip(pieces, walked, strict=True):
             if not result.ok:
                 return None
             if result.lines:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,23 +143,30 @@ def load_signing_key(path: str | os.PathLike[str]) -> SigningKey:
     return SigningKey(key)
 
 
+_HEX8 = re.compile(r"[0-9a-fA-F]{8}")
+
+
 def parse_vkey(text: str) -> PublicKey:
-    """A verifier key in the signed-note form `name+hash+base64(0x01||key)`."""
-    parts = text.strip().split("+", 2)
-    if len(parts) != 3:
+    """A verifier key in the signed-note form `name+hash+base64(0x01||key)`, parsed
+    as Go's `note.NewVerifier` does: a valid key name, exactly 8 hex digits, standard
+    padded base64 (Go's decoder skips CR and LF, nothing else), an Ed25519 key of 32
+    bytes, and a key hash that matches the name and key."""
+    name, _, rest = text.partition("+")
+    hash_hex, _, blob = rest.partition("+")
+    from .note import std_b64decode, valid_key_name  # note.py imports this module
+    if not valid_key_name(name) or not _HEX8.fullmatch(hash_hex):
         raise KeyFileError("not a verifier key (name+hash+key)")
-    name, hash_hex, blob = parts
     try:
-        raw = base64.b64decode(blob, validate=True)
-        want = int(hash_hex, 16)
+        raw = std_b64decode(blob.replace("\r", "").replace("\n", ""))
     except ValueError:
         raise KeyFileError("not a verifier key (name+hash+key)") from None
+    if not raw:
+        raise KeyFileError("not a verifier key (name+hash+key)")
+    if note_key_hash(name, raw[1:]) != int(hash_hex, 16) and raw[0] == ALG_ED25519:
+        raise KeyFileError("verifier key hash does not match its name and key")
     if len(raw) != 33 or raw[0] != ALG_ED25519:
         raise KeyFileError("verifier key is not Ed25519")
-    key = PublicKey.from_raw(raw[1:], name)
-    if key.key_hash != want or len(hash_hex) != 8:
-        raise KeyFileError("verifier key hash does not match its name and key")
-    return key
+    return PublicKey.from_raw(raw[1:], name)
 
 
 def load_public_key(path: str | os.PathLike[str]) -> PublicKey:
@@ -169,7 +177,7 @@ def load_public_key(path: str | os.PathLike[str]) -> PublicKey:
         raise KeyFileError(f"{path}: cannot read public key: {exc.strerror}") from None
     if b"-----BEGIN" not in data:
         try:
-            return parse_vkey(data.decode("ascii"))
+            return parse_vkey(data.decode("utf-8").strip())
         except (UnicodeDecodeError, KeyFileError) as exc:
             raise KeyFileError(f"{path}: {exc}") from None
     try:

@@ -29,7 +29,8 @@ from ..config.audit import AuditConfig
 from ..metrics import Metrics
 from ..model import AuditEvent
 from .chain import ChainWriter
-from .keys import load_signing_key
+from .keys import load_public_key, load_signing_key
+from .recovery import RecoveryRefused
 from .writer import CheckpointPolicy, Mailbox, WriterThread
 
 log = structlog.get_logger(__name__)
@@ -110,17 +111,31 @@ class AuditLog:
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
-        """Load the key and start the writer thread. Raises KeyFileError for an
-        unusable key. A directory that cannot be written does not raise: the
-        writer keeps retrying and `accepting()` says False meanwhile (deny)."""
+        """Load the key, verify and continue the chain on disk, and start the writer
+        thread. Raises KeyFileError for an unusable key and RecoveryRefused for a
+        chain that does not verify (unless audit.accept_recovery). A directory that
+        cannot be written does not raise: the writer keeps retrying and `accepting()`
+        says False meanwhile (deny)."""
         if self._thread is not None:
             return
         cfg = self.config
         key = await asyncio.to_thread(load_signing_key, cfg.signing_key)
+        previous = tuple(load_public_key(path) for path in cfg.previous_keys)
         chain = ChainWriter(cfg.dir, self.worker_id, cfg.origin, key,
                             segment_max_bytes=cfg.segment_max_bytes,
                             segment_max_age=cfg.segment_max_age_seconds, fsync=cfg.fsync,
-                            clock=self._clock)
+                            clock=self._clock, accept_recovery=cfg.accept_recovery,
+                            previous_keys=previous)
+        try:
+            # Recovery runs here, before anything is served: a chain that cannot be
+            # continued without the operator raises RecoveryRefused (one line). A disk
+            # that cannot be written is left to the writer thread, which retries.
+            await asyncio.to_thread(chain.open)
+        except RecoveryRefused as exc:
+            log.error("audit_recovery_refused", worker=self.worker_id, reason=str(exc))
+            raise
+        except OSError as exc:
+            log.error("audit_open_failed", worker=self.worker_id, error=str(exc))
         policy = CheckpointPolicy(cfg.checkpoint_every_records,
                                   cfg.checkpoint_interval_seconds, cfg.heartbeat_seconds)
         thread = WriterThread(chain, self._queue, policy, self.metrics, self._clock,

@@ -197,13 +197,12 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
 
 def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes,
                        proof: Sequence[bytes]) -> bool:
-    """RFC 9162 section 2.1.4.2 (plus the trivial cases it leaves to the caller)."""
-    if not 0 <= old_size <= new_size:
+    """RFC 9162 section 2.1.4.2, plus equal sizes (an empty proof, equal roots). An old
+    size of 0 is refused, as Go's tlog.CheckTree does: RFC 6962 defines no proof for it."""
+    if not 0 < old_size <= new_size:
         return False
     if old_size == new_size:
         return not proof and old_root == new_root
-    if old_size == 0:
-        return not proof
     if not proof:
         return False
     path = list(proof)

@@ -78,7 +78,14 @@ def _signed_checkpoints(directory: Path, worker: int, keys: tuple[PublicKey, ...
 
 def latest_checkpoint(directory: str | Path, worker: int = 0,
                       keys: tuple[PublicKey, ...] = ()) -> SignedCheckpoint | None:
-    return next(_signed_checkpoints(Path(directory), worker, keys), None)
+    """The checkpoint to keep: the largest tree size a given key signed (the newest
+    of equal sizes). Never the last line as such: a stale checkpoint appended again
+    at the end of the file is not the newest."""
+    best: SignedCheckpoint | None = None
+    for signed in _signed_checkpoints(Path(directory), worker, keys):  # newest first
+        if best is None or signed.checkpoint.size > best.checkpoint.size:
+            best = signed
+    return best
 
 
 def build_inclusion(directory: str | Path, seq: int, *, worker: int = 0,
@@ -165,8 +172,10 @@ def _verify_consistency(bundle: dict[str, Any], keys: tuple[PublicKey, ...]) -> 
     new = _open_checkpoint(bundle.get("new_checkpoint"), keys, "new checkpoint").checkpoint
     if (old.origin, old.genesis) != (new.origin, new.genesis):
         raise ProofError("the checkpoints belong to different logs")
-    if not merkle.verify_consistency(old.size, new.size, old.root, new.root,
-                                     _unb64(bundle.get("proof"))):
+    proof = _unb64(bundle.get("proof"))
+    empty = old.size == 0 and not proof and old.root == merkle.root([])
+    if not empty and not merkle.verify_consistency(old.size, new.size, old.root, new.root,
+                                                   proof):
         raise ProofError(f"the log at size {new.size} does not extend the one at "
                          f"size {old.size}")
     return (f"{new.origin} at size {new.size} ({new.time}) extends size {old.size} "

@@ -46,6 +46,7 @@ RECORD_KEYS: frozenset[str] = frozenset(AuditEvent._fields) | frozenset(CHAIN_FI
 _NEXT_KEY = min(k for k in RECORD_KEYS if k > "hash")
 _INSERT_AT = b',"' + _NEXT_KEY.encode() + b'":'
 HASH_MEMBER = b',"hash":"'
+INSERT_AT = _INSERT_AT  # the member that follows the hash in the writer's records
 HEX_LEN = 64
 
 
@@ -209,3 +210,4 @@ def line_leaf(line: bytes) -> tuple[bytes, bytes] | None:
         return None
     stored, body = parts
     return stored, hashlib.sha256(b"\x00" + body).digest()
+

@@ -6,7 +6,13 @@ not tampering: a torn tail (a record cut short by a crash, never signed, the cha
 continued after it) is reported but does not fail verification, and an unsigned
 tail (records after the last signed checkpoint) makes the result "incomplete".
 
-Exit codes: 0 valid, 1 INVALID (or nothing to verify), 3 incomplete (unsigned tail).
+Exit codes, one meaning each (docs/auditors.md says what each proves):
+    0  VALID: every record verified and covered by a checkpoint a given key signed
+    1  INVALID: damage found (or nothing to verify)
+    3  INCOMPLETE: no damage; records after the last verified checkpoint (a running
+       log's unsigned tail), and at least one verified checkpoint per chain
+    4  UNSIGNED: no damage found, but some chain has no checkpoint signed by a given
+       key at all: nothing in it is proven (a deleted checkpoints file, a fabricated log)
 """
 
 from __future__ import annotations
@@ -25,15 +31,17 @@ class Kind(enum.StrEnum):
     FORKED = "forked"
     UNKNOWN_KEY = "unknown key"
     BAD_SIGNATURE = "bad signature"
+    STALE_CHECKPOINT = "stale checkpoint"
     UNSIGNED_TAIL = "unsigned tail"
+    NO_CHECKPOINT = "no signed checkpoint"
     TORN_TAIL = "torn tail"
 
     @property
     def is_tampering(self) -> bool:
-        return self not in (Kind.UNSIGNED_TAIL, Kind.TORN_TAIL)
+        return self not in (Kind.UNSIGNED_TAIL, Kind.NO_CHECKPOINT, Kind.TORN_TAIL)
 
 
-EXIT_VALID, EXIT_INVALID, EXIT_INCOMPLETE = 0, 1, 3
+EXIT_VALID, EXIT_INVALID, EXIT_INCOMPLETE, EXIT_UNSIGNED = 0, 1, 3, 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +112,8 @@ class ChainReport:
     def status(self) -> str:
         if self.first_tampering is not None:
             return "invalid"
+        if any(f.kind is Kind.NO_CHECKPOINT for f in self.findings):
+            return "unsigned"
         if any(f.kind is Kind.UNSIGNED_TAIL for f in self.findings):
             return "incomplete"
         return "valid"
@@ -127,7 +137,7 @@ class Report:
         if self.problems or not self.chains:
             return "invalid"
         statuses = {c.status for c in self.chains}
-        for status in ("invalid", "incomplete"):
+        for status in ("invalid", "unsigned", "incomplete"):
             if status in statuses:
                 return status
         return "valid"
@@ -138,8 +148,8 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        return {"valid": EXIT_VALID, "incomplete": EXIT_INCOMPLETE}.get(self.status,
-                                                                        EXIT_INVALID)
+        return {"valid": EXIT_VALID, "incomplete": EXIT_INCOMPLETE,
+                "unsigned": EXIT_UNSIGNED}.get(self.status, EXIT_INVALID)
 
     def summary(self) -> str:
         records = sum(c.records for c in self.chains)
@@ -148,8 +158,9 @@ class Report:
                 f"{records} record(s)")
         notes = [f"w{c.worker}: {f.headline()}" for c in self.chains
                  if (f := c.first_tampering) is not None]
-        notes += [f"w{c.worker}: {f.headline()}" for c in self.chains for f in c.findings
-                  if f.kind is Kind.UNSIGNED_TAIL]
+        if self.status != "invalid":  # damage first; an unsigned tail then says nothing
+            notes += [f"w{c.worker}: {f.headline()}" for c in self.chains for f in c.findings
+                      if f.kind in (Kind.UNSIGNED_TAIL, Kind.NO_CHECKPOINT)]
         notes += list(self.problems)
         return head + (f"; {'; '.join(notes)}" if notes else "")
 

@@ -5,6 +5,8 @@ Layout of an audit directory (each worker process has its own chain):
     w<N>-<000001>.jsonl        segments of worker N's chain, one record per line
     w<N>-checkpoints.jsonl     worker N's signed checkpoints, one JSON object a line
     w<N>.lock                  held (flock) by the live writer of worker N
+    w<N>.seal                  the writer's signed word on its last write (recovery.py)
+    quarantine/                what a restart set aside, never deleted (recovery.py)
 
 Takes a directory; returns file lists and lines. Reading trusts nothing: a last
 line without its newline is returned apart as a torn fragment (a write cut short by
@@ -29,6 +31,10 @@ def segment_name(worker: int, number: int) -> str:
 
 def checkpoints_name(worker: int) -> str:
     return f"w{worker}-checkpoints.jsonl"
+
+
+def seal_name(worker: int) -> str:
+    return f"w{worker}.seal"
 
 
 def lock_name(worker: int) -> str:

@@ -104,28 +104,43 @@ def records(directory: str | Path, filters: Filters,
 
 COLUMNS = (("time", 24), ("w:seq", 9), ("decision", 8), ("status", 6), ("reason", 24),
            ("method", 7), ("host/path", 40), ("source", 40), ("user", 24),
-           ("service", 14), ("verified", 8))
+           ("service", 14), ("verified", 8), ("policy reasons", 0))
+
+
+def _status(r: Mapping[str, Any]) -> str:
+    """No HTTP status exists for a refused handshake or a recovery: say so, never 0."""
+    kind, status = r.get("kind"), r.get("status")
+    if kind == "tls_rejected":
+        return "tls"
+    if kind == "recovery" or status in (None, 0):
+        return "-"
+    return str(status)
+
+
+def _reasons(r: Mapping[str, Any]) -> str:
+    items = r.get("set_aside") if r.get("kind") == "recovery" else r.get("policy_reasons")
+    return "; ".join(str(x) for x in items) if isinstance(items, list) else ""
 
 
 def _cells(item: Shown) -> list[str]:
     r = item.record or {}
     if item.record is None:
-        return ["(unreadable line)", f"{item.worker}:{item.position}"] + [""] * 8 + ["no"]
+        return ["(unreadable line)", f"{item.worker}:{item.position}"] + [""] * 8 + ["no", ""]
     return [str(r.get("time", "")), f"{item.worker}:{r.get('seq', '?')}",
-            str(r.get("decision", "")), str(r.get("status", "")), str(r.get("reason", "")),
+            str(r.get("decision") or r.get("kind") or ""), _status(r),
+            str(r.get("reason", "")),
             str(r.get("method") or ""), f"{r.get('host') or ''}{r.get('path') or ''}",
             str(r.get("source_spiffe_id") or r.get("source_address") or ""),
             str(r.get("user_subject") or ""), str(r.get("destination_service") or ""),
-            "yes" if item.verified else "no"]
+            "yes" if item.verified else "no", _reasons(r)]
 
 
 def table_row(item: Shown | None) -> str:
-    """One table line (the header when `item` is None); long cells are cut with '~'."""
+    """One table line (the header when `item` is None). Nothing is cut: a cell longer
+    than its column (a long SPIFFE ID) widens the line instead; the policy's reasons
+    come last. Characters that are not printable are shown as '?'."""
     cells = [name for name, _ in COLUMNS] if item is None else _cells(item)
-    out = []
-    for text, (_, width) in zip(cells, COLUMNS, strict=True):
-        text = "".join(c if c.isprintable() else "?" for c in text)
-        out.append(text if len(text) <= width else text[:width - 1] + "~")
+    out = ["".join(c if c.isprintable() else "?" for c in text) for text in cells]
     return "  ".join(cell.ljust(width) for cell, (_, width) in zip(out, COLUMNS,
                                                                    strict=True)).rstrip()
 

@@ -66,7 +66,7 @@ class _Chain:
 
 
 def _read(files: ChainFiles, genesis: str | None, sizes: Iterable[int],
-          workers: int | None) -> _Chain:
+          workers: int | None, full_from: int = 0) -> _Chain:
     """One pass over the chain's segments, chunk by chunk: count the records, walk
     them (walk.walk_chunk) until the first bad one, and take the roots on the way.
     A large chain is walked by several processes first (fanout.py); when that cannot
@@ -77,13 +77,14 @@ def _read(files: ChainFiles, genesis: str | None, sizes: Iterable[int],
     if processes > 1:
         roots = merkle.RootsAt(sizes)
         roots.add([])  # size 0
-        pieces = fanout.walk_parallel(files.segments, genesis, processes, roots.add)
+        pieces = fanout.walk_parallel(files.segments, genesis, processes, roots.add,
+                                      full_from=full_from)
         if pieces is not None:
             return _from_pieces(files, pieces, roots)
     counts: list[int] = []
     starts: list[int] = []
     torn: list[bytes] = []
-    state = start(genesis)
+    state = start(genesis, full_from=full_from)
     roots = merkle.RootsAt(sizes)
     roots.add([])  # size 0
     n = 0
@@ -129,6 +130,7 @@ def _checkpoints(files: ChainFiles, keys: tuple[PublicKey, ...]
     if path is None:
         return good, bad
     found = read_lines(path)
+    last: Checkpoint | None = None
     for number, raw in enumerate(found.lines, 1):
         try:
             signed = parse_signed_checkpoint(json.loads(raw)["note"])
@@ -139,7 +141,13 @@ def _checkpoints(files: ChainFiles, keys: tuple[PublicKey, ...]
         status, key = verify_note(signed.note, keys)
         cp = signed.checkpoint
         if status is SignatureCheck.VALID and key is not None:
+            stale = _stale(last, cp)
+            if stale:
+                bad.append((Kind.STALE_CHECKPOINT, None, f"checkpoint line {number}: {stale}",
+                            False))
+                continue
             good.append((cp, key.name))
+            last = cp
             continue
         names = ", ".join(s.name for s in signed.note.signatures)
         detail = (f"checkpoint of size {cp.size} is signed by {names}, not a given key"
@@ -152,6 +160,22 @@ def _checkpoints(files: ChainFiles, keys: tuple[PublicKey, ...]
     return good, bad
 
 
+def _stale(last: Checkpoint | None, cp: Checkpoint) -> str:
+    """Why `cp` cannot follow `last` in the checkpoints file ("" when it can). Sizes
+    grow in file order; an equal size is a heartbeat: the same tree, signed at another
+    time (the writer never signs the same text twice)."""
+    if last is None:
+        return ""
+    if cp.size < last.size:
+        return (f"size {cp.size} after a checkpoint of size {last.size}: an old checkpoint "
+                "appended again (stale)")
+    if cp.size == last.size and (cp.root != last.root or cp.head != last.head):
+        return f"size {cp.size} signed twice with different roots"
+    if cp.size == last.size and cp.text() == last.text():
+        return f"size {cp.size} repeated word for word (a copied line)"
+    return ""
+
+
 def verify_chain(files: ChainFiles, keys: tuple[PublicKey, ...],
                  trusted: Checkpoint | None = None, *, workers: int | None = None
                  ) -> ChainReport:
@@ -161,7 +185,10 @@ def verify_chain(files: ChainFiles, keys: tuple[PublicKey, ...],
     origin = min(origins) if origins else ""
     genesis = min(geneses) if len(geneses) == 1 else None
     sizes = [cp.size for cp, _ in cps] + ([trusted.size] if trusted is not None else [])
-    chain = _read(files, genesis, sizes, workers)
+    # Records a signed root covers are the writer's bytes: their canonical form is
+    # proven by the root (walk.walk_chunk); the rest is re-encoded whole.
+    chain = _read(files, genesis, sizes, workers,
+                  full_from=max((cp.size for cp, _ in cps), default=0))
     n, good = chain.n, chain.good
     findings: list[Finding] = []
     for kind, seq, detail, placed in bad:
@@ -199,11 +226,15 @@ def verify_chain(files: ChainFiles, keys: tuple[PublicKey, ...],
     if trusted is not None:
         findings.extend(_against_trusted(chain, trusted, origin, genesis, good,
                                          walk_damage, roots))
-    if signed < n:
+    if not cps:
+        findings.append(Finding(Kind.NO_CHECKPOINT, 0 if n else None, chain.segment_at(0),
+                                f"no checkpoint signed by a given key: none of the {n} "
+                                "record(s) is proven"))
+    elif signed < n:
         findings.append(Finding(Kind.UNSIGNED_TAIL, signed, chain.segment_at(signed),
                                 f"records {signed}..{n - 1} are not covered by a "
                                 "signed checkpoint"))
-    segments = _segments(chain, findings, signed, walk_damage)
+    segments = _segments(chain, findings, signed, walk_damage, bool(cps))
     keys_used = tuple(sorted({name for _, name in cps}))
     return ChainReport(files.worker, origin, n, signed, len(cps), keys_used, segments,
                        tuple(findings))
@@ -228,7 +259,8 @@ def _against_trusted(chain: _Chain, trusted: Checkpoint, origin: str, genesis: s
 
 
 def _segments(chain: _Chain, findings: list[Finding], signed: int,
-              walk_damage: int | None) -> tuple[SegmentReport, ...]:
+              walk_damage: int | None, chain_signed: bool = True
+              ) -> tuple[SegmentReport, ...]:
     out: list[SegmentReport] = []
     n = chain.n
     for index, path in enumerate(chain.files.segments):
@@ -246,6 +278,11 @@ def _segments(chain: _Chain, findings: list[Finding], signed: int,
             status, finding = "invalid", first
         elif walk_damage is not None and start > walk_damage:
             status, finding = "unverified", None
+        elif end > signed and not chain_signed:
+            status = "unsigned"
+            finding = Finding(Kind.NO_CHECKPOINT, start, path.name,
+                              f"records {start}..{end - 1}: no checkpoint signed by a "
+                              "given key")
         elif end > signed:
             status = "unsigned"
             finding = Finding(Kind.UNSIGNED_TAIL, max(start, signed), path.name,

@@ -14,7 +14,9 @@ checks `,"seq":<n>,` and
 only be members, never inside a value. The slow walk parses every record and tells
 the kinds apart:
 
-    modified   the record does not match its hash, is no record, or does not chain
+    modified   the record does not match its hash, is not canonical JSON (re-encoded
+               with the canonical encoder it gives other bytes: a member moved, a
+               duplicate key, 0.0, -0, whitespace), is no record, or does not chain
                to the one before (a record replaced by a self-consistent one)
     removed    a seq is missing and appears nowhere
     inserted   a second record claims a seq (the one nothing chains to is the extra),
@@ -30,7 +32,8 @@ from binascii import b2a_hex
 from collections import Counter
 from dataclasses import dataclass
 
-from .record import HASH_MEMBER, line_leaf
+from .canonical import is_canonical_line
+from .record import HASH_MEMBER, INSERT_AT, line_leaf
 from .report import Kind
 
 _H = len(HASH_MEMBER)
@@ -47,10 +50,12 @@ class WalkState:
     prev: bytes | None
     leaves: list[bytes]
     ok: bool = True
+    full_from: int = 0  # records from this seq on are re-encoded whole (see walk_chunk)
 
 
-def start(genesis: str | None, pos: int = 0) -> WalkState:
-    return WalkState(pos, None if genesis is None else genesis.encode() + b'"', [])
+def start(genesis: str | None, pos: int = 0, full_from: int = 0) -> WalkState:
+    return WalkState(pos, None if genesis is None else genesis.encode() + b'"', [],
+                     full_from=full_from)
 
 
 def walk_chunk(state: WalkState, data: bytes, begin: int = 0, stop: int | None = None
@@ -60,10 +65,23 @@ def walk_chunk(state: WalkState, data: bytes, begin: int = 0, stop: int | None =
     stays there.
 
     Line for line the same test as `fast_walk` on the split lines, on the buffer:
-    slicing only what is hashed keeps the per-record cost at a dozen C calls."""
+    slicing only what is hashed keeps the per-record cost at a dozen C calls.
+
+    Canonical form. Every record from `state.full_from` on (verify sets it to the
+    largest size a given key signed: the unsigned tail) is parsed and re-encoded
+    (canonical.is_canonical_line). A record below it is covered by a signed root, so
+    its hashed bytes are the writer's own (else the root does not match and verify
+    says INVALID), and the writer writes only canonical JSON (tests/audit/
+    test_verify_strictness.py holds it to that). The one thing the hash does not
+    cover is where the hash member stands: it is checked for every record, cheaply:
+    followed by the member the writer puts after it (record.INSERT_AT, the smallest
+    record key above "hash": a body with sorted unique keys has it once), or else the
+    member before it has a key below "hash" and the member after it one above (the
+    writer's bodies have sorted keys and no raw `":` inside a value)."""
     if not state.ok:
         return
     find, startswith, copy, keep = data.find, data.startswith, _LEAF.copy, state.leaves.append
+    canonical, rfind, full_from = is_canonical_line, data.rfind, state.full_from
     pos, prev = state.pos, state.prev
     s, stop = begin, len(data) if stop is None else stop
     while s < stop:
@@ -84,6 +102,13 @@ def walk_chunk(state: WalkState, data: bytes, begin: int = 0, stop: int | None =
         if p < 0 or (prev is not None and not startswith(prev, p + 9)):
             break
         if find(b',"seq":%d,' % pos, p, e) < 0:
+            break
+        if not startswith(INSERT_AT, end + 1):  # not where the writer puts it: look closer
+            c = rfind(b'":', s, at)  # the keys of the members before and after the hash
+            if not data[rfind(b'"', s, c) + 1:c] < b"hash" < data[end + 3:find(b'":', end, e)] \
+                    or data[end + 1:end + 3] != b',"':
+                break
+        if pos >= full_from and not canonical(data[s:e]):  # re-encoded: the same bytes
             break
         keep(digest)
         prev = quoted
@@ -109,6 +134,7 @@ class _Rec:
     seq: int = -1
     prev: str = ""
     hash: str = ""
+    canonical: bool = True
 
 
 def _parse(line: bytes) -> _Rec:
@@ -122,6 +148,8 @@ def _parse(line: bytes) -> _Rec:
     seq, prev, stored = obj.get("seq"), obj.get("prev"), obj.get("hash")
     if type(seq) is not int or not isinstance(prev, str) or not isinstance(stored, str):
         return _Rec(False)
+    if not is_canonical_line(line):
+        return _Rec(False, seq, prev, stored, canonical=False)
     ok = parts[0].decode("ascii", "replace") == stored == parts[1].hex()
     return _Rec(ok, seq, prev, stored)
 
@@ -135,6 +163,9 @@ def slow_walk(lines: list[bytes], genesis: str | None,
     last = max(counts, default=-1)
     prev = genesis
     for pos, r in enumerate(recs):
+        if not r.ok and not r.canonical:
+            return (Kind.MODIFIED, pos, "the record is not in canonical form (RFC 8785: "
+                    "members sorted, no duplicate, no whitespace, no float)")
         if not r.ok:
             return Kind.MODIFIED, pos, "the record does not match its hash, or is no record"
         dup = counts[r.seq] > 1

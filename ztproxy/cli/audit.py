@@ -3,19 +3,21 @@
     keygen --out DIR                     Ed25519 key pair (private key mode 0600)
     verify DIR --key PUB [--key PUB ...] [--trusted-checkpoint FILE] [--json]
     show DIR [--key PUB ...] [filters] [--json]
-    checkpoint DIR [--worker N] [--key PUB ...]     the latest signed checkpoint, to keep
+    checkpoint DIR --key PUB [--worker N]           the largest signed checkpoint, to keep
     proof DIR --seq N [--worker N] [--key PUB ...]   inclusion proof (JSON)
     proof DIR --consistency --trusted-checkpoint FILE [--key PUB ...]
     verify-proof FILE --key PUB [--key PUB ...]
 
 Exit status: 0 valid; 1 invalid or failed; 2 usage; 3 (verify) no damage found but
-records after the last signed checkpoint (an unsigned tail).
+records after the last signed checkpoint (an unsigned tail); 4 (verify) no damage
+found but some chain has no checkpoint signed by a given key at all.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,8 @@ def _fail(message: str) -> int:
 
 
 def _keys(paths: list[str] | None) -> tuple[audit_keys.PublicKey, ...]:
-    return tuple(audit_keys.load_public_key(p) for p in paths or ())
+    """The keys given, each once (Go's verifier list calls a key given twice ambiguous)."""
+    return tuple(dict.fromkeys(audit_keys.load_public_key(p) for p in paths or ()))
 
 
 def read_checkpoint_file(path: str) -> SignedCheckpoint:
@@ -136,11 +139,24 @@ def cmd_verify_proof(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reader_gone() -> int:
+    """stdout's reader went away (`... | head`): stop quietly, as a pipe's writer should.
+    stdout is pointed at /dev/null so the interpreter's last flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 0
+
+
 def _guarded(func: Any) -> Any:
     """Turn the errors an auditor can cause (bad paths, bad files) into exit 1."""
     def run(args: argparse.Namespace) -> int:
         try:
-            return int(func(args))
+            code = int(func(args))
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:
+            return _reader_gone()
         except (OSError, ValueError, KeyError, NoteError) as exc:
             return _fail(str(exc))
     return run
@@ -156,52 +172,66 @@ def _time(text: str) -> Any:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("audit", help="read, verify and prove the audit log")
     sub = parser.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    key_help = "public key (PEM, or a file holding one signed-note vkey); repeat for rotated keys"
 
     p = sub.add_parser("keygen", help="write an Ed25519 signing key pair")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="directory for audit-private.pem (mode 0600) and audit-public.pem")
     p.add_argument("--force", action="store_true", help="replace an existing key")
     p.set_defaults(func=_guarded(cmd_keygen))
 
-    p = sub.add_parser("verify", help="prove offline that the log is whole")
-    p.add_argument("dir", metavar="DIR")
-    p.add_argument("--key", action="append", required=True, metavar="PUB",
-                   help="public key (PEM); repeat for rotated keys")
+    p = sub.add_parser(
+        "verify", help="prove offline that the log is whole",
+        description="Exit status: 0 valid and fully signed; 1 INVALID; 3 valid but records "
+                    "after the last verified checkpoint (unsigned tail); 4 no damage found "
+                    "but a chain has no checkpoint signed by a given key (nothing proven).")
+    p.add_argument("dir", metavar="DIR", help="the audit directory")
+    p.add_argument("--key", action="append", required=True, metavar="PUB", help=key_help)
     p.add_argument("--trusted-checkpoint", metavar="FILE",
                    help="a checkpoint kept earlier: detects rollback below it")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
     p.set_defaults(func=_guarded(cmd_verify))
 
     p = sub.add_parser("show", help="list records, filtered")
-    p.add_argument("dir", metavar="DIR")
-    p.add_argument("--key", action="append", metavar="PUB", help="verify before showing")
-    p.add_argument("--since", type=_time, metavar="TIME")
-    p.add_argument("--until", type=_time, metavar="TIME")
-    p.add_argument("--decision", choices=("allow", "deny"))
-    for name in ("reason", "user", "source", "service", "request-id"):
-        p.add_argument(f"--{name}")
-    p.add_argument("--worker", type=int)
-    p.add_argument("--limit", type=int)
+    p.add_argument("dir", metavar="DIR", help="the audit directory")
+    p.add_argument("--key", action="append", metavar="PUB",
+                   help=f"verify before showing (marks records verified); {key_help}")
+    p.add_argument("--since", type=_time, metavar="TIME", help="records at or after (RFC 3339)")
+    p.add_argument("--until", type=_time, metavar="TIME", help="records at or before (RFC 3339)")
+    p.add_argument("--decision", choices=("allow", "deny"), help="only this decision")
+    p.add_argument("--reason", help="only this reason code (e.g. policy_denied)")
+    p.add_argument("--user", help="only this user subject")
+    p.add_argument("--source", help="only this SPIFFE ID, source address or cert SHA-256")
+    p.add_argument("--service", help="only this destination service")
+    p.add_argument("--request-id", help="only this request id")
+    p.add_argument("--worker", type=int, help="only this worker's chain")
+    p.add_argument("--limit", type=int, help="show at most this many records")
     p.add_argument("--json", action="store_true", help="JSON Lines")
     p.set_defaults(func=_guarded(cmd_show))
 
-    p = sub.add_parser("checkpoint", help="print the latest signed checkpoint")
-    p.add_argument("dir", metavar="DIR")
-    p.add_argument("--worker", type=int, default=0)
-    p.add_argument("--key", action="append", metavar="PUB")
-    p.add_argument("--out", metavar="FILE")
+    p = sub.add_parser("checkpoint",
+                       help="print the largest signed checkpoint, to keep (see docs/auditors.md)")
+    p.add_argument("dir", metavar="DIR", help="the audit directory")
+    p.add_argument("--worker", type=int, default=0, help="the worker's chain (default 0)")
+    p.add_argument("--key", action="append", required=True, metavar="PUB",
+                   help=f"only checkpoints this key signed; {key_help}")
+    p.add_argument("--out", metavar="FILE", help="write it here instead of stdout")
     p.set_defaults(func=_guarded(cmd_checkpoint))
 
     p = sub.add_parser("proof", help="inclusion proof of one record (or consistency)")
-    p.add_argument("dir", metavar="DIR")
-    p.add_argument("--seq", type=int)
-    p.add_argument("--worker", type=int, default=0)
-    p.add_argument("--consistency", action="store_true")
-    p.add_argument("--trusted-checkpoint", metavar="FILE")
-    p.add_argument("--key", action="append", metavar="PUB")
-    p.add_argument("--out", metavar="FILE")
+    p.add_argument("dir", metavar="DIR", help="the audit directory")
+    p.add_argument("--seq", type=int, help="the record to prove (inclusion proof)")
+    p.add_argument("--worker", type=int, default=0, help="the worker's chain (default 0)")
+    p.add_argument("--consistency", action="store_true",
+                   help="prove the log extends --trusted-checkpoint instead")
+    p.add_argument("--trusted-checkpoint", metavar="FILE",
+                   help="the older checkpoint for --consistency")
+    p.add_argument("--key", action="append", metavar="PUB",
+                   help=f"only use checkpoints this key signed; {key_help}")
+    p.add_argument("--out", metavar="FILE", help="write the proof here instead of stdout")
     p.set_defaults(func=_guarded(cmd_proof))
 
     p = sub.add_parser("verify-proof", help="check a proof with only the public key")
-    p.add_argument("proof", metavar="FILE")
-    p.add_argument("--key", action="append", required=True, metavar="PUB")
+    p.add_argument("proof", metavar="FILE", help="a proof made by `audit proof`")
+    p.add_argument("--key", action="append", required=True, metavar="PUB", help=key_help)
     p.set_defaults(func=_guarded(cmd_verify_proof))

@@ -96,6 +96,12 @@ def register(subparsers: Any) -> None:
     mint.set_defaults(func=run_mint)
 
 
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    return (exc.strerror or "cannot be read").lower()
+
+
 def run_mint(args: argparse.Namespace) -> int:
     if args.kind == "device" and args.bind_cert is None and not args.unbound:
         print(
@@ -105,7 +111,10 @@ def run_mint(args: argparse.Namespace) -> int:
         return 2
     try:
         key = load_private_key(args.key)
-    except (OSError, ValueError, TypeError):
+    except OSError as exc:
+        print(f"ztproxy token mint: {args.key}: {_reason(exc)}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError):
         # The loader's message is not echoed: it could describe key contents.
         print(
             f"ztproxy token mint: cannot load an unencrypted PEM private key from {args.key}",
@@ -116,7 +125,10 @@ def run_mint(args: argparse.Namespace) -> int:
     if args.bind_cert is not None:
         try:
             cert = x509.load_pem_x509_certificate(args.bind_cert.read_bytes())
-        except (OSError, ValueError):
+        except OSError as exc:
+            print(f"ztproxy token mint: {args.bind_cert}: {_reason(exc)}", file=sys.stderr)
+            return 1
+        except ValueError:
             print(
                 f"ztproxy token mint: cannot load a PEM certificate from {args.bind_cert}",
                 file=sys.stderr,

@@ -19,6 +19,10 @@ key; it is checked here so that `check-config` catches a wrong file before servi
       flush_interval_ms: 50             # the writer writes at most this often
       fsync: checkpoint                 # checkpoint | always | never
       on_failure: deny                  # deny (503 until writable) | allow (logs loudly)
+      previous_keys: []                 # public keys of rotated-out signing keys
+
+`ztproxy run --accept-recovery` sets `accept_recovery` for one start (see
+docs/auditors.md, "Recovery").
 """
 
 from __future__ import annotations
@@ -65,6 +69,11 @@ class AuditConfig:
     flush_interval_ms: float = 50.0
     fsync: FsyncMode = "checkpoint"
     on_failure: FailureMode = "deny"
+    # Not a config key: set by `ztproxy run --accept-recovery` for one start (audited).
+    accept_recovery: bool = False
+    # Public keys (PEM or vkey files) that signed this directory's checkpoints before a
+    # key rotation: a restart continues a chain whose last checkpoint one of them signed.
+    previous_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problem = origin_problem(self.origin)
@@ -120,6 +129,7 @@ def parse_audit(node: Node) -> AuditConfig:
     flush_ms = node.number("flush_interval_ms", 50.0, min=0, max=1000)
     fsync = node.choice("fsync", FSYNC_MODES, "checkpoint")
     on_failure = node.choice("on_failure", FAILURE_MODES, "deny")
+    previous = _previous_keys(node)
     node.finish()
     return AuditConfig(
         dir=str(directory),
@@ -134,4 +144,18 @@ def parse_audit(node: Node) -> AuditConfig:
         flush_interval_ms=float(flush_ms),
         fsync=cast(FsyncMode, fsync),
         on_failure=cast(FailureMode, on_failure),
+        previous_keys=previous,
     )
+
+
+def _previous_keys(node: Node) -> tuple[str, ...]:
+    """Paths of rotated-out public keys (checked to exist here; parsed at start)."""
+    out: list[str] = []
+    for i, value in enumerate(node.str_list("previous_keys")):
+        path = value if os.path.isabs(value) else os.path.normpath(
+            os.path.join(node.base_dir, value))
+        if not os.path.isfile(path):
+            node.error(f"file not found: {value}", f"previous_keys[{i}]")
+            continue
+        out.append(path)
+    return tuple(out)

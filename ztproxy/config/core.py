@@ -32,6 +32,37 @@ DEFAULT_ASSERTED_HEADERS = (
     "x-request-id",
 )
 
+# Headers that upstreams commonly trust, stripped from every request by default (in
+# every case and "_"/"-" spelling) unless a route passes one through by name
+# (`routes[].pass_headers`): client-certificate headers set by TLS terminators, URL and
+# method overrides, and identity headers set by authenticating front ends.
+DEFAULT_STRIPPED_HEADERS = (
+    # client certificate (nginx, Apache mod_ssl, HAProxy, IIS ARR, Envoy, Traefik)
+    "x-ssl-client-cert", "x-client-cert", "ssl-client-cert", "ssl-client-subject-dn",
+    "ssl-client-issuer-dn", "ssl-client-verify", "x-ssl-client-s-dn", "x-ssl-client-i-dn",
+    "x-ssl-client-verify", "x-ssl-client-dn", "x-ssl-cert", "x-arr-clientcert",
+    "x-forwarded-tls-client-cert", "x-forwarded-tls-client-cert-info", "x-client-verify",
+    "x-client-dn", "x-client-cert-dn", "x-amzn-mtls-clientcert",
+    # URL and method overrides
+    "x-original-url", "x-rewrite-url", "x-forwarded-uri", "x-forwarded-prefix",
+    "x-forwarded-path", "x-original-uri", "x-forwarded-port", "x-forwarded-server",
+    "x-http-method-override", "x-method-override", "x-http-method", "x-original-method",
+    "x-forwarded-method",
+    # identity asserted by an authenticating front end
+    "x-forwarded-user", "x-forwarded-email", "x-forwarded-groups",
+    "x-forwarded-preferred-username", "x-forwarded-access-token", "x-auth-request-user",
+    "x-auth-request-email", "x-auth-request-groups", "x-auth-request-preferred-username",
+    "x-auth-request-access-token", "x-remote-user", "remote-user", "x-remote-group",
+    "x-authenticated-user", "x-authenticated-userid", "x-webauth-user", "x-ms-client-principal",
+    "x-ms-client-principal-id", "x-ms-client-principal-name", "x-goog-authenticated-user-email",
+    "x-goog-authenticated-user-id", "x-amzn-oidc-data", "x-amzn-oidc-identity",
+    "x-amzn-oidc-accesstoken",
+)
+# ... and every header whose normalized name starts with one of these.
+DEFAULT_STRIPPED_PREFIXES = ("x-ssl-client-", "x-client-cert-", "ssl-client-",
+                             "x-auth-request-", "x-forwarded-client-cert-", "x-remote-user-",
+                             "x-ms-client-principal-", "x-amzn-oidc-")
+
 
 @dataclass(frozen=True, slots=True)
 class ListenerConfig:
@@ -60,6 +91,11 @@ class LimitsConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     max_line_bytes: int = 8190
     max_concurrent_requests: int = 1024
+    # share of max_concurrent_requests one caller (SPIFFE ID) may hold at once
+    max_concurrent_per_caller: int = 256
+    # connections from one source address still reading their request headers
+    max_header_phase_per_source: int = 64
+    max_chunk_extension_bytes: int = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +104,9 @@ class TimeoutsConfig:
     upstream_read_seconds: float = 30.0
     keepalive_seconds: float = 75.0
     shutdown_drain_seconds: float = 15.0
+    request_header_seconds: float = 10.0  # from the first byte to the end of the headers
+    body_idle_seconds: float = 10.0  # longest pause between two pieces of a request body
+    body_total_seconds: float = 120.0  # longest time to receive a whole request body
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +122,8 @@ class HeadersConfig:
     user_subject: str = "x-user-subject"
     user_issuer: str = "x-user-issuer"
     device_id: str = "x-device-id"
-    strip: tuple[str, ...] = DEFAULT_ASSERTED_HEADERS
+    strip: tuple[str, ...] = DEFAULT_ASSERTED_HEADERS + DEFAULT_STRIPPED_HEADERS
+    strip_prefixes: tuple[str, ...] = DEFAULT_STRIPPED_PREFIXES
 
     def asserted(self) -> tuple[str, ...]:
         return (self.spiffe_id, self.cert_sha256, self.xfcc, self.forwarded_for,
@@ -190,6 +230,10 @@ def _parse_url(node: Node, key: str) -> str:
         node.error("not an http(s) URL", key)
     elif parts.query or parts.fragment or parts.username:
         node.error("must not carry a query, fragment or credentials", key)
+    elif parts.path not in ("", "/"):
+        # the request path is appended as is: a prefix here would send the upstream
+        # "/prefix/api/..." while the policy decided on "/api/..."
+        node.error("must not carry a path (scheme://host[:port] only)", key)
     return url.rstrip("/")
 
 
@@ -235,6 +279,8 @@ def parse_routes(root: Node) -> tuple[Route, ...]:
             upstream_cert_file=node.path_value("upstream_cert_file"),
             upstream_key_file=node.path_value("upstream_key_file"),
             websocket=node.bool("websocket", True),
+            pass_headers=_pass_headers(node),
+            max_concurrent=node.int("max_concurrent", 0, min=0),
         ))
         if bool(routes[-1].upstream_cert_file) != bool(routes[-1].upstream_key_file):
             node.error("upstream_cert_file and upstream_key_file go together", "upstream_key_file")
@@ -244,7 +290,38 @@ def parse_routes(root: Node) -> tuple[Route, ...]:
     return tuple(routes)
 
 
+_PROXY_SET = frozenset(DEFAULT_ASSERTED_HEADERS) | {"host"}
+
+
+def _pass_headers(node: Node) -> frozenset[str]:
+    names = node.str_list("pass_headers", ())
+    out: set[str] = set()
+    for i, name in enumerate(names):
+        norm = name.strip().lower().replace("_", "-")
+        if not norm or not all(c.isascii() and (c.isalnum() or c == "-") for c in norm):
+            node.error("must be a header name", f"pass_headers[{i}]")
+        elif norm in _PROXY_SET:
+            node.error(f"{norm!r} is set by the proxy and cannot be passed through",
+                       f"pass_headers[{i}]")
+        else:
+            out.add(norm)
+    return frozenset(out)
+
+
+def c_parser_in_use() -> bool:
+    """Is aiohttp's server using its C HTTP parser (llhttp)? The pure-Python one (under
+    AIOHTTP_NO_EXTENSIONS=1, or without the compiled extension) accepted `get` as
+    `GET` and forwarded a chunk size of `ffffffffffffffff1`."""
+    from aiohttp import http_parser  # the class aiohttp's web_protocol imports from here
+
+    return getattr(http_parser.HttpRequestParser, "__module__", "") == "aiohttp._http_parser"
+
+
 def parse_limits(node: Node) -> LimitsConfig:
+    if not c_parser_in_use():
+        node.problems.add("<environment>", "aiohttp's C HTTP parser is not in use "
+                          "(AIOHTTP_NO_EXTENSIONS is set or the extension is missing); "
+                          "ztproxy refuses to run on the pure-Python parser")
     d = LimitsConfig()
     cfg = LimitsConfig(
         max_header_bytes=node.int("max_header_bytes", d.max_header_bytes, min=1024,
@@ -253,6 +330,12 @@ def parse_limits(node: Node) -> LimitsConfig:
         max_line_bytes=node.int("max_line_bytes", d.max_line_bytes, min=256, max=65536),
         max_concurrent_requests=node.int("max_concurrent_requests", d.max_concurrent_requests,
                                          min=1),
+        max_concurrent_per_caller=node.int("max_concurrent_per_caller",
+                                           d.max_concurrent_per_caller, min=1),
+        max_header_phase_per_source=node.int("max_header_phase_per_source",
+                                             d.max_header_phase_per_source, min=1),
+        max_chunk_extension_bytes=node.int("max_chunk_extension_bytes",
+                                           d.max_chunk_extension_bytes, min=0, max=65536),
     )
     node.finish()
     return cfg
@@ -268,6 +351,12 @@ def parse_timeouts(node: Node) -> TimeoutsConfig:
         keepalive_seconds=node.number("keepalive_seconds", d.keepalive_seconds, min=0, max=3600),
         shutdown_drain_seconds=node.number("shutdown_drain_seconds", d.shutdown_drain_seconds,
                                            min=0, max=600),
+        request_header_seconds=node.number("request_header_seconds", d.request_header_seconds,
+                                           min=0.05, max=300),
+        body_idle_seconds=node.number("body_idle_seconds", d.body_idle_seconds, min=0.05,
+                                      max=600),
+        body_total_seconds=node.number("body_total_seconds", d.body_total_seconds, min=0.05,
+                                       max=3600),
     )
     node.finish()
     return cfg
@@ -287,7 +376,8 @@ def parse_headers(node: Node) -> HeadersConfig:
              for key in ("spiffe_id", "cert_sha256", "xfcc", "forwarded_for", "request_id",
                          "user_subject", "user_issuer", "device_id")}
     extra = tuple(h.lower() for h in node.str_list("strip", ()))
-    cfg = HeadersConfig(**names, strip=DEFAULT_ASSERTED_HEADERS + extra)
+    cfg = HeadersConfig(**names, strip=DEFAULT_ASSERTED_HEADERS  # type: ignore[arg-type]
+                        + DEFAULT_STRIPPED_HEADERS + extra)
     node.finish()
     return cfg
 

@@ -36,7 +36,7 @@ from .core import (
 )
 from .identity import IdentityConfig, parse_identity
 from .policy import PolicyConfig, parse_policy
-from .reader import Node, Problems
+from .reader import Node, Problems, read_yaml
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +104,7 @@ def load_config(path: str) -> Config:
     """Read and validate `path`. Raises ConfigError listing every problem."""
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = read_yaml(fh)
     except FileNotFoundError:
         raise ConfigError([f"{path}: config file not found"]) from None
     except OSError as exc:

@@ -64,6 +64,9 @@ def _dirs(node: Node, key: str, default: tuple[str, ...], must_exist: bool) -> t
     return tuple(out)
 
 
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
 def _check_url(node: Node, url: str | None, engine: str) -> str | None:
     if engine != "opa":
         return url
@@ -75,6 +78,10 @@ def _check_url(node: Node, url: str | None, engine: str) -> str | None:
         node.error("must be an http(s) URL such as http://127.0.0.1:8181", "opa_url")
     elif parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
         node.error("must be scheme://host[:port] only (the Data API path is added)", "opa_url")
+    elif parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+        # a decision fetched in the clear can be forged on the way: http for a local
+        # sidecar only, as for jwks_uri
+        node.error("must be an https URL (plain http only for a loopback host)", "opa_url")
     return url
 
 

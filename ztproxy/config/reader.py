@@ -4,14 +4,24 @@ Each config section is parsed by a function `parse_<section>(node: Node) -> Sect
 that reads typed values from a `Node`. A wrong value does not stop the parse: it is
 recorded as "routes[2].upstream: not an http(s) URL" and a default is returned, so
 that one run of `ztproxy check-config` lists every problem at once. `Node.finish()`
-also reports keys that nobody read (typos must not be silently ignored).
+also reports keys that nobody read (typos must not be silently ignored), with the
+closest known key ("did you mean").
+
+`read_yaml` is the YAML reader every config file goes through: a key given twice in
+one mapping is an error naming its key path (plain YAML loaders keep the last one,
+so `user: none` written below `user: required` would silently win).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable, Iterator
-from typing import Any, TypeAlias, TypeVar
+from typing import IO, Any, TypeAlias, TypeVar, overload
+
+import yaml
+
+from ..errors import ConfigError
 
 T = TypeVar("T")
 
@@ -107,8 +117,15 @@ class Node:
             return default
         return raw
 
-    def str(self, key: _Str, default: Any = None, *, required: _Bool = False) -> Any:
-        value = self._typed(key, default, required, (str,), "a string")
+    @overload
+    def str(self, key: _Str, default: _Str, *, required: _Bool = False) -> _Str: ...
+    @overload
+    def str(self, key: _Str, default: None = None, *,
+            required: _Bool = False) -> _Str | None: ...
+
+    def str(self, key: _Str, default: _Str | None = None, *,
+            required: _Bool = False) -> _Str | None:
+        value: _Str | None = self._typed(key, default, required, (str,), "a string")
         if value is not None and isinstance(value, str) and value == "" and required:
             self.error("must not be empty", key)
         return value
@@ -116,9 +133,17 @@ class Node:
     def bool(self, key: _Str, default: _Bool, ) -> _Bool:
         return bool(self._typed(key, default, False, (bool,), "true or false"))
 
-    def int(self, key: _Str, default: Any = None, *, required: _Bool = False,
-            min: _Int | None = None, max: _Int | None = None) -> Any:  # noqa: A002
-        value = self._typed(key, default, required, (int,), "an integer")
+    @overload
+    def int(self, key: _Str, default: _Int, *, required: _Bool = False,
+            min: _Int | None = None, max: _Int | None = None) -> _Int: ...  # noqa: A002
+    @overload
+    def int(self, key: _Str, default: None = None, *, required: _Bool = False,
+            min: _Int | None = None,  # noqa: A002
+            max: _Int | None = None) -> _Int | None: ...  # noqa: A002
+
+    def int(self, key: _Str, default: _Int | None = None, *, required: _Bool = False,
+            min: _Int | None = None, max: _Int | None = None) -> _Int | None:  # noqa: A002
+        value: _Int | None = self._typed(key, default, required, (int,), "an integer")
         if isinstance(value, int) and value is not default:
             if min is not None and value < min:
                 self.error(f"must be at least {min}", key)
@@ -128,9 +153,19 @@ class Node:
                 return default
         return value
 
-    def number(self, key: _Str, default: Any = None, *, required: _Bool = False,
-               min: float | None = None, max: float | None = None) -> Any:  # noqa: A002
-        value = self._typed(key, default, required, (int, float), "a number")
+    @overload
+    def number(self, key: _Str, default: float, *, required: _Bool = False,
+               min: float | None = None,  # noqa: A002
+               max: float | None = None) -> float: ...  # noqa: A002
+    @overload
+    def number(self, key: _Str, default: None = None, *, required: _Bool = False,
+               min: float | None = None,  # noqa: A002
+               max: float | None = None) -> float | None: ...  # noqa: A002
+
+    def number(self, key: _Str, default: float | None = None, *, required: _Bool = False,
+               min: float | None = None,  # noqa: A002
+               max: float | None = None) -> float | None:  # noqa: A002
+        value: float | None = self._typed(key, default, required, (int, float), "a number")
         if isinstance(value, (int, float)) and value is not default:
             if min is not None and value < min:
                 self.error(f"must be at least {min}", key)
@@ -183,8 +218,15 @@ class Node:
         value = self._raw(key)
         return default if value is _MISSING else value
 
+    @overload
     def path_value(self, key: _Str, *, required: _Bool = False, must_exist: _Bool = True,
-                   is_dir: _Bool = False, default: Any = None) -> Any:
+                   is_dir: _Bool = False, default: _Str) -> _Str: ...
+    @overload
+    def path_value(self, key: _Str, *, required: _Bool = False, must_exist: _Bool = True,
+                   is_dir: _Bool = False, default: None = None) -> _Str | None: ...
+
+    def path_value(self, key: _Str, *, required: _Bool = False, must_exist: _Bool = True,
+                   is_dir: _Bool = False, default: _Str | None = None) -> _Str | None:
         """A file or directory path, resolved against the config file's directory.
         Secrets are always given as paths like this, never inline."""
         value = self.str(key, default, required=required)
@@ -214,6 +256,48 @@ class Node:
         """Report keys present in this mapping that no parser read."""
         if not isinstance(self.value, dict):
             return
+        known = sorted(self._read | set(allowed_extra))
         for key in self.value:
             if key not in self._read and key not in allowed_extra:
-                self.error("unknown key", str(key))
+                close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.error(f"unknown key{hint}", str(key))
+
+
+# == the YAML file ============================================================================
+def _duplicates(node: yaml.Node, path: str, out: list[str]) -> None:
+    """Every key given twice in one mapping under `node`, as "key.path: ..." lines."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[object, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = key_node.value
+            child = f"{path}.{key}" if path else str(key)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                out.append(f"{child}: duplicate key (line {line}; first at line "
+                           f"{seen[key]}); give each key once")
+            else:
+                seen[key] = line
+            _duplicates(value_node, child, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _duplicates(item, f"{path}[{i}]", out)
+
+
+def read_yaml(stream: IO[str] | str) -> Any:
+    """Parse one YAML document safely (yaml.safe_load's types). Raises ConfigError
+    listing every duplicate key with its key path; yaml.YAMLError for bad syntax."""
+    loader = yaml.SafeLoader(stream)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        problems: list[str] = []
+        _duplicates(node, "", problems)
+        if problems:
+            raise ConfigError(problems)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()

@@ -8,11 +8,14 @@ and any value that looks like a JWT or a PEM private key, wherever it comes from
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
-from typing import Any
+import threading
+from collections.abc import Iterator, MutableMapping
+from typing import Any, TextIO
 
 import structlog
 
@@ -24,6 +27,30 @@ MASK = "[secure]"
 
 
 _KEY_VERDICTS: dict[str, bool] = {}
+
+
+class LineLogger:
+    """structlog's final logger: each rendered line, newline included, goes to the
+    file in one write() and one flush, under a lock shared by the process's threads
+    (print() writes the text and the newline apart). Across workers the supervisor
+    relays each worker's stream line by line (`server.workers`)."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, file: TextIO | None = None) -> None:
+        self._file = file
+
+    def msg(self, message: str) -> None:
+        file = self._file if self._file is not None else sys.stderr
+        with self._lock:
+            file.write(message + "\n")
+            file.flush()
+
+    log = debug = info = warn = warning = error = err = critical = exception = fatal = msg
+
+
+def _line_logger(*_args: Any) -> LineLogger:
+    return LineLogger()
 
 
 def _secret_key(key: str) -> bool:
@@ -69,6 +96,44 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
+_QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("ztproxy_quiet_logs",
+                                                            default=False)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Drop log events made inside this block (and tasks and threads started from
+    it): a preflight whose failure is raised as one line says it once, not twice."""
+    token = _QUIET.set(True)
+    try:
+        yield
+    finally:
+        _QUIET.reset(token)
+
+
+@contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    """No log output at all inside this block, whatever structlog's configuration (for a
+    command such as check-config, whose answer is its own output). The configuration
+    is put back afterwards, so a caller in the same process keeps its own."""
+    processors = structlog.get_config()["processors"]
+    structlog.configure(processors=[_drop_all])
+    try:
+        yield
+    finally:
+        structlog.configure(processors=processors)
+
+
+def _drop_all(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    raise structlog.DropEvent
+
+
+def _drop_when_quiet(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if _QUIET.get():
+        raise structlog.DropEvent
+    return event
+
+
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
@@ -76,6 +141,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
                      else structlog.processors.JSONRenderer())
     structlog.configure(
         processors=[
+            _drop_when_quiet,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -85,7 +151,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_line_logger,
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

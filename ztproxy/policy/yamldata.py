@@ -27,8 +27,10 @@ from typing import Any
 
 import yaml
 
-_BOOL_TRUE = frozenset({"y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "true", "True", "TRUE"})
-_BOOL_FALSE = frozenset({"n", "N", "no", "No", "NO", "off", "Off", "OFF", "false", "False", "FALSE"})
+_BOOL_TRUE = frozenset({"y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "true", "True",
+                        "TRUE"})
+_BOOL_FALSE = frozenset({"n", "N", "no", "No", "NO", "off", "Off", "OFF", "false", "False",
+                         "FALSE"})
 _NULL = frozenset({"~", "null", "Null", "NULL", ""})
 _INT = re.compile(r"[-+]?(0b[01]+|0o[0-7]+|0x[0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")

@@ -15,7 +15,11 @@ The validated chain is connection state (`ConnState`, on the connection's handle
 not a global cache: each request of a keep-alive connection asks it for the peer under
 its runtime's trust store, which costs one identity and one float comparison until the
 chain's earliest notAfter (or CRL nextUpdate) passes or the runtime changes; then the
-stored chain is validated again, and a failure closes the connection (401).
+stored chain is validated again, and a failure closes the connection (401). A request
+that is still running when a reload publishes a runtime or when the earliest
+`valid_until` of the live connections passes (a WebSocket relay: it never starts
+another request) has its connection validated again then; a failure is audited and the
+connection aborted.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import asyncio
 import socket
 import ssl
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -31,9 +36,10 @@ import structlog
 
 from ..errors import Unauthenticated
 from ..model import PeerIdentity
-from ..runtime import RuntimeRef
+from ..runtime import Runtime, RuntimeRef
 from ..tls.spiffe import SvidError, thumbprints
 from ..tls.trust import TrustStore, ValidatedChain, validate_chain_memo, verified_chain
+from .rejections import RejectAggregator
 
 log = structlog.get_logger("ztproxy.tls")
 
@@ -41,10 +47,11 @@ log = structlog.get_logger("ztproxy.tls")
 class ConnState:
     """One connection's verified identity: the chain and what it was validated under."""
 
-    __slots__ = ("validated",)
+    __slots__ = ("validated", "on_renew")
 
     def __init__(self, validated: ValidatedChain) -> None:
         self.validated = validated
+        self.on_renew: Callable[[float], None] | None = None  # told each new valid_until
 
     def peer(self, trust: TrustStore, now: float) -> PeerIdentity:
         v = self.validated
@@ -55,6 +62,8 @@ class ConnState:
         except SvidError as exc:
             raise Unauthenticated(exc.audit_reason) from None
         self.validated = v
+        if self.on_renew is not None:
+            self.on_renew(v.valid_until)
         return v.peer
 
 
@@ -138,9 +147,16 @@ class TLSListener:
         self._runtime = runtime
         self._handler_factory = handler_factory
         self._clock = clock
-        self._on_reject = on_reject
+        self._rejects = RejectAggregator(on_reject)  # one record per source and interval
+        self._on_reject: RejectFn = self._rejects
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting: asyncio.Task[None] | None = None
+        # Connections handed over, for the identity sweep (see `_sweep`).
+        self._live: weakref.WeakKeyDictionary[asyncio.Protocol, str] = \
+            weakref.WeakKeyDictionary()
+        self._sweep_at = float("inf")
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        runtime.watch(self._published)
 
     def start(self) -> None:
         self.sock.setblocking(False)
@@ -153,6 +169,10 @@ class TLSListener:
             self._accepting.cancel()
             await asyncio.gather(self._accepting, return_exceptions=True)
         self.sock.close()
+        self._rejects.flush()
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -193,12 +213,64 @@ class TLSListener:
             return
         handler = self._handler_factory()
         handler.zt_conn = state  # type: ignore[attr-defined]
+        self._live[handler] = address
+        state.on_renew = self._arm
+        self._arm(state.validated.valid_until)
         tls.set_protocol(handler)
         handler.connection_made(tls)
         if gate.buffer:
             handler.data_received(b"".join(gate.buffer))
         if gate.eof:
             handler.eof_received()
+
+    # -- identity of long-lived requests ----------------------------------------------
+    # A request checks its connection's identity when it starts; a WebSocket (or any
+    # request still running) never starts another. So when a reload publishes a runtime,
+    # and when the earliest `valid_until` of a live connection passes, every live
+    # connection is validated again under the current trust store; one that fails while
+    # a request is running on it is audited and aborted. An idle one is left to its
+    # next request (which validates it again when its window or runtime has moved on,
+    # with the reason as a 401, and re-arms the sweep through `ConnState.on_renew`), so
+    # a reload costs one validation per busy connection, not per open one.
+    def _published(self, runtime: Runtime) -> None:
+        self._sweep()
+
+    def _arm(self, valid_until: float) -> None:
+        at = valid_until + 1.0  # X.509 and CRL times are whole seconds; past them, it fails
+        if at >= self._sweep_at or self._accepting is None or self._accepting.done():
+            return
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+        self._sweep_at = at
+        delay = max(at - self._clock(), 0.5)  # never a busy loop at a boundary
+        self._sweep_handle = asyncio.get_running_loop().call_later(delay, self._sweep)
+
+    def _sweep(self) -> None:
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+        self._sweep_handle, self._sweep_at = None, float("inf")
+        trust, now = self._runtime.current.trust, self._clock()
+        earliest = float("inf")
+        for handler, address in list(self._live.items()):
+            state = connection_state(handler)
+            transport = getattr(handler, "transport", None)
+            if state is None or transport is None or transport.is_closing():
+                continue
+            if getattr(handler, "_current_request", True) is None:  # idle
+                if state.validated.still_valid(trust, now):
+                    earliest = min(earliest, state.validated.valid_until)
+                continue
+            try:
+                state.peer(trust, now)
+            except Unauthenticated as exc:
+                v = state.validated
+                self._on_reject(address, exc.reason, v.peer.fingerprint_sha256,
+                                v.peer.spiffe_id)
+                transport.abort()
+                continue
+            earliest = min(earliest, state.validated.valid_until)
+        if earliest != float("inf"):
+            self._arm(earliest)
 
     def accept_chain(self, ssl_object: Any, address: str) -> ConnState | None:
         """The validated identity of a finished handshake, under the runtime current
@@ -219,6 +291,10 @@ class TLSListener:
                                                  self._clock()))
         except SvidError as exc:
             self._on_reject(address, exc.audit_reason, thumbprints(der)[1], None)
+            return None
+        except Exception as exc:  # noqa: BLE001 - never leave a connection half-accepted
+            log.error("chain_validation_error", error=type(exc).__name__)
+            self._on_reject(address, "chain_validation_error", thumbprints(der)[1], None)
             return None
 
 

@@ -265,6 +265,10 @@ class Proxy:
             task.add_done_callback(self._retired.discard)
         log.info("reloaded", routes=len(new.routes), generation=self._generation,
                  policy_revision=decider.revision)
+        if self.pipeline is not None:  # live WebSocket sessions: ask the new policy again
+            closed = await self.pipeline.sessions.recheck(decider.decide)
+            if closed:
+                log.info("websocket_sessions_closed", count=closed, why="policy_reload")
         return True
 
     async def _retire(self, parts: list[Any], after: float) -> None:

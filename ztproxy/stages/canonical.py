@@ -1,48 +1,77 @@
 """Stage 2a: the one canonical request target.
 
 Takes the request target exactly as it arrived on the wire (aiohttp's `raw_path`,
-which its C parser leaves undecoded) and returns the path and query that the policy
-sees and that go upstream, byte for byte the same. Nothing is "fixed": anything two
-parsers could read differently is refused with a reason code.
+which its C parser leaves undecoded) and returns the path and query that the routes,
+the policy and the upstream all see, byte for byte the same.
 
-Rules (each failure is a 400 with the reason in brackets):
+The normalization (RFC 3986 section 6.2.2), applied to path and query alike, before
+routing: an escape of an unreserved character (ALPHA DIGIT "-" "." "_" "~") is decoded
+(`/%61dmin` is `/admin`: every common framework decodes it, so a route or a rule
+written for `/admin` must see it too); every other escape is kept, with its hex digits
+in upper case (`%c3%a9` is `%C3%A9`). The result is a fixed point: normalizing it again
+changes nothing.
+
+Refused (each a 400 with the reason in brackets), nothing else is "fixed":
 - origin-form only: the target starts with "/" [absolute_form_target, bad_target]
 - no fragment [fragment]
 - printable ASCII only: no NUL, control bytes, DEL, spaces or raw non-ASCII [control_byte,
   non_ascii]
 - no raw backslash [backslash]
 - percent-escapes well formed and valid UTF-8 [bad_percent_encoding]; never an encoded
-  slash, backslash, dot, percent, NUL/control byte [encoded_separator, encoded_dot,
-  encoded_percent, control_byte]
-- no dot segments "." or ".." [dot_segment]
+  slash, backslash, dot, percent (in the path), NUL/control byte anywhere
+  [encoded_separator, encoded_dot, encoded_percent, control_byte]
+- no dot segments "." or ".." [dot_segment] (an escaped dot is refused before decoding,
+  so decoding never makes one)
 - no empty segment "//" [empty_segment]: many backends merge slashes, which would let
   "//admin" pass a policy written for "/admin"
 - no ";" in the path [path_parameter]: servlet containers strip ";params" from
   segments, which would let "/admin;x" pass a policy written for "/admin"
-Other escapes (for example %20) are kept verbatim on both sides; `parsed_path` holds the
-decoded segments for policy convenience.
+`parsed_path` holds the fully decoded segments for policy convenience.
 
-The answer depends on the target alone, so the answers for short targets (the common
-case: the same paths come again and again) are remembered, least recently used first
-out, bounded in entries and in size; a refused target is checked anew every time. The
-remembered values are immutable (tuples, a read-only mapping).
+The answer depends on the target alone, so accepted answers for short targets are
+remembered in a memo bounded by an estimate of the bytes it holds (emptied when full);
+a refused target is checked anew every time. The memo holds exactly what the slow path
+returned for the same key, and the values are immutable (tuples, a read-only mapping).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from types import MappingProxyType
 from urllib.parse import parse_qsl, unquote
 
 from ..errors import BadRequest
 
-_HEX = frozenset("0123456789abcdefABCDEF")
-# Bytes whose percent-encoded form is refused in the path: "/", "\", ".", and controls.
-# An encoded "%" is refused too: a backend that decodes twice would turn "%252e" into ".".
+_HEXDIGITS = "0123456789abcdefABCDEF"
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# Bytes whose percent-encoded form is refused in the path: "/", "\", ".", and "%".
+# An encoded "%" is refused: a backend that decodes twice would turn "%252e" into ".".
 _FORBIDDEN_ESCAPES = {0x2F: "encoded_separator", 0x5C: "encoded_separator", 0x2E: "encoded_dot",
                       0x25: "encoded_percent"}
+
+
+def _escape_table(*, in_path: bool) -> dict[str, str]:
+    """Every two-hex-digit pair (any case) -> its normal form ("a" for "61", "%C3" for
+    "c3") or, for a refused escape, "!" followed by the reason code."""
+    table: dict[str, str] = {}
+    for hi in _HEXDIGITS:
+        for lo in _HEXDIGITS:
+            value = int(hi + lo, 16)
+            if value < 0x20 or value == 0x7F:
+                out = "!control_byte"
+            elif in_path and value in _FORBIDDEN_ESCAPES:
+                out = "!" + _FORBIDDEN_ESCAPES[value]
+            elif chr(value) in _UNRESERVED:
+                out = chr(value)
+            else:
+                out = "%" + (hi + lo).upper()
+            table[hi + lo] = out
+    return table
+
+
+_PATH_ESCAPES = _escape_table(in_path=True)
+_QUERY_ESCAPES = _escape_table(in_path=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,18 +107,23 @@ def _check_chars(text: str) -> None:
             raise BadRequest("backslash")
 
 
-def _check_escapes(text: str, *, in_path: bool) -> None:
-    i = text.find("%")
-    while i >= 0:
-        pair = text[i + 1:i + 3]
-        if len(pair) != 2 or not set(pair) <= _HEX:
+def normalize_escapes(text: str, *, in_path: bool) -> str:
+    """Validate every percent-escape of `text`; decode the unreserved ones, upper-case
+    the rest (RFC 3986 6.2.2.1 and 6.2.2.2)."""
+    if "%" not in text:
+        return text
+    table = _PATH_ESCAPES if in_path else _QUERY_ESCAPES
+    parts = text.split("%")
+    out = [parts[0]]
+    for part in parts[1:]:
+        norm = table.get(part[:2])
+        if norm is None:
             raise BadRequest("bad_percent_encoding")
-        value = int(pair, 16)
-        if value < 0x20 or value == 0x7F:
-            raise BadRequest("control_byte")
-        if in_path and value in _FORBIDDEN_ESCAPES:
-            raise BadRequest(_FORBIDDEN_ESCAPES[value])
-        i = text.find("%", i + 3)
+        if norm[0] == "!":
+            raise BadRequest(norm[1:])
+        out.append(norm)
+        out.append(part[2:])
+    return "".join(out)
 
 
 def _decode(text: str) -> str:
@@ -101,15 +135,48 @@ def _decode(text: str) -> str:
         raise BadRequest("bad_percent_encoding") from None
 
 
-MEMO_ENTRIES = 4096
-MEMO_MAX_TARGET = 512  # longer targets are not remembered: the memo stays a few MiB
+MEMO_MAX_TARGET = 512  # longer targets are not remembered
+MEMO_MAX_BYTES = 2 * 1024 * 1024
+_memo: dict[str, CanonicalTarget] = {}
+_memo_bytes = 0
+
+
+def memo_cost(raw_target: str, result: CanonicalTarget) -> int:
+    """An upper estimate of the bytes one memo entry holds (CPython 3.11+, 64-bit): the
+    key and the three strings (about 60 bytes of header each plus the text), the
+    dataclass, the parsed tuple and its strings, the query dict and its tuples of
+    strings (about 140 bytes per field, beyond its text)."""
+    fields = sum(len(v) for v in result.query.values())
+    return (4 * len(raw_target) + 600 + 80 * len(result.parsed_path)
+            + 240 * len(result.query) + 140 * fields)
 
 
 def canonicalize(raw_target: str) -> CanonicalTarget:
-    """Validate a raw request target; return its canonical path and query."""
+    """Validate and normalize a raw request target; return its canonical path and query."""
+    global _memo_bytes
+    hit = _memo.get(raw_target)
+    if hit is not None:
+        return hit
+    result = _canonicalize(raw_target)
     if len(raw_target) <= MEMO_MAX_TARGET:
-        return _remembered(raw_target)
-    return _canonicalize(raw_target)
+        cost = memo_cost(raw_target, result)
+        if _memo_bytes + cost > MEMO_MAX_BYTES:
+            _memo.clear()
+            _memo_bytes = 0
+        _memo[raw_target] = result
+        _memo_bytes += cost
+    return result
+
+
+def memo_clear() -> None:
+    global _memo_bytes
+    _memo.clear()
+    _memo_bytes = 0
+
+
+def memo_size() -> tuple[int, int]:
+    """(entries, estimated bytes) held by the memo."""
+    return len(_memo), _memo_bytes
 
 
 def _canonicalize(raw_target: str) -> CanonicalTarget:
@@ -120,9 +187,9 @@ def _canonicalize(raw_target: str) -> CanonicalTarget:
     if "#" in raw_target:
         raise BadRequest("fragment")
     _check_chars(raw_target)
-    path, sep, raw_query = raw_target.partition("?")
-    _check_escapes(path, in_path=True)
-    _check_escapes(raw_query, in_path=False)
+    path, _, raw_query = raw_target.partition("?")
+    path = normalize_escapes(path, in_path=True)
+    raw_query = normalize_escapes(raw_query, in_path=False)
     if ";" in path:
         raise BadRequest("path_parameter")
     segments = path[1:].split("/")
@@ -143,6 +210,3 @@ def _canonicalize(raw_target: str) -> CanonicalTarget:
             query.setdefault(key, []).append(value)
     return CanonicalTarget(path=path, parsed_path=parsed, raw_query=raw_query,
                            query=MappingProxyType({k: tuple(v) for k, v in query.items()}))
-
-
-_remembered = lru_cache(maxsize=MEMO_ENTRIES)(_canonicalize)

@@ -5,11 +5,14 @@ upstream headers and the one pooled client session; returns the response it has
 streamed to the client. Bodies are streamed in both directions in bounded chunks, so
 memory stays flat whatever the size. Failures map to reason codes:
 connect refused / reset / TLS failure -> 502 (`UpstreamUnavailable`), no answer within
-the read timeout -> 504 (`UpstreamTimeout`), a request body over the limit -> 413.
+the read timeout -> 504 (`UpstreamTimeout`), a request body over the limit -> 413,
+a request body that pauses longer than `body_idle` or takes longer than `body_total` in
+all -> 408 (`body_idle_timeout`, `body_total_timeout`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,7 +22,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from ..errors import BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
+from ..errors import BodyTooLarge, Rejection, RequestTimeout, UpstreamTimeout, UpstreamUnavailable
 from .headers import downstream_headers
 
 CHUNK = 64 * 1024
@@ -33,16 +36,44 @@ class ForwardResult:
 
 
 class _BodyLimit:
-    """Wraps the client's body stream; stops at `limit` bytes."""
+    """Wraps the client's body stream; stops at `limit` bytes, and when a piece takes
+    longer than `idle` seconds or the whole body longer than `total`."""
 
-    def __init__(self, content: aiohttp.StreamReader, limit: int) -> None:
+    def __init__(self, content: aiohttp.StreamReader, limit: int, idle: float = 3600.0,
+                 total: float = 3600.0) -> None:
         self.content = content
         self.limit = limit
+        self.idle = idle
+        self.total = total
         self.seen = 0
         self.exceeded = False
+        self.timed_out: str | None = None
+        self.refused: Rejection | None = None  # set on the stream by the connection
+
+    def failure(self) -> Rejection | None:
+        if self.exceeded:
+            return BodyTooLarge("body_too_large")
+        if self.timed_out is not None:
+            return RequestTimeout(self.timed_out)
+        return self.refused
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self.content.iter_chunked(CHUNK):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.total
+        while True:
+            wait = min(self.idle, deadline - loop.time())
+            try:
+                async with asyncio.timeout(max(wait, 0)):
+                    chunk = await self.content.readany()
+            except Rejection as exc:  # e.g. chunk_extension_too_long
+                self.refused = exc
+                raise
+            except TimeoutError:
+                self.timed_out = ("body_idle_timeout" if wait >= self.idle
+                                  else "body_total_timeout")
+                raise RequestTimeout(self.timed_out) from None
+            if not chunk:
+                return
             self.seen += len(chunk)
             if self.seen > self.limit:
                 self.exceeded = True
@@ -60,13 +91,14 @@ def request_has_body(request: web.BaseRequest) -> bool:
 async def forward(request: web.BaseRequest, *, upstream_url: str, target: str,
                   headers: CIMultiDict[str], session: aiohttp.ClientSession,
                   ssl_context: ssl.SSLContext | None, max_body_bytes: int,
-                  response_headers: dict[str, str] | None = None) -> ForwardResult:
+                  response_headers: dict[str, str] | None = None,
+                  body_idle: float = 3600.0, body_total: float = 3600.0) -> ForwardResult:
     length = request.content_length
     if length is not None and length > max_body_bytes:
         raise BodyTooLarge("body_too_large")
     body: _BodyLimit | None = None
     if request_has_body(request):
-        body = _BodyLimit(request.content, max_body_bytes)
+        body = _BodyLimit(request.content, max_body_bytes, body_idle, body_total)
     url = upstream_url + target
     try:
         upstream = await session.request(
@@ -75,21 +107,23 @@ async def forward(request: web.BaseRequest, *, upstream_url: str, target: str,
             ssl=ssl_context if ssl_context is not None else True,
             allow_redirects=False, auto_decompress=False,
         )
-    except BodyTooLarge:
+    except Rejection:
         raise
     except TimeoutError:
+        if body is not None and (failure := body.failure()) is not None:
+            raise failure from None
         raise UpstreamTimeout("upstream_timeout") from None
     except aiohttp.ClientSSLError:
         raise UpstreamUnavailable("upstream_tls_error") from None
     except aiohttp.ClientConnectorError:
         raise UpstreamUnavailable("upstream_connect_failed") from None
     except (aiohttp.ClientError, OSError):
-        if body is not None and body.exceeded:
-            raise BodyTooLarge("body_too_large") from None
+        if body is not None and (failure := body.failure()) is not None:
+            raise failure from None
         raise UpstreamUnavailable("upstream_reset") from None
     async with upstream:
-        if body is not None and body.exceeded:
-            raise BodyTooLarge("body_too_large")
+        if body is not None and (failure := body.failure()) is not None:
+            raise failure
         resp = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                   headers=downstream_headers(upstream.headers,
                                                              response_headers or {}))

@@ -12,16 +12,25 @@
 
 Names are compared after `normalize_name`: lowercase, `_` read as `-`, because some
 servers (CGI, WSGI, nginx with underscores_in_headers) read them as the same header.
+A name is stripped when it is in the strip set or starts with one of the strip
+prefixes, unless the route passes it through (`Route.pass_headers`).
+
+Header values must be UTF-8 (the C parser hands undecodable bytes over as surrogate
+escapes): anything else is a 400 `header_not_utf8`. Values the proxy asserts from
+token claims must be header-safe (no control byte, no CR/LF/NUL): else 401
+`claim_not_header_safe`, checked before the policy is asked.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Collection, Iterable, Mapping
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..config.core import HeadersConfig
+from ..errors import BadRequest, Unauthenticated
 from ..model import Credentials, PeerIdentity
 
 HOP_BY_HOP = frozenset({
@@ -50,14 +59,31 @@ def connection_named(headers: CIMultiDictProxy[str]) -> frozenset[str]:
     return frozenset(named)
 
 
-def visible_headers(headers: CIMultiDictProxy[str],
-                    hidden: Collection[str]) -> dict[str, tuple[str, ...]]:
+def check_utf8(value: str) -> None:
+    """A header value the C parser decoded with surrogate escapes was not UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("header_not_utf8") from None
+
+
+def visible_headers(headers: CIMultiDictProxy[str], hidden: Collection[str],
+                    prefixes: tuple[str, ...] = (),
+                    passed: frozenset[str] = frozenset()) -> dict[str, tuple[str, ...]]:
+    """The headers the policy sees; refuses a value that is not UTF-8 (every header is
+    looked at here, before anything else reads the values)."""
     dropped = connection_named(headers) if "Connection" in headers else frozenset()
     never = _never_visible(hidden if isinstance(hidden, frozenset) else frozenset(hidden))
+    if passed:
+        never = never - passed
     out: dict[str, tuple[str, ...]] = {}
     for name, value in headers.items():
+        if not value.isascii():
+            check_utf8(value)
         norm = normalize_name(name)
         if norm in never or norm in dropped:
+            continue
+        if prefixes and norm.startswith(prefixes) and norm not in passed:
             continue
         key = name.lower()
         seen = out.get(key)
@@ -75,16 +101,22 @@ def _never_visible(hidden: frozenset[str]) -> frozenset[str]:
 def upstream_headers(headers: CIMultiDictProxy[str], *, stripped: Collection[str],
                      credential_headers: Collection[str], asserted: Mapping[str, str],
                      policy_headers: Mapping[str, str] = {},
-                     keep: Iterable[str] = ()) -> CIMultiDict[str]:
-    """`stripped`: normalized names removed in every spelling; `asserted`: the proxy's
-    own headers (name -> value), set, never appended; `keep`: normalized credential
-    names the route forwards (e.g. "authorization")."""
+                     keep: Iterable[str] = (), strip_prefixes: tuple[str, ...] = (),
+                     passed: frozenset[str] = frozenset()) -> CIMultiDict[str]:
+    """`stripped`: normalized names removed in every spelling, and so is every name
+    starting with one of `strip_prefixes`, unless it is in `passed` (the route's
+    pass-through list; never an asserted name); `asserted`: the proxy's own headers
+    (name -> value), set, never appended; `keep`: normalized credential names the route
+    forwards (e.g. "authorization")."""
     dropped = connection_named(headers) if "Connection" in headers else frozenset()
     keep_set = frozenset(keep) if keep else frozenset()
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         norm = normalize_name(name)
-        if norm in HOP_BY_HOP or norm in dropped or norm in stripped or norm in asserted:
+        if norm in HOP_BY_HOP or norm in dropped or norm in asserted:
+            continue
+        if (norm in stripped or (strip_prefixes and norm.startswith(strip_prefixes))) \
+                and norm not in passed:
             continue
         if norm in credential_headers and norm not in keep_set:
             continue
@@ -102,8 +134,18 @@ def upstream_headers(headers: CIMultiDictProxy[str], *, stripped: Collection[str
         norm = normalize_name(name)
         if norm in protected or norm in credential_headers or norm == "host":
             continue
+        if strip_prefixes and norm.startswith(strip_prefixes):
+            continue
         out[norm] = value
     return out
+
+
+def response_headers_to_add(extra: Mapping[str, str]) -> dict[str, str]:
+    """A policy's `response_headers_to_add` without hop-by-hop headers or a
+    Content-Length (the proxy frames the response itself)."""
+    return {name: value for name, value in extra.items()
+            if normalize_name(name) not in HOP_BY_HOP
+            and normalize_name(name) != "content-length"}
 
 
 def downstream_headers(headers: CIMultiDictProxy[str],
@@ -115,10 +157,25 @@ def downstream_headers(headers: CIMultiDictProxy[str],
         if norm in HOP_BY_HOP or norm in dropped or norm == "content-length":
             continue
         out.add(name, value)
-    for name, value in extra.items():
-        if normalize_name(name) not in HOP_BY_HOP:
-            out[name] = value
+    for name, value in response_headers_to_add(extra).items():
+        out[name] = value
     return out
+
+
+# Control bytes (CR, LF, NUL, TAB and the rest, DEL) and lone surrogates, which no
+# header can carry.
+_NOT_HEADER_SAFE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def check_claims_header_safe(creds: Credentials) -> None:
+    """The claims the proxy asserts as headers (user subject and issuer, device id)
+    must be writable as header values: a 401 before the policy is asked, never an
+    allow that fails later."""
+    user, device = creds.user, creds.device
+    for value in ((user.subject, user.issuer) if user is not None else ()) + (
+            (device.device_id,) if device is not None else ()):
+        if not isinstance(value, str) or _NOT_HEADER_SAFE.search(value):
+            raise Unauthenticated("claim_not_header_safe")
 
 
 def asserted_headers(names: HeadersConfig, peer: PeerIdentity | None, creds: Credentials,

@@ -119,6 +119,7 @@ def build_policy_input(facts: RequestFacts, peer: PeerIdentity,
                         if k.lower() not in _NEVER_SHOWN},
             "protocol": facts.protocol,
             "time": facts.time_text or rfc3339_ms(facts.time),
+            "upgrade": facts.upgrade,
         },
         "source": {
             "address": facts.source_address,

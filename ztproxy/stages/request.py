@@ -8,7 +8,13 @@ Transfer-Encoding together with Content-Length) are refused here.
 
 Route matching: among routes whose `host` equals the request host (or have no host),
 the longest `path_prefix` that matches on a segment boundary wins; a route with a host
-beats one without. No match is a 404 (fail closed).
+beats one without. No match is a 404 (fail closed). The host is ASCII only (a
+non-ASCII Host such as U+212A KELVIN SIGN, which lowercases to "k", is refused before
+lowercasing) and loses one trailing dot ("pay.internal." is "pay.internal") before
+matching; the policy sees the same host.
+
+The method must be an exact token of upper-case letters (aiohttp's C parser already
+insists; this holds whatever parser runs).
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ def _host(headers: CIMultiDictProxy[str]) -> str:
 
 
 def _parse_host(value: str) -> str:
+    if not value.isascii():
+        raise BadRequest("bad_host")
     host = value.strip().lower()
     if host.startswith("["):
         end = host.find("]")
@@ -53,7 +61,9 @@ def _parse_host(value: str) -> str:
         rest = ":" + port if port or host.endswith(":") else ""
     if rest and (not rest.startswith(":") or not rest[1:].isdigit()):
         raise BadRequest("bad_host")
-    if not _HOST_NAME.fullmatch(name):
+    if name.endswith(".") and not name.startswith("["):
+        name = name[:-1]  # one trailing dot: the same DNS name, fully qualified
+    if not _HOST_NAME.fullmatch(name) or name.endswith("."):
         raise BadRequest("bad_host")
     return name
 
@@ -104,14 +114,35 @@ def match_route(routes: Sequence[Route], host: str, path: str) -> Route:
     return best
 
 
+_METHOD = re.compile(r"[A-Z]{1,32}")
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH",
+                            "TRACE"})
+
+
+def upgrade_of(headers: CIMultiDictProxy[str]) -> str | None:
+    """"websocket" when the request asks for a WebSocket upgrade (Upgrade: websocket
+    and Connection naming upgrade), else None."""
+    value = headers.get("Upgrade")
+    if value is None or value.strip().lower() != "websocket":
+        return None
+    for conn in headers.getall("Connection", []):
+        if "upgrade" in (t.strip().lower() for t in conn.split(",")):
+            return "websocket"
+    return None
+
+
 def build_request_facts(*, request_id: str, method: str, raw_target: str, version: str,
                         headers: CIMultiDictProxy[str], source_address: str, now: datetime,
                         routes: Sequence[Route], max_header_bytes: int,
-                        hidden_headers: Collection[str]) -> RequestFacts:
-    """`hidden_headers`: normalized names never shown to policy (credentials and the
-    headers the proxy asserts)."""
+                        hidden_headers: Collection[str],
+                        strip_prefixes: tuple[str, ...] = ()) -> RequestFacts:
+    """`hidden_headers`: normalized names never shown to policy (credentials, the
+    headers the proxy asserts and those it strips); `strip_prefixes`: so are names
+    starting with one of these. A route's `pass_headers` are shown."""
     if _header_bytes(headers) > max_header_bytes:
         raise HeadersTooLarge("headers_too_large")
+    if method not in _KNOWN_METHODS and not _METHOD.fullmatch(method):
+        raise BadRequest("bad_method")
     if method == "CONNECT":
         raise BadRequest("connect_not_supported")
     _framing(headers)
@@ -127,12 +158,13 @@ def build_request_facts(*, request_id: str, method: str, raw_target: str, versio
         parsed_path=target.parsed_path,
         raw_query=target.raw_query,
         query=target.query,
-        headers=visible_headers(headers, hidden_headers),
+        headers=visible_headers(headers, hidden_headers, strip_prefixes, route.pass_headers),
         protocol=version,
         time=now,
         route=route,
         source_address=source_address,
         time_text=rfc3339_ms(now),
+        upgrade=upgrade_of(headers) if "Upgrade" in headers else None,
     )
 
 

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from ..config.core import TrustDomainConfig
@@ -145,7 +146,16 @@ def _has_spiffe_path(cert: x509.Certificate) -> bool:
 
 def validate_chain(chain: Sequence[bytes], store: TrustStore, now: float) -> ValidatedChain:
     """Validate an OpenSSL-verified chain (DER, leaf first, anchor last) as an X.509-SVID
-    chain of the trust domain its leaf names. Raises SvidError with the stable reason."""
+    chain of the trust domain its leaf names. Raises SvidError with the stable reason.
+    OpenSSL decodes only the extensions it uses; `cryptography` parses every one it knows
+    (lazily, on first access) and raises on a malformed one: that is a refusal too."""
+    try:
+        return _validate_chain(chain, store, now)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise SvidError("unparsable_certificate") from None
+
+
+def _validate_chain(chain: Sequence[bytes], store: TrustStore, now: float) -> ValidatedChain:
     if not chain:
         raise SvidError("no_verified_chain", audit="no_verified_chain")
     peer = peer_identity(chain[0], store.names)

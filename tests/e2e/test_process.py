@@ -80,6 +80,34 @@ async def test_sigterm_drains_in_flight_and_exits_0(pki: DevPki, tmp_path: Path,
     assert "valid" in result.stdout
 
 
+async def test_process_group_sigterm_still_signs_the_last_checkpoint(
+        pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path) -> None:
+    """`kill -TERM -PGID` (and systemd's KillMode=control-group) signals the workers too,
+    and the supervisor relays another SIGTERM: the second one came while the worker was
+    draining, with the default handler back, and killed it before its final checkpoint
+    (exit 15, `audit verify` exit 3)."""
+    proc, port = await _start(_config(pki, tmp_path, upstream, test_policy_dir))
+    ctx = client_context(pki, "checkout")
+    try:
+        async with aiohttp.ClientSession() as s:
+            for i in range(5):
+                async with s.get(f"https://localhost:{port}/pg/{i}", ssl=ctx) as r:
+                    assert r.status == 200
+            task = asyncio.ensure_future(s.get(f"https://localhost:{port}/slow/600", ssl=ctx))
+            await asyncio.sleep(0.2)
+            os.killpg(proc.pid, signal.SIGTERM)
+            resp = await task
+            assert resp.status == 200
+            await resp.read()
+        code = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 30)
+        assert code == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    result = _verify(tmp_path / "audit", pki)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 async def _load(port: int, pki: DevPki, seconds: float, stop: asyncio.Event) -> int:
     ctx = client_context(pki, "checkout")
     sent = 0

@@ -19,7 +19,7 @@ REVIEWED = {
     "stages/headers:_never_visible": "keyed by the hidden-set itself (each config's own)",
     "stages/policy_input:_certificates": "keyed by the whole frozen PeerIdentity",
     "stages/policy_input:_claims": "keyed by the claims object (identity-checked)",
-    "stages/canonical:_remembered": "raw target -> canonical target or refusal",
+    "stages/canonical:_memo": "raw target -> canonical target or refusal (bounded by bytes)",
     "stages/request:_host_name": "Host value -> normal host",
     "audit/record:_ENCODERS": "keyed by the event's field types",
     "ops/logs:_KEY_VERDICTS": "log field name -> masked or not",

@@ -92,9 +92,12 @@ async def serve(config: Config, *, worker_id: int = 0, reuse_port: bool = False,
         log.info("shutting_down", worker=worker_id,
                  drain_seconds=config.timeouts.shutdown_drain_seconds)
     finally:
+        # The handlers stay while draining: a second SIGTERM (the supervisor relays the
+        # one a process-group kill, or systemd's KillMode=control-group, already sent)
+        # must not kill the worker before its final checkpoint is signed.
+        await proxy.stop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
-        await proxy.stop()
         if answering is not None:
             answering.cancel()
             with contextlib.suppress(asyncio.CancelledError):

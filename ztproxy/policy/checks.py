@@ -69,6 +69,31 @@ ALLOWED_BUILTINS: frozenset[str] = frozenset({
 
 _NOT_DEFINED = "rule"  # construct names used in messages
 
+# regorus's `count` of a STRING counts UTF-16 code units where OPA counts code points:
+# count("a\U0001F600") is 3 in regorus, 2 in OPA. Which argument is a string is not
+# known at load, so a policy that calls `count` never meets a character beyond U+FFFF:
+# refused in its modules and data at load, and in its input per request (503,
+# engine.INPUT_STRING). Other string builtins on the allowlist work on code points.
+ASTRAL = re.compile("[\U00010000-\U0010FFFF]"  # the character itself, or a JSON/Rego escape
+                    r"|\\u[dD][89abAB][0-9a-fA-F]{2}")  # of its high surrogate
+
+
+def astral_problem(facts: Facts, modules: Sequence[tuple[str, str]], data_json: str
+                   ) -> str | None:
+    """Why these modules and data may not load (None: they may): see ASTRAL."""
+    if "count" not in facts.builtins:
+        return None
+    for path, text in modules:
+        found = ASTRAL.search(text)
+        if found:
+            line = text.count("\n", 0, found.start()) + 1
+            return (f"{path}:{line}: a character beyond U+FFFF in a policy that calls "
+                    "count (the embedded engine counts it twice; OPA once)")
+    if ASTRAL.search(data_json):
+        return ("data: a string holds a character beyond U+FFFF and the policy calls count "
+                "(the embedded engine counts it twice; OPA once)")
+    return None
+
 _INT_LITERAL = re.compile(r"-?(0|[1-9][0-9]*)")
 _LITERAL_LIMIT = 1 << 53  # as data and input: every leaf number is below it
 _ARITH_LIMIT = 1 << 63  # regorus's integers are exact in i64 (and u64)

@@ -41,7 +41,7 @@ from ..model import Decision
 from .breaker import OPEN, Breaker
 from .cache import CacheKey, DecisionCache
 from .canonical import canonical_bytes
-from .engine import CIRCUIT_OPEN, ENGINE_ERROR, INPUT_NUMBER, EngineError, PolicyEngine
+from .engine import CIRCUIT_OPEN, ENGINE_ERROR, INPUT_REFUSALS, EngineError, PolicyEngine
 from .loader import LoadError
 from .prepared import full_sha256, stable_sha256
 from .result import ALLOW, parse_result
@@ -108,7 +108,7 @@ class PolicyDecider:
         try:
             raw = await engine.evaluate(decision_path, input_doc)
         except EngineError as exc:
-            if exc.reason == INPUT_NUMBER:  # this input's fault: not an engine failure
+            if exc.reason in INPUT_REFUSALS:  # this input's fault: not an engine failure
                 if self.breaker is not None:
                     self.breaker.abandon()
                 self._fail(exc.reason, exc.detail, decision_path, count_breaker=False)

@@ -37,10 +37,11 @@ from typing import Any
 import regorus
 import structlog
 
-from .checks import Facts
+from .checks import ASTRAL, Facts
 from .engine import (
     ENGINE_ERROR,
     INPUT_NUMBER,
+    INPUT_STRING,
     UNAVAILABLE,
     UNDEFINED,
     EngineError,
@@ -161,6 +162,9 @@ class EmbeddedEngine:
         problem = unsupported_number(input_doc)
         if problem is not None:
             raise EngineError(INPUT_NUMBER, problem)
+        if loaded.counts and ASTRAL.search(input_json(input_doc) or ""):
+            raise EngineError(INPUT_STRING, "input holds a character beyond U+FFFF and the "
+                              "policy calls count (the embedded engine counts it twice)")
         outcome = evaluate_loaded(loaded.engine, _rule(decision_path), input_doc,
                                   numbers_checked=True)
         del loaded  # no engine in this frame if the error below joins a reference cycle

@@ -23,6 +23,10 @@ UNAVAILABLE = "policy_unavailable"  # no policy loaded, OPA unreachable / reset
 # (a non-integer, or an integer from 2^53 on): the input's fault, not the engine's, so
 # it does not count toward the circuit breaker
 INPUT_NUMBER = "policy_input_unsupported_number"
+# likewise a string regorus would measure differently: its `count` of a string counts
+# UTF-16 code units (OPA: code points), so a character beyond U+FFFF counts twice
+INPUT_STRING = "policy_input_unsupported_string"
+INPUT_REFUSALS = frozenset({INPUT_NUMBER, INPUT_STRING})
 
 
 class EngineError(Exception):

@@ -23,7 +23,7 @@ from typing import Any
 
 import regorus
 
-from .checks import Facts, analyze, data_conflicts, missing_decision
+from .checks import Facts, analyze, astral_problem, data_conflicts, missing_decision
 from .revision import compute_revision
 from .yamldata import load_yaml
 
@@ -48,6 +48,11 @@ class Loaded:
     modules: tuple[tuple[str, str], ...] = ()  # (path, Rego text)
     data_json: str = "{}"  # the merged data document
     facts: Facts | None = None  # what the load-time checks read from the AST
+
+    @property
+    def counts(self) -> bool:
+        """Whether the modules call `count` (see checks.ASTRAL)."""
+        return self.facts is None or "count" in self.facts.builtins
 
 
 def short_error(exc: BaseException) -> str:
@@ -253,6 +258,8 @@ def compile_sources(sources: Sequence[Source], *, probe: bool = True,
     if problem is None:
         packages = tuple(engine.get_packages())
         facts, problem = _check(engine, data_json[0], decision_paths)
+        if problem is None and facts is not None:
+            problem = astral_problem(facts, modules, data_json[0])
     if problem is None and probe:
         problem = _probe(engine, packages)
     if problem is not None:

@@ -161,7 +161,8 @@ def profile(b: Bench, target: str, seconds: float) -> dict[str, Any] | None:
     print(f"profiling {target} with py-spy for {seconds:.0f} s", flush=True)
     spy_proc = subprocess.Popen(
         [spy, "record", "--pid", str(proc.popen.pid), "--duration", str(int(seconds)),
-         "--rate", "200", "--format", "raw", "--threads", "--nonblocking", "--output",
+         "--rate", "200", "--format", "raw", "--threads", "--nonblocking", "--subprocesses",
+         "--output",
          str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         preexec_fn=lambda: os.sched_setaffinity(0, {LOAD_CPU}))

@@ -10,7 +10,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ztproxy.server.workers import LineRelay
+from ztproxy.server.logrelay import LineRelay
 
 
 def _lines(worker: int, n: int) -> list[bytes]:

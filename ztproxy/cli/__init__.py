@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Sequence
 
 from .. import __version__
-from ..server.workers import one_line
+from ..server.serve import one_line
 from .audit import register as register_audit
 from .certs import register as register_certs
 from .demo import register as register_demo

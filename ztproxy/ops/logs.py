@@ -33,7 +33,7 @@ class LineLogger:
     """structlog's final logger: each rendered line, newline included, goes to the
     file in one write() and one flush, under a lock shared by the process's threads
     (print() writes the text and the newline apart). Across workers the supervisor
-    relays each worker's stream line by line (`server.workers`)."""
+    relays each worker's stream line by line (`server.logrelay`)."""
 
     _lock = threading.Lock()
 

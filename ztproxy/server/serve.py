@@ -5,20 +5,24 @@ SIGTERM / SIGINT: stop accepting, drain in-flight requests up to the deadline, c
 the audit log with a final checkpoint, exit 0. SIGHUP: reload (config, TLS material,
 issuers, policy); a failed reload keeps what runs.
 
-Under the supervisor (`server.workers`) the worker gets the listening socket the
-supervisor bound, no admin listener of its own (the supervisor serves /metrics and
-/readyz for all workers), and a control socket: it reports "started", answers the
-supervisor's questions, and shuts down when the supervisor goes away.
+Under the supervisor (`server.workers`, which forks `worker_main` here) the worker gets
+the listening socket the supervisor bound, no admin listener of its own (the supervisor
+serves /metrics and /readyz for all workers), and a control socket: it reports
+"started", answers the supervisor's questions, and shuts down when the supervisor goes
+away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import os
 import signal
 import socket
 import sys
+import traceback
 
 import structlog
 from prometheus_client import generate_latest
@@ -105,3 +109,66 @@ async def serve(config: Config, *, worker_id: int = 0, reuse_port: bool = False,
         if writer is not None:
             writer.close()
     return 0
+
+
+# -- the forked child ------------------------------------------------------------------
+def _uvloop_policy() -> None:
+    try:
+        import uvloop  # a dependency on POSIX; absent elsewhere
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _max_fd() -> int:
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return soft if 0 < soft < 1 << 20 else 1 << 16
+    except (ImportError, OSError, ValueError):
+        return 1 << 16
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when the supervisor dies (EOF on the control socket
+    covers the other platforms)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def worker_main(config: Config, worker_id: int, sock: socket.socket, control: socket.socket,
+                 log_fd: int, debug: bool) -> int:
+    """The forked child: nothing of the supervisor's event loop is used here."""
+    gc.freeze()  # the supervisor's objects are never collected here (their fds close below)
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    os.dup2(log_fd, 2)
+    # every descriptor of the supervisor's but these: its event loop, the admin socket
+    # and its connections, the other workers' pipes (a scrape's connection must not
+    # stay open in a worker, nor the admin port bound when the supervisor is gone)
+    keep = sorted({0, 1, 2, sock.fileno(), control.fileno()})
+    for low, high in zip([k + 1 for k in keep], [*keep[1:], _max_fd()], strict=True):
+        if low < high:
+            os.closerange(low, high)
+    _die_with_parent()
+    _uvloop_policy()
+    try:
+        return asyncio.run(serve(config, worker_id=worker_id, sock=sock, control=control))
+    except Exception as exc:  # noqa: BLE001 - the worker's outermost handler: one line
+        if debug:
+            traceback.print_exc()
+        print(f"ztproxy: worker {worker_id}: {one_line(exc)}", file=sys.stderr, flush=True)
+        return 1
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line that names what it is about."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.filename}: {(exc.strerror or text).lower()}"
+    return text or type(exc).__name__

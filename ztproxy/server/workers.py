@@ -27,16 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
-import gc
 import os
 import signal
 import socket
 import sys
 import time
-import traceback
-from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -53,7 +49,8 @@ from ..config.load import Config
 from ..metrics import Merged, merge_expositions
 from .acceptor import listening_socket
 from .control import read_frame, write_frame
-from .serve import serve
+from .logrelay import LineRelay, write_whole
+from .serve import worker_main
 
 log = structlog.get_logger("ztproxy.supervisor")
 
@@ -62,7 +59,6 @@ BACKOFF_MAX = 30.0
 STABLE_SECONDS = 60.0  # a worker that ran this long starts its backoff over
 START_TIMEOUT = 60.0  # a worker that has not said "started" by then is killed
 ASK_TIMEOUT = 2.0  # /metrics and /readyz: how long one worker may take to answer
-MAX_LINE = 1 << 20  # a worker's line longer than this is cut (and written whole)
 
 
 class StartupError(Exception):
@@ -86,106 +82,6 @@ def bind(address: str, port: int, what: str) -> socket.socket:
         reason = "address in use" if exc.errno == 98 or "in use" in str(exc) \
             else (exc.strerror or str(exc)).lower()
         raise StartupError(f"{what} {where}: {reason}") from None
-
-
-def _uvloop_policy() -> None:
-    try:
-        import uvloop  # a dependency on POSIX; absent elsewhere
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
-def _max_fd() -> int:
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        return soft if 0 < soft < 1 << 20 else 1 << 16
-    except (ImportError, OSError, ValueError):
-        return 1 << 16
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGTERM this process when the supervisor dies (EOF on the control socket
-    covers the other platforms)."""
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _worker_main(config: Config, worker_id: int, sock: socket.socket, control: socket.socket,
-                 log_fd: int, debug: bool) -> int:
-    """The forked child: nothing of the supervisor's event loop is used here."""
-    gc.freeze()  # the supervisor's objects are never collected here (their fds close below)
-    signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
-        signal.signal(sig, signal.SIG_DFL)
-    os.dup2(log_fd, 2)
-    # every descriptor of the supervisor's but these: its event loop, the admin socket
-    # and its connections, the other workers' pipes (a scrape's connection must not
-    # stay open in a worker, nor the admin port bound when the supervisor is gone)
-    keep = sorted({0, 1, 2, sock.fileno(), control.fileno()})
-    for low, high in zip([k + 1 for k in keep], [*keep[1:], _max_fd()], strict=True):
-        if low < high:
-            os.closerange(low, high)
-    _die_with_parent()
-    _uvloop_policy()
-    try:
-        return asyncio.run(serve(config, worker_id=worker_id, sock=sock, control=control))
-    except Exception as exc:  # noqa: BLE001 - the worker's outermost handler: one line
-        if debug:
-            traceback.print_exc()
-        print(f"ztproxy: worker {worker_id}: {one_line(exc)}", file=sys.stderr, flush=True)
-        return 1
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one line that names what it is about."""
-    text = " ".join(str(exc).split())
-    if isinstance(exc, OSError) and exc.filename is not None:
-        text = f"{exc.filename}: {(exc.strerror or text).lower()}"
-    return text or type(exc).__name__
-
-
-class LineRelay:
-    """Whole lines out of many byte streams: what each stream (a worker's stderr pipe)
-    gives is kept until its newline, and each complete line is handed to `write` in
-    one piece, so a line never carries two workers' text whatever its length. A line
-    longer than `max_line` is cut there (and ended with a newline)."""
-
-    def __init__(self, write: Callable[[bytes], None], max_line: int = MAX_LINE) -> None:
-        self._write = write
-        self._max = max_line
-        self._partial: dict[int, bytearray] = {}
-
-    def open(self, stream: int) -> None:
-        self._partial[stream] = bytearray()
-
-    def __contains__(self, stream: int) -> bool:
-        return stream in self._partial
-
-    def streams(self) -> list[int]:
-        return list(self._partial)
-
-    def feed(self, stream: int, chunk: bytes) -> None:
-        buf = self._partial[stream]
-        buf += chunk
-        end = buf.rfind(b"\n")
-        if end >= 0:
-            self._write(bytes(buf[:end + 1]))
-            del buf[:end + 1]
-        while len(buf) > self._max:
-            self._write(bytes(buf[:self._max]) + b"\n")
-            del buf[:self._max]
-
-    def close(self, stream: int) -> None:
-        """The stream ended: what is left of its last line goes out, newline added."""
-        buf = self._partial.pop(stream, None)
-        if buf:
-            self._write(bytes(buf) + b"\n")
 
 
 @dataclasses.dataclass(slots=True)
@@ -222,7 +118,7 @@ class Supervisor:
         self.starting = True
         self._asked = 0
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._lines = LineRelay(_write_whole)
+        self._lines = LineRelay(write_whole)
         self.registry = CollectorRegistry()
         self.restarts = Counter("ztproxy_worker_restarts", "Workers forked again after "
                                 "they died", ["worker"], registry=self.registry)
@@ -247,7 +143,7 @@ class Supervisor:
         if pid == 0:  # the child
             code = 1
             try:
-                code = _worker_main(self.worker_config, w.worker_id, self.listener, theirs,
+                code = worker_main(self.worker_config, w.worker_id, self.listener, theirs,
                                     log_w, self.debug)
             finally:
                 os._exit(code)
@@ -503,23 +399,6 @@ class Supervisor:
                 f"workers {self.count}\n")
         with contextlib.suppress(OSError, ValueError):  # nobody reads stdout: carry on
             os.write(sys.stdout.fileno(), line.encode())
-
-
-def _write_whole(data: bytes) -> None:
-    """Write to stderr in as few write(2) calls as the kernel allows, from this one
-    process: no other worker's text can land inside a line."""
-    with contextlib.suppress(OSError, ValueError):
-        sys.stderr.flush()
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(2, view)
-        except BlockingIOError:
-            time.sleep(0.001)
-            continue
-        except OSError:
-            return  # stderr is gone (a closed pipe): there is nowhere left to say it
-        view = view[n:]
 
 
 def run_workers(config: Config, workers: int, *, debug: bool = False) -> int:

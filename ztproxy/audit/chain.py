@@ -29,7 +29,14 @@ from .canonical import canonical_json
 from .keys import PublicKey, SigningKey
 from .note import Checkpoint, sign_note
 from .record import build_lines
-from .recovery import QUARANTINE_DIR, ChainState, recover, seal_line, seal_message
+from .recovery import (
+    QUARANTINE_DIR,
+    ChainState,
+    clear_pending,
+    recover,
+    seal_line,
+    seal_message,
+)
 from .segment import (
     AppendFile,
     checkpoints_name,
@@ -133,6 +140,8 @@ class ChainWriter:
             # A new chain's genesis is signed before its first record; records adopted
             # from a crash tail (and the recovery record) are signed at once.
             self.checkpoint()
+        if state.set_aside:
+            clear_pending(self.directory, self.worker)  # stated and signed above
 
     def _recovery_record(self, state: ChainState) -> None:
         """The signed statement of what this start set aside and accepted."""

@@ -26,6 +26,10 @@ aside. Trusts nothing in the directory but signatures by the configured key:
    segments renamed there. Each move is one `SetAside` (file, byte range, SHA-256,
    where it went, why), which the writer states in a signed record of kind
    `recovery` (chain.py).
+   Each move is also journalled in `quarantine/w<N>.pending` until the recovery
+   record is written (chain.py calls `clear_pending`): a start that dies in between
+   leaves the journal, and the next start states those moves too (each only if the
+   quarantined file still holds bytes of the journalled SHA-256).
 4. The segments holding adopted records are fsynced before the writer continues, so
    the first checkpoint after the restart covers durable records only.
 """
@@ -39,7 +43,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import structlog
@@ -235,9 +239,45 @@ def _walk_tail(segments: tuple[Path, ...], start: tuple[int, int], seq: int, pre
 
 
 # -- step 3: setting aside -------------------------------------------------------------------
+def _pending_path(directory: Path, worker: int) -> Path:
+    return directory / QUARANTINE_DIR / f"w{worker}.pending"
+
+
+def _carried(directory: Path, worker: int) -> list[SetAside]:
+    """Moves journalled by a start that died before its recovery record, checked
+    against the quarantined bytes (nothing is stated that is not there)."""
+    try:
+        raw = _pending_path(directory, worker).read_bytes()
+    except OSError:
+        return []
+    out: list[SetAside] = []
+    for line in raw.splitlines():
+        try:
+            item = SetAside(**json.loads(line))
+            target = (directory / item.moved_to).resolve()
+            if target.parent != (directory / QUARANTINE_DIR).resolve() or \
+                    hashlib.sha256(target.read_bytes()).hexdigest() != item.sha256:
+                continue
+        except (ValueError, TypeError, OSError):
+            continue
+        if item not in out:
+            out.append(item)
+    return out
+
+
+def clear_pending(directory: Path, worker: int) -> None:
+    """The recovery record stating the journalled moves is written: drop the journal."""
+    try:
+        _pending_path(directory, worker).unlink()
+    except FileNotFoundError:
+        return
+    fsync_dir(directory / QUARANTINE_DIR)
+
+
 class _Mover:
-    def __init__(self, directory: Path, clock: Callable[[], float]) -> None:
+    def __init__(self, directory: Path, clock: Callable[[], float], worker: int) -> None:
         self.directory = directory
+        self.worker = worker
         self.stamp = f"{int(clock() * 1000)}-{secrets.token_hex(3)}"
         self.moved: list[SetAside] = []
 
@@ -282,6 +322,13 @@ class _Mover:
               why: str) -> None:
         moved = SetAside(name, begin, end, digest, str(target.relative_to(self.directory)), why)
         self.moved.append(moved)
+        fd = os.open(_pending_path(self.directory, self.worker),
+                     os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            os.write(fd, json.dumps(asdict(moved)).encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         log.warning("audit_recovery_set_aside", file=name, begin=begin, end=end,
                     sha256=digest, moved_to=moved.moved_to, why=why)
 
@@ -303,7 +350,8 @@ def recover(directory: Path, worker: int, key: PublicKey, origin: str, *,
     Raises RecoveryRefused."""
     keys = (key, *previous_keys)
     files = discover(directory).get(worker, ChainFiles(worker, (), None))
-    mover = _Mover(directory, clock)
+    mover = _Mover(directory, clock, worker)
+    carried = _carried(directory, worker)
     accepted: list[str] = []
     cp_path = directory / checkpoints_name(worker)
     data = cp_path.read_bytes() if cp_path.exists() else b""
@@ -341,7 +389,7 @@ def recover(directory: Path, worker: int, key: PublicKey, origin: str, *,
         state = ChainState(0, genesis, genesis, merkle.CompactTree(), 0, 0)
     else:
         state = _resume(directory, worker, keys, origin, resume, segments, mover)
-    state.set_aside = mover.moved
+    state.set_aside = [*carried, *(m for m in mover.moved if m not in carried)]
     state.accepted = "; ".join(accepted)
     chain = discover(directory).get(worker)
     state.last_segment = max((segment_number(p) for p in chain.segments), default=0) \

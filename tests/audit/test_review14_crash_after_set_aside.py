@@ -50,3 +50,19 @@ def test_set_aside_stated_once_after_a_clean_recovery(tmp_path: Path, signer,
     restart_and_write(tmp_path, signer)
     assert len(recovery_records(tmp_path)) == 1
     assert verify_directory(tmp_path, [public], workers=1).exit_code == 0
+
+
+def test_planted_journal_line_is_not_stated_as_a_move(tmp_path: Path, signer,
+                                                      public) -> None:
+    """The journal is unsigned: a line naming bytes that are not in quarantine/ is not
+    stated; one that is, is stated as coming from the journal, never as a move."""
+    write_and_stop(tmp_path, signer)
+    quarantine = tmp_path / "quarantine"
+    quarantine.mkdir()
+    (quarantine / "planted").write_bytes(b"x")
+    (quarantine / "w0.pending").write_text(
+        '{"source": "w0-000001.jsonl", "begin": 0, "end": 9, "sha256": "' + "0" * 64
+        + '", "moved_to": "quarantine/planted", "why": "invented"}\n')
+    restart_and_write(tmp_path, signer)
+    assert recovery_records(tmp_path) == []
+    assert verify_directory(tmp_path, [public], workers=1).exit_code == 0

@@ -29,7 +29,8 @@ aside. Trusts nothing in the directory but signatures by the configured key:
    Each move is also journalled in `quarantine/w<N>.pending` until the recovery
    record is written (chain.py calls `clear_pending`): a start that dies in between
    leaves the journal, and the next start states those moves too (each only if the
-   quarantined file still holds bytes of the journalled SHA-256).
+   quarantined file still holds bytes of the journalled SHA-256, and marked as
+   coming from the unsigned journal).
 4. The segments holding adopted records are fsynced before the writer continues, so
    the first checkpoint after the restart covers durable records only.
 """
@@ -43,7 +44,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import structlog
@@ -260,6 +261,9 @@ def _carried(directory: Path, worker: int) -> list[SetAside]:
                 continue
         except (ValueError, TypeError, OSError):
             continue
+        # The journal is unsigned: the statement says where it comes from.
+        item = replace(item, why="journalled by a start that stopped before its recovery "
+                                 f"record (unsigned journal; bytes checked): {item.why}")
         if item not in out:
             out.append(item)
     return out

@@ -134,7 +134,7 @@ class ChainWriter:
         self._head = state.prev
         self.last_checkpoint_size = -1 if state.fresh else state.checkpointed
         self.last_checkpoint_time = self._clock()
-        if state.set_aside or state.accepted:
+        if state.set_aside or state.accepted or state.sealed_missing:
             self._recovery_record(state)
         if state.fresh or state.tree.size != state.checkpointed:
             # A new chain's genesis is signed before its first record; records adopted
@@ -157,6 +157,7 @@ class ChainWriter:
             "adopted_records": state.adopted,
             "set_aside": [item.describe() for item in state.set_aside],
             "quarantine": QUARANTINE_DIR if state.set_aside else None,
+            "sealed_missing": state.sealed_missing or None,
         })
 
     def append_fields(self, fields: dict[str, object]) -> None:

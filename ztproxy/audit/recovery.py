@@ -100,6 +100,7 @@ class ChainState:
     fresh: bool = True  # no verified checkpoint: a new chain begins
     adopted: int = 0  # records of the unsigned tail that verified and were kept
     accepted: str = ""  # what the operator accepted with --accept-recovery
+    sealed_missing: str = ""  # the seal names records that are not on disk (rolled back)
     set_aside: list[SetAside] = field(default_factory=list)
 
 
@@ -449,6 +450,14 @@ def _resume(directory: Path, worker: int, keys: tuple[PublicKey, ...], origin: s
     else:
         why = tail.why or "records after one that does not verify"
     adopted = tail.ends[:keep]
+    found = adopted[-1][2] + 1 if adopted else resume.size
+    if sealed is not None and sealed[0] > found:
+        state.sealed_missing = (
+            f"the writer's seal names {sealed[0]} records (head {sealed[1]}) but "
+            f"{found} verify on disk: records {found}..{sealed[0] - 1} were lost or "
+            "rolled back")
+        log.warning("audit_recovery_sealed_missing", worker=worker, sealed=sealed[0],
+                    found=found)
     if adopted:
         seg, end = adopted[-1][0], adopted[-1][1]
         tree.extend(leaf for *_, leaf in adopted)

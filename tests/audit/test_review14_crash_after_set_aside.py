@@ -66,3 +66,34 @@ def test_planted_journal_line_is_not_stated_as_a_move(tmp_path: Path, signer,
     restart_and_write(tmp_path, signer)
     assert recovery_records(tmp_path) == []
     assert verify_directory(tmp_path, [public], workers=1).exit_code == 0
+
+
+class _Killed(BaseException):
+    """Stands for kill -9 at that instant."""
+
+
+def test_set_aside_stated_after_crash_right_after_the_move(tmp_path: Path, signer,
+                                                           public, monkeypatch) -> None:
+    """The crash lands right after a whole planted segment was renamed into
+    quarantine/, before anything else: the move was journalled before it was made."""
+    write_and_stop(tmp_path, signer)
+    planted = forged_line(tmp_path)
+    (tmp_path / "w0-000002.jsonl").write_bytes(planted)
+    real_rename = recovery_mod.os.rename
+
+    def rename_then_die(src: object, dst: object) -> None:
+        real_rename(src, dst)  # type: ignore[arg-type]
+        raise _Killed
+
+    monkeypatch.setattr(recovery_mod.os, "rename", rename_then_die)
+    try:
+        restart_and_write(tmp_path, signer)
+    except _Killed:
+        pass
+    monkeypatch.undo()
+    assert any(planted in p.read_bytes() for p in (tmp_path / "quarantine").iterdir())
+    restart_and_write(tmp_path, signer)
+    assert FORGED_ID not in chain_ids(tmp_path)
+    stated = [entry for rec in recovery_records(tmp_path) for entry in rec["set_aside"]]
+    assert any("w0-000002.jsonl" in str(entry) for entry in stated), stated
+    assert verify_directory(tmp_path, [public], workers=1).exit_code == 0

@@ -307,21 +307,23 @@ class _Mover:
         finally:
             os.close(fd)
         fsync_dir(target.parent)
+        # Journalled before the bytes leave the segment (a crash here: stated next start).
+        self._note(path.name, begin, end, hashlib.sha256(data).hexdigest(), target, why)
         os.truncate(path, begin)
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self._note(path.name, begin, end, hashlib.sha256(data).hexdigest(), target, why)
 
     def whole(self, path: Path, why: str) -> None:
         data = path.read_bytes()
         target = self._target(path.name, 0, len(data))
+        # Journalled before the move (a crash after it: stated by the next start).
+        self._note(path.name, 0, len(data), hashlib.sha256(data).hexdigest(), target, why)
         os.rename(path, target)
         fsync_dir(target.parent)
         fsync_dir(self.directory)
-        self._note(path.name, 0, len(data), hashlib.sha256(data).hexdigest(), target, why)
 
     def _note(self, name: str, begin: int, end: int, digest: str, target: Path,
               why: str) -> None:

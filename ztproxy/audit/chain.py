@@ -110,7 +110,8 @@ class ChainWriter:
 
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.directory / lock_name(self.worker), os.O_RDWR | os.O_CREAT, 0o640)
+        fd = os.open(self.directory / lock_name(self.worker),
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o640)  # never a planted link
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -122,7 +123,7 @@ class ChainWriter:
                             accept_recovery=self._accept_recovery, clock=self._clock,
                             previous_keys=self._previous_keys)
             self._seal_fd = os.open(self.directory / seal_name(self.worker),
-                                    os.O_RDWR | os.O_CREAT, 0o640)
+                                    os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o640)
             self._checkpoints = AppendFile(self.directory / checkpoints_name(self.worker),
                                            self._clock(), exclusive=False)
             self._open_segment(state.last_segment + 1)

@@ -292,8 +292,16 @@ class _Mover:
         return folder / f"{name}.{begin}-{end}.{self.stamp}"
 
     def cut(self, path: Path, begin: int, why: str) -> None:
-        """Move bytes [begin, end of file) of `path` aside and truncate it there."""
-        with path.open("rb") as fh:
+        """Move bytes [begin, end of file) of `path` aside and truncate it there.
+        A symlink is not followed (OSError): its target is no file of this log."""
+        keep = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+        try:
+            self._cut(keep, path, begin, why)
+        finally:
+            os.close(keep)
+
+    def _cut(self, keep: int, path: Path, begin: int, why: str) -> None:
+        with os.fdopen(os.dup(keep), "rb") as fh:
             fh.seek(begin)
             data = fh.read()
         if not data:
@@ -309,12 +317,8 @@ class _Mover:
         fsync_dir(target.parent)
         # Journalled before the bytes leave the segment (a crash here: stated next start).
         self._note(path.name, begin, end, hashlib.sha256(data).hexdigest(), target, why)
-        os.truncate(path, begin)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        os.ftruncate(keep, begin)
+        os.fsync(keep)
 
     def whole(self, path: Path, why: str) -> None:
         data = path.read_bytes()
@@ -330,7 +334,7 @@ class _Mover:
         moved = SetAside(name, begin, end, digest, str(target.relative_to(self.directory)), why)
         self.moved.append(moved)
         fd = os.open(_pending_path(self.directory, self.worker),
-                     os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+                     os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o640)
         try:
             os.write(fd, json.dumps(asdict(moved)).encode() + b"\n")
             os.fsync(fd)

@@ -156,7 +156,8 @@ class AppendFile:
     __slots__ = ("path", "size", "opened_at", "_fd")
 
     def __init__(self, path: Path, opened_at: float, *, exclusive: bool = True) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_EXCL if exclusive else 0)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | (
+            os.O_EXCL if exclusive else 0)  # a planted symlink is never written through
         self._fd: int | None = os.open(path, flags, 0o640)
         self.path = path
         self.size = os.fstat(self._fd).st_size

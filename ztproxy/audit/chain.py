@@ -29,7 +29,14 @@ from .canonical import canonical_json
 from .keys import PublicKey, SigningKey
 from .note import Checkpoint, sign_note
 from .record import build_lines
-from .recovery import QUARANTINE_DIR, ChainState, recover, seal_line, seal_message
+from .recovery import (
+    QUARANTINE_DIR,
+    ChainState,
+    clear_pending,
+    recover,
+    seal_line,
+    seal_message,
+)
 from .segment import (
     AppendFile,
     checkpoints_name,
@@ -103,7 +110,8 @@ class ChainWriter:
 
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.directory / lock_name(self.worker), os.O_RDWR | os.O_CREAT, 0o640)
+        fd = os.open(self.directory / lock_name(self.worker),
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o640)  # never a planted link
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -115,7 +123,7 @@ class ChainWriter:
                             accept_recovery=self._accept_recovery, clock=self._clock,
                             previous_keys=self._previous_keys)
             self._seal_fd = os.open(self.directory / seal_name(self.worker),
-                                    os.O_RDWR | os.O_CREAT, 0o640)
+                                    os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o640)
             self._checkpoints = AppendFile(self.directory / checkpoints_name(self.worker),
                                            self._clock(), exclusive=False)
             self._open_segment(state.last_segment + 1)
@@ -127,12 +135,14 @@ class ChainWriter:
         self._head = state.prev
         self.last_checkpoint_size = -1 if state.fresh else state.checkpointed
         self.last_checkpoint_time = self._clock()
-        if state.set_aside or state.accepted:
+        if state.set_aside or state.accepted or state.sealed_missing:
             self._recovery_record(state)
         if state.fresh or state.tree.size != state.checkpointed:
             # A new chain's genesis is signed before its first record; records adopted
             # from a crash tail (and the recovery record) are signed at once.
             self.checkpoint()
+        if state.set_aside:
+            clear_pending(self.directory, self.worker)  # stated and signed above
 
     def _recovery_record(self, state: ChainState) -> None:
         """The signed statement of what this start set aside and accepted."""
@@ -148,6 +158,7 @@ class ChainWriter:
             "adopted_records": state.adopted,
             "set_aside": [item.describe() for item in state.set_aside],
             "quarantine": QUARANTINE_DIR if state.set_aside else None,
+            "sealed_missing": state.sealed_missing or None,
         })
 
     def append_fields(self, fields: dict[str, object]) -> None:

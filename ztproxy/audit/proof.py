@@ -72,6 +72,8 @@ def _signed_checkpoints(directory: Path, worker: int, keys: tuple[PublicKey, ...
             signed = parse_signed_checkpoint(json.loads(raw)["note"])
         except (ValueError, KeyError, TypeError, NoteError):
             continue
+        if signed.checkpoint.worker != worker:
+            continue  # another chain's checkpoint placed in this file: never this chain's
         if not keys or verify_note(signed.note, keys)[0] is SignatureCheck.VALID:
             yield signed
 

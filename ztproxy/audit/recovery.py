@@ -26,6 +26,11 @@ aside. Trusts nothing in the directory but signatures by the configured key:
    segments renamed there. Each move is one `SetAside` (file, byte range, SHA-256,
    where it went, why), which the writer states in a signed record of kind
    `recovery` (chain.py).
+   Each move is also journalled in `quarantine/w<N>.pending` until the recovery
+   record is written (chain.py calls `clear_pending`): a start that dies in between
+   leaves the journal, and the next start states those moves too (each only if the
+   quarantined file still holds bytes of the journalled SHA-256, and marked as
+   coming from the unsigned journal).
 4. The segments holding adopted records are fsynced before the writer continues, so
    the first checkpoint after the restart covers durable records only.
 """
@@ -39,7 +44,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import structlog
@@ -95,6 +100,7 @@ class ChainState:
     fresh: bool = True  # no verified checkpoint: a new chain begins
     adopted: int = 0  # records of the unsigned tail that verified and were kept
     accepted: str = ""  # what the operator accepted with --accept-recovery
+    sealed_missing: str = ""  # the seal names records that are not on disk (rolled back)
     set_aside: list[SetAside] = field(default_factory=list)
 
 
@@ -235,9 +241,48 @@ def _walk_tail(segments: tuple[Path, ...], start: tuple[int, int], seq: int, pre
 
 
 # -- step 3: setting aside -------------------------------------------------------------------
+def _pending_path(directory: Path, worker: int) -> Path:
+    return directory / QUARANTINE_DIR / f"w{worker}.pending"
+
+
+def _carried(directory: Path, worker: int) -> list[SetAside]:
+    """Moves journalled by a start that died before its recovery record, checked
+    against the quarantined bytes (nothing is stated that is not there)."""
+    try:
+        raw = _pending_path(directory, worker).read_bytes()
+    except OSError:
+        return []
+    out: list[SetAside] = []
+    for line in raw.splitlines():
+        try:
+            item = SetAside(**json.loads(line))
+            target = (directory / item.moved_to).resolve()
+            if target.parent != (directory / QUARANTINE_DIR).resolve() or \
+                    hashlib.sha256(target.read_bytes()).hexdigest() != item.sha256:
+                continue
+        except (ValueError, TypeError, OSError):
+            continue
+        # The journal is unsigned: the statement says where it comes from.
+        item = replace(item, why="journalled by a start that stopped before its recovery "
+                                 f"record (unsigned journal; bytes checked): {item.why}")
+        if item not in out:
+            out.append(item)
+    return out
+
+
+def clear_pending(directory: Path, worker: int) -> None:
+    """The recovery record stating the journalled moves is written: drop the journal."""
+    try:
+        _pending_path(directory, worker).unlink()
+    except FileNotFoundError:
+        return
+    fsync_dir(directory / QUARANTINE_DIR)
+
+
 class _Mover:
-    def __init__(self, directory: Path, clock: Callable[[], float]) -> None:
+    def __init__(self, directory: Path, clock: Callable[[], float], worker: int) -> None:
         self.directory = directory
+        self.worker = worker
         self.stamp = f"{int(clock() * 1000)}-{secrets.token_hex(3)}"
         self.moved: list[SetAside] = []
 
@@ -247,8 +292,16 @@ class _Mover:
         return folder / f"{name}.{begin}-{end}.{self.stamp}"
 
     def cut(self, path: Path, begin: int, why: str) -> None:
-        """Move bytes [begin, end of file) of `path` aside and truncate it there."""
-        with path.open("rb") as fh:
+        """Move bytes [begin, end of file) of `path` aside and truncate it there.
+        A symlink is not followed (OSError): its target is no file of this log."""
+        keep = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+        try:
+            self._cut(keep, path, begin, why)
+        finally:
+            os.close(keep)
+
+    def _cut(self, keep: int, path: Path, begin: int, why: str) -> None:
+        with os.fdopen(os.dup(keep), "rb") as fh:
             fh.seek(begin)
             data = fh.read()
         if not data:
@@ -262,26 +315,31 @@ class _Mover:
         finally:
             os.close(fd)
         fsync_dir(target.parent)
-        os.truncate(path, begin)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        # Journalled before the bytes leave the segment (a crash here: stated next start).
         self._note(path.name, begin, end, hashlib.sha256(data).hexdigest(), target, why)
+        os.ftruncate(keep, begin)
+        os.fsync(keep)
 
     def whole(self, path: Path, why: str) -> None:
         data = path.read_bytes()
         target = self._target(path.name, 0, len(data))
+        # Journalled before the move (a crash after it: stated by the next start).
+        self._note(path.name, 0, len(data), hashlib.sha256(data).hexdigest(), target, why)
         os.rename(path, target)
         fsync_dir(target.parent)
         fsync_dir(self.directory)
-        self._note(path.name, 0, len(data), hashlib.sha256(data).hexdigest(), target, why)
 
     def _note(self, name: str, begin: int, end: int, digest: str, target: Path,
               why: str) -> None:
         moved = SetAside(name, begin, end, digest, str(target.relative_to(self.directory)), why)
         self.moved.append(moved)
+        fd = os.open(_pending_path(self.directory, self.worker),
+                     os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o640)
+        try:
+            os.write(fd, json.dumps(asdict(moved)).encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         log.warning("audit_recovery_set_aside", file=name, begin=begin, end=end,
                     sha256=digest, moved_to=moved.moved_to, why=why)
 
@@ -303,7 +361,8 @@ def recover(directory: Path, worker: int, key: PublicKey, origin: str, *,
     Raises RecoveryRefused."""
     keys = (key, *previous_keys)
     files = discover(directory).get(worker, ChainFiles(worker, (), None))
-    mover = _Mover(directory, clock)
+    mover = _Mover(directory, clock, worker)
+    carried = _carried(directory, worker)
     accepted: list[str] = []
     cp_path = directory / checkpoints_name(worker)
     data = cp_path.read_bytes() if cp_path.exists() else b""
@@ -341,7 +400,7 @@ def recover(directory: Path, worker: int, key: PublicKey, origin: str, *,
         state = ChainState(0, genesis, genesis, merkle.CompactTree(), 0, 0)
     else:
         state = _resume(directory, worker, keys, origin, resume, segments, mover)
-    state.set_aside = mover.moved
+    state.set_aside = [*carried, *(m for m in mover.moved if m not in carried)]
     state.accepted = "; ".join(accepted)
     chain = discover(directory).get(worker)
     state.last_segment = max((segment_number(p) for p in chain.segments), default=0) \
@@ -397,6 +456,14 @@ def _resume(directory: Path, worker: int, keys: tuple[PublicKey, ...], origin: s
     else:
         why = tail.why or "records after one that does not verify"
     adopted = tail.ends[:keep]
+    found = adopted[-1][2] + 1 if adopted else resume.size
+    if sealed is not None and sealed[0] > found:
+        state.sealed_missing = (
+            f"the writer's seal names {sealed[0]} records (head {sealed[1]}) but "
+            f"{found} verify on disk: records {found}..{sealed[0] - 1} were lost or "
+            "rolled back")
+        log.warning("audit_recovery_sealed_missing", worker=worker, sealed=sealed[0],
+                    found=found)
     if adopted:
         seg, end = adopted[-1][0], adopted[-1][1]
         tree.extend(leaf for *_, leaf in adopted)

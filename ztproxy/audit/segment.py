@@ -62,11 +62,18 @@ class _Found:
 
 
 def discover(directory: str | os.PathLike[str]) -> dict[int, ChainFiles]:
-    """Every worker chain in `directory`, segments in number order."""
+    """Every worker chain in `directory`, segments in number order. Only the names
+    the writer gives (segment_name, checkpoints_name) count; other spellings of the
+    same numbers are not the chain's files."""
     found: dict[int, _Found] = {}
     for entry in sorted(Path(directory).iterdir()):
         seg = SEGMENT_RE.match(entry.name)
         cps = CHECKPOINTS_RE.match(entry.name)
+        # One spelling per file: `w00-...` or `w0-0000001.jsonl` would alias worker 0's
+        # files (a planted `w00-checkpoints.jsonl` replaced the real one for verify).
+        if seg and entry.name != segment_name(int(seg.group(1)), int(seg.group(2))) or \
+                cps and entry.name != checkpoints_name(int(cps.group(1))):
+            continue
         if seg:
             found.setdefault(int(seg.group(1)), _Found()).segments.append(
                 (int(seg.group(2)), entry))
@@ -149,7 +156,8 @@ class AppendFile:
     __slots__ = ("path", "size", "opened_at", "_fd")
 
     def __init__(self, path: Path, opened_at: float, *, exclusive: bool = True) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_EXCL if exclusive else 0)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | (
+            os.O_EXCL if exclusive else 0)  # a planted symlink is never written through
         self._fd: int | None = os.open(path, flags, 0o640)
         self.path = path
         self.size = os.fstat(self._fd).st_size

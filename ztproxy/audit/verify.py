@@ -131,6 +131,7 @@ def _checkpoints(files: ChainFiles, keys: tuple[PublicKey, ...]
         return good, bad
     found = read_lines(path)
     last: Checkpoint | None = None
+    seen: set[str] = set()  # texts of the checkpoints taken so far
     for number, raw in enumerate(found.lines, 1):
         try:
             signed = parse_signed_checkpoint(json.loads(raw)["note"])
@@ -141,12 +142,15 @@ def _checkpoints(files: ChainFiles, keys: tuple[PublicKey, ...]
         status, key = verify_note(signed.note, keys)
         cp = signed.checkpoint
         if status is SignatureCheck.VALID and key is not None:
-            stale = _stale(last, cp)
+            stale = _stale(last, cp) or (
+                f"size {cp.size} repeated word for word (a copied line)"
+                if cp.text() in seen else "")  # not only the line right before it
             if stale:
                 bad.append((Kind.STALE_CHECKPOINT, None, f"checkpoint line {number}: {stale}",
                             False))
                 continue
             good.append((cp, key.name))
+            seen.add(cp.text())
             last = cp
             continue
         names = ", ".join(s.name for s in signed.note.signatures)

@@ -127,7 +127,7 @@ class LineChunks:
         self.torn = b""
 
     def __iter__(self) -> Iterator[tuple[bytes, int, int]]:
-        rest = b""
+        rest = bytearray()  # a line across blocks grows in place: linear, however long
         with self.path.open("rb", buffering=0) as fh:
             fh.seek(self.begin)
             left = -1 if self.end is None else self.end - self.begin
@@ -139,14 +139,15 @@ class LineChunks:
                     if newline < 0:
                         rest += block
                         continue
-                    line = rest + block[:newline + 1]
+                    rest += block[:newline + 1]
+                    line = bytes(rest)
                     yield line, 0, len(line)
                     begin = newline + 1
                 cut = max(block.rfind(b"\n", begin) + 1, begin)
                 if cut > begin:
                     yield block, begin, cut
-                rest = block[cut:]
-        self.torn = rest
+                rest = bytearray(block[cut:])
+        self.torn = bytes(rest)
 
 
 class AppendFile:

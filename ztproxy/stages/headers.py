@@ -44,10 +44,15 @@ HOP_BY_HOP = frozenset({
 BASE_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
+_NOT_ALNUM = re.compile(r"[^a-z0-9]")
+
+
 @functools.lru_cache(maxsize=4096)
 def normalize_name(name: str) -> str:
-    """Header names repeat from request to request: the normal form is cached."""
-    return name.strip().lower().replace("_", "-")
+    """Lowercase, and every character other than a letter or digit read as "-":
+    lighttpd hands `X.User`, `X~User` and `X_User` to CGI/FastCGI as `HTTP_X_USER`.
+    Header names repeat from request to request: the normal form is cached."""
+    return _NOT_ALNUM.sub("-", name.strip().lower())
 
 
 def connection_named(headers: CIMultiDictProxy[str]) -> frozenset[str]:
@@ -137,9 +142,10 @@ def upstream_headers(headers: CIMultiDictProxy[str], *, stripped: Collection[str
             continue
         if norm in credential_headers and norm not in keep_set:
             continue
-        if "_" in name:
-            # A header spelled with "_" that is not stripped is forwarded under its
-            # canonical dashed name, so the upstream cannot read two spellings.
+        if norm != name.lower():
+            # A header spelled with "_" (or another non-alphanumeric) that is not
+            # stripped is forwarded under its canonical dashed name, so the upstream
+            # cannot read two spellings.
             name = norm
         out.add(name, value)
     for name, value in asserted.items():

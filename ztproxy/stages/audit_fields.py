@@ -2,11 +2,12 @@
 
 Audit records are hash-chained and signed: nothing can be redacted later, so a secret
 must never get in. `audited_path` replaces every JWT-shaped run in a path (three or
-more base64url parts joined by dots, the first starting with `eyJ`, the encoding of
-`{"`) by `[jwt:sha256:<hex>]`, the SHA-256 of the token text, so two records of the
-same token still match. `escaped` makes text the parser handed over (possibly not
-canonical, possibly not even UTF-8) safe to record: control bytes, non-ASCII and lone
-surrogates become backslash escapes, and the length is bounded.
+more base64url parts joined by dots, padded or not, the first starting as the encoding
+of `{"` or of `{` and white space does) by `[jwt:sha256:<hex>]`, the SHA-256 of the
+token text, so two records of the same token still match. `escaped` makes text the
+parser handed over (possibly not canonical, possibly not even UTF-8) safe to record:
+control bytes, non-ASCII and lone surrogates become backslash escapes, and the length
+is bounded.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from __future__ import annotations
 import hashlib
 import re
 
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*){2,4}")
+# A JOSE header is a JSON object: its encoding starts with that of `{"` (eyJ) or of
+# `{` and white space (eyA, ewo, ew0, ewk), and is at least 12 characters long. Parts
+# may carry "=" padding, raw or escaped: stripping it gives back the token.
+_PART = r"[A-Za-z0-9_-]*(?:=|%3D)*"
+_JWT = re.compile(r"(?:eyJ|eyA|ewo|ew0|ewk)[A-Za-z0-9_-]{9,}(?:=|%3D)*(?:\." + _PART + "){2,4}")
+_STARTS = ("eyJ", "eyA", "ewo", "ew0", "ewk")
 MAX_ESCAPED = 1024
 
 
@@ -24,7 +30,7 @@ def _digest(match: re.Match[str]) -> str:
 
 def audited_path(path: str) -> str:
     """The path as the audit record holds it: JWT-shaped runs replaced by their digest."""
-    if "eyJ" not in path:
+    if not any(start in path for start in _STARTS):
         return path
     return _JWT.sub(_digest, path)
 

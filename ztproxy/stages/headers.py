@@ -3,7 +3,8 @@
 - `visible_headers`: the request headers the policy may see (no hop-by-hop, no
   credentials, none of the headers the proxy asserts).
 - `upstream_headers`: what goes to the upstream: the incoming headers without
-  hop-by-hop headers, without any header named in `Connection`, without credential
+  hop-by-hop headers, without any header named in `Connection` (never Host: it goes on
+  in the form the router and the policy saw, `upstream_host`), without credential
   headers (unless the route forwards the user token), and without every spelling of the
   asserted headers (`X-User`, `x_user`, `X-USER` all normalize to `x-user`); then the
   asserted headers set from verified data, and the policy's extra headers, which may
@@ -43,10 +44,15 @@ HOP_BY_HOP = frozenset({
 BASE_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
+_NOT_ALNUM = re.compile(r"[^a-z0-9]")
+
+
 @functools.lru_cache(maxsize=4096)
 def normalize_name(name: str) -> str:
-    """Header names repeat from request to request: the normal form is cached."""
-    return name.strip().lower().replace("_", "-")
+    """Lowercase, and every character other than a letter or digit read as "-":
+    lighttpd hands `X.User`, `X~User` and `X_User` to CGI/FastCGI as `HTTP_X_USER`.
+    Header names repeat from request to request: the normal form is cached."""
+    return _NOT_ALNUM.sub("-", name.strip().lower())
 
 
 def connection_named(headers: CIMultiDictProxy[str]) -> frozenset[str]:
@@ -98,6 +104,17 @@ def _never_visible(hidden: frozenset[str]) -> frozenset[str]:
     return HOP_BY_HOP | BASE_CREDENTIAL_HEADERS | hidden
 
 
+def upstream_host(value: str) -> str:
+    """The Host header the upstream gets: the one the request stage accepted (ASCII,
+    one Host) in the form the router and the policy saw (lowercase, one trailing dot
+    stripped), its port, if any, kept."""
+    host = value.strip().lower()
+    if host.startswith("["):
+        return host
+    name, sep, port = host.partition(":")
+    return (name[:-1] if name.endswith(".") else name) + sep + port
+
+
 def upstream_headers(headers: CIMultiDictProxy[str], *, stripped: Collection[str],
                      credential_headers: Collection[str], asserted: Mapping[str, str],
                      policy_headers: Mapping[str, str] = {},
@@ -113,6 +130,11 @@ def upstream_headers(headers: CIMultiDictProxy[str], *, stripped: Collection[str
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         norm = normalize_name(name)
+        if norm == "host":
+            # Never dropped (not even when named in Connection) and sent as the policy
+            # saw it: lowercase, without the one trailing dot the router strips.
+            out.add(name, upstream_host(value))
+            continue
         if norm in HOP_BY_HOP or norm in dropped or norm in asserted:
             continue
         if (norm in stripped or (strip_prefixes and norm.startswith(strip_prefixes))) \
@@ -120,9 +142,10 @@ def upstream_headers(headers: CIMultiDictProxy[str], *, stripped: Collection[str
             continue
         if norm in credential_headers and norm not in keep_set:
             continue
-        if "_" in name:
-            # A header spelled with "_" that is not stripped is forwarded under its
-            # canonical dashed name, so the upstream cannot read two spellings.
+        if norm != name.lower():
+            # A header spelled with "_" (or another non-alphanumeric) that is not
+            # stripped is forwarded under its canonical dashed name, so the upstream
+            # cannot read two spellings.
             name = norm
         out.add(name, value)
     for name, value in asserted.items():

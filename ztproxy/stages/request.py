@@ -59,8 +59,9 @@ def _parse_host(value: str) -> str:
     else:
         name, _, port = host.partition(":")
         rest = ":" + port if port or host.endswith(":") else ""
-    if rest and (not rest.startswith(":") or not rest[1:].isdigit()):
-        raise BadRequest("bad_host")
+    if rest and (not rest.startswith(":") or not rest[1:].isdigit()
+                 or len(rest) > 6 or int(rest[1:]) > 65535):
+        raise BadRequest("bad_host")  # a port is 0-65535 (the upstream gets it as sent)
     if name.endswith(".") and not name.startswith("["):
         name = name[:-1]  # one trailing dot: the same DNS name, fully qualified
     if not _HOST_NAME.fullmatch(name) or name.endswith("."):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from e2e_harness import StartProxy, open_route, raw_exchange
 
 TRUSTED = [
@@ -26,7 +25,6 @@ TRUSTED = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="default strip list gaps (config/core.py)")
 async def test_default_strip_list_covers_more_trusted_headers(start_proxy: StartProxy,
                                                               upstream: str) -> None:
     run = await start_proxy(routes=[open_route(upstream)])

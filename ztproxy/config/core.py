@@ -9,12 +9,15 @@ says `none` in writing.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..model import Binding, Requirement, Route
 from .policy import check_decision_path
 from .reader import Node
+
+_NOT_ALNUM = re.compile(r"[^a-z0-9]")
 
 DEFAULT_ASSERTED_HEADERS = (
     "x-client-spiffe-id",
@@ -56,12 +59,20 @@ DEFAULT_STRIPPED_HEADERS = (
     "x-authenticated-user", "x-authenticated-userid", "x-webauth-user", "x-ms-client-principal",
     "x-ms-client-principal-id", "x-ms-client-principal-name", "x-goog-authenticated-user-email",
     "x-goog-authenticated-user-id", "x-amzn-oidc-data", "x-amzn-oidc-identity",
-    "x-amzn-oidc-accesstoken",
+    "x-amzn-oidc-accesstoken", "remote-groups", "remote-email", "remote-name",
+    "x-credential-identifier", "x-authenticated-scope", "x-authenticated-groups",
+    "x-anonymous-consumer", "x-userinfo", "x-id-token",
+    # client address and scheme, read by Rack, Django, request-ip, Spring, IIS
+    "x-client-ip", "true-client-ip", "x-cluster-client-ip", "cf-connecting-ip",
+    "fastly-client-ip", "x-original-forwarded-for", "x-forwarded", "forwarded-for",
+    "x-forwarded-ssl", "x-forwarded-scheme", "front-end-https", "x-url-scheme",
+    "x-original-host", "x-host", "x-envoy-original-path", "x-envoy-original-url",
 )
 # ... and every header whose normalized name starts with one of these.
 DEFAULT_STRIPPED_PREFIXES = ("x-ssl-client-", "x-client-cert-", "ssl-client-",
                              "x-auth-request-", "x-forwarded-client-cert-", "x-remote-user-",
-                             "x-ms-client-principal-", "x-amzn-oidc-")
+                             "x-ms-client-principal-", "x-amzn-oidc-", "x-amzn-mtls-",
+                             "x-consumer-")
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,7 +386,10 @@ def parse_headers(node: Node) -> HeadersConfig:
     names = {key: _header_name(node, key, getattr(d, key))
              for key in ("spiffe_id", "cert_sha256", "xfcc", "forwarded_for", "request_id",
                          "user_subject", "user_issuer", "device_id")}
-    extra = tuple(h.lower() for h in node.str_list("strip", ()))
+    # the spelling the pipeline compares (stages.headers.normalize_name): lowercase,
+    # every character but a letter or digit read as "-" (x_internal_role strips
+    # X-Internal-Role, as `pass_headers` already did)
+    extra = tuple(_NOT_ALNUM.sub("-", h.strip().lower()) for h in node.str_list("strip", ()))
     cfg = HeadersConfig(**names, strip=DEFAULT_ASSERTED_HEADERS  # type: ignore[arg-type]
                         + DEFAULT_STRIPPED_HEADERS + extra)
     node.finish()

@@ -24,8 +24,8 @@ Refused (each a 400 with the reason in brackets), nothing else is "fixed":
   so decoding never makes one)
 - no empty segment "//" [empty_segment]: many backends merge slashes, which would let
   "//admin" pass a policy written for "/admin"
-- no ";" in the path [path_parameter]: servlet containers strip ";params" from
-  segments, which would let "/admin;x" pass a policy written for "/admin"
+- no ";" in the path, raw or encoded [path_parameter]: servlet containers strip
+  ";params" from segments, which would let "/admin;x" pass a policy written for "/admin"
 `parsed_path` holds the fully decoded segments for policy convenience.
 
 The answer depends on the target alone, so accepted answers for short targets are
@@ -47,8 +47,10 @@ _HEXDIGITS = "0123456789abcdefABCDEF"
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 # Bytes whose percent-encoded form is refused in the path: "/", "\", ".", and "%".
 # An encoded "%" is refused: a backend that decodes twice would turn "%252e" into ".".
+# An encoded ";" is refused as ";" is: a backend that decodes, then strips ";params",
+# would serve "/admin" for "/admin%3Bx", which the router took for another path.
 _FORBIDDEN_ESCAPES = {0x2F: "encoded_separator", 0x5C: "encoded_separator", 0x2E: "encoded_dot",
-                      0x25: "encoded_percent"}
+                      0x25: "encoded_percent", 0x3B: "path_parameter"}
 
 
 def _escape_table(*, in_path: bool) -> dict[str, str]:

@@ -60,9 +60,10 @@ ALLOWED_BUILTINS: frozenset[str] = frozenset({
     # encoding
     "base64.encode", "base64.decode", "base64.is_valid", "base64url.encode",
     "base64url.decode", "base64url.encode_no_pad", "hex.encode", "json.is_valid",
-    "urlquery.encode", "urlquery.encode_object",
-    # matching, graphs, versions, walk
-    "regex.split", "regex.find_n", "regex.replace",
+    # Not urlquery.encode / encode_object (regorus keeps `*` and escapes `~`, Go's
+    # url.QueryEscape the reverse), nor any regex.* (Rust's \w \d \s are Unicode,
+    # RE2's ASCII): tests/policy/test_review11_builtins.py.
+    # graphs, versions, walk
     "graph.reachable", "graph.reachable_paths",
     "semver.is_valid", "semver.compare", "walk",
 })
@@ -596,7 +597,8 @@ _UNSUPPORTED = frozenset({
     "http.send", "rego.metadata.rule", "rego.metadata.chain", "strings.render_template",
     "opa.runtime", "net.lookup_ip_addr", "trace", "rego.parse_module",
     "providers.aws.sign_req", "crypto.x509.parse_certificates", "io.jwt.decode_verify",
-    "uri.parse",
+    "uri.parse", "regex.match", "regex.is_valid", "regex.split", "regex.find_n",
+    "regex.replace", "urlquery.encode", "urlquery.encode_object",
 })
 
 

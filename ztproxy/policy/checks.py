@@ -61,8 +61,9 @@ ALLOWED_BUILTINS: frozenset[str] = frozenset({
     # Not base64.decode / base64.is_valid / base64url.decode (Go skips newlines and
     # refuses data after padding, the Rust crate the reverse):
     # tests/policy/test_review11_base64.py.
+    # Not json.is_valid (Go's json.Valid is syntax only: "1e400" valid; serde_json
+    # refuses it): tests/policy/test_review11_json_is_valid.py.
     "base64.encode", "base64url.encode", "base64url.encode_no_pad", "hex.encode",
-    "json.is_valid",
     # Not urlquery.encode / encode_object (regorus keeps `*` and escapes `~`, Go's
     # url.QueryEscape the reverse), nor any regex.* (Rust's \w \d \s are Unicode,
     # RE2's ASCII): tests/policy/test_review11_builtins.py.
@@ -604,6 +605,7 @@ _UNSUPPORTED = frozenset({
     "uri.parse", "regex.match", "regex.is_valid", "regex.split", "regex.find_n",
     "regex.replace", "urlquery.encode", "urlquery.encode_object", "semver.is_valid",
     "semver.compare", "base64.decode", "base64.is_valid", "base64url.decode",
+    "json.is_valid",
 })
 
 

@@ -370,6 +370,10 @@ class _Module:
         self.aliases = aliases  # import aliases (data.x.y as z, or the last segment)
         self.ref_head_names: set[str] = set()  # rules defined with a ref head (a.b := ..)
         self.set_rules: frozenset[str] = frozenset()  # rules whose value is a set
+        self.alias_targets: dict[str, tuple[str, ...]] = {}  # import alias -> data path
+        # calls through a local rule name, an import alias or data: (path, name, node),
+        # checked as builtins unless a rule defines the path (`resolve_calls`)
+        self.unresolved: list[tuple[tuple[str, ...], str, Any]] = []
 
     def site(self, node: Any) -> Site:
         return Site(self.file, _span_line(node))
@@ -569,9 +573,21 @@ class _Module:
         else:
             name = ".".join(parsed[0])
             first = parsed[0][0]
-            if first not in ("data",) and first not in self.local_names \
-                    and first not in self.aliases:
+            if first == "data":
+                target: tuple[str, ...] | None = tuple(parsed[0])
+            elif first in self.local_names:
+                target = ("data", *self.package, *parsed[0])
+            elif first in self.alias_targets:
+                target = (*self.alias_targets[first], *parsed[0][1:])
+            else:
+                target = None
+            if target is None:
                 self.builtin(name, body)
+            else:
+                # A user function only if some module defines exactly this path:
+                # regorus calls the builtin for `regex.match(...)` beside a rule
+                # `regex.x := 1` or under `import data.nothing as regex`.
+                self.unresolved.append((target, name, body))
         self.walk(body.get("params"))
 
     def builtin(self, name: str, node: Any) -> None:
@@ -624,6 +640,7 @@ def _head_ref(rule: Mapping[str, Any]) -> tuple[Any, Any]:
 def analyze(ast_json: str) -> Facts:
     facts = Facts()
     modules = json.loads(ast_json)
+    modules_seen: list[_Module] = []
     for module in modules:
         file = str(module.get("source", {}).get("file", "?"))
         contents = module.get("source", {}).get("contents")
@@ -639,15 +656,23 @@ def analyze(ast_json: str) -> Facts:
             if parsed:
                 local.add(parsed[0][0])
         aliases: set[str] = set()
+        alias_targets: dict[str, tuple[str, ...]] = {}
         for imp in ast.get("imports", []) or []:
             target = static_ref(imp.get("refr"))
             alias = imp.get("as")
+            if isinstance(alias, dict) and isinstance(alias.get("start"), int):
+                # regorus gives the alias as a span into the module text
+                alias = source[alias["start"]:alias.get("end", 0)].decode("utf-8", "replace")
             name = alias if isinstance(alias, str) else (target[0][-1] if target else "")
             if target and target[0][0] == "input":
                 facts.input_reads.add(())
             if target and target[0][0] in ("data", "input"):
                 aliases.add(name)
+                if target[1]:
+                    alias_targets[name] = tuple(target[0])
         mod = _Module(facts, file, package, local, aliases, source)
+        mod.alias_targets = alias_targets
+        modules_seen.append(mod)
         mod.set_rules = _set_rules(rules, source)
         for rule in rules:
             parsed = static_ref(_head_ref(rule)[0])
@@ -661,6 +686,10 @@ def analyze(ast_json: str) -> Facts:
                 facts.rules.setdefault(path, Site(file, _span_line(body)))
             mod.head(rule)
             mod.walk(rule)
+    for mod in modules_seen:
+        for target, name, node in mod.unresolved:
+            if target not in facts.rules:
+                mod.builtin(name, node)
     return facts
 
 

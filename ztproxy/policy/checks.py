@@ -687,8 +687,8 @@ def analyze(ast_json: str) -> Facts:
             mod.head(rule)
             mod.walk(rule)
     for mod in modules_seen:
-        for target, name, node in mod.unresolved:
-            if target not in facts.rules:
+        for path, name, node in mod.unresolved:
+            if path not in facts.rules:
                 mod.builtin(name, node)
     return facts
 

@@ -421,7 +421,8 @@ class _Module:
         if kind in ("RefDot", "RefBrack"):
             return True
         return kind == "Var" and isinstance(body, dict) and (
-            body.get("value") in ("input", "data") or body.get("value") in self.local_names)
+            body.get("value") in ("input", "data") or body.get("value") in self.local_names
+            or body.get("value") in self.aliases)  # `import input.user.team as t`
 
     def negation(self, body: dict[str, Any]) -> None:
         """OPA binds a call's (and `in`'s) reference arguments before `not`: with the

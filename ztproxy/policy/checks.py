@@ -447,8 +447,12 @@ class _Module:
                 "RefDot", "RefBrack"):
             root = _chain_root(expr)
             dynamic = static_ref(expr)
+            # through `data.` or an import alias the rule may be another module's
+            # ref-head rule: refused alike (bind the key first)
             if isinstance(root, dict) and "Var" in root and \
-                    root["Var"].get("value") in self.ref_head_names and \
+                    (root["Var"].get("value") in self.ref_head_names
+                     or root["Var"].get("value") == "data"
+                     or root["Var"].get("value") in self.aliases) and \
                     dynamic is not None and not dynamic[1]:
                 self.facts.problems.append(
                     f"{self.site(body)}: not: a rule read with a dynamic key under `not` "

@@ -58,13 +58,19 @@ ALLOWED_BUILTINS: frozenset[str] = frozenset({
     "object.get", "object.keys", "object.remove", "object.union", "object.union_n",
     "object.filter", "json.patch",
     # encoding
-    "base64.encode", "base64.decode", "base64.is_valid", "base64url.encode",
-    "base64url.decode", "base64url.encode_no_pad", "hex.encode", "json.is_valid",
-    "urlquery.encode", "urlquery.encode_object",
-    # matching, graphs, versions, walk
-    "regex.split", "regex.find_n", "regex.replace",
-    "graph.reachable", "graph.reachable_paths",
-    "semver.is_valid", "semver.compare", "walk",
+    # Not base64.decode / base64.is_valid / base64url.decode (Go skips newlines and
+    # refuses data after padding, the Rust crate the reverse):
+    # tests/policy/test_review11_base64.py.
+    # Not json.is_valid (Go's json.Valid is syntax only: "1e400" valid; serde_json
+    # refuses it): tests/policy/test_review11_json_is_valid.py.
+    "base64.encode", "base64url.encode", "base64url.encode_no_pad", "hex.encode",
+    # Not urlquery.encode / encode_object (regorus keeps `*` and escapes `~`, Go's
+    # url.QueryEscape the reverse), nor any regex.* (Rust's \w \d \s are Unicode,
+    # RE2's ASCII): tests/policy/test_review11_builtins.py.
+    # Not semver.* (OPA parses with ParseInt: "01.2.3" valid, a 2^63 major not; the
+    # Rust semver crate the reverse): tests/policy/test_review11_semver.py.
+    # graphs, walk
+    "graph.reachable", "graph.reachable_paths", "walk",
 })
 
 _NOT_DEFINED = "rule"  # construct names used in messages
@@ -364,6 +370,10 @@ class _Module:
         self.aliases = aliases  # import aliases (data.x.y as z, or the last segment)
         self.ref_head_names: set[str] = set()  # rules defined with a ref head (a.b := ..)
         self.set_rules: frozenset[str] = frozenset()  # rules whose value is a set
+        self.alias_targets: dict[str, tuple[str, ...]] = {}  # import alias -> data path
+        # calls through a local rule name, an import alias or data: (path, name, node),
+        # checked as builtins unless a rule defines the path (`resolve_calls`)
+        self.unresolved: list[tuple[tuple[str, ...], str, Any]] = []
 
     def site(self, node: Any) -> Site:
         return Site(self.file, _span_line(node))
@@ -411,7 +421,8 @@ class _Module:
         if kind in ("RefDot", "RefBrack"):
             return True
         return kind == "Var" and isinstance(body, dict) and (
-            body.get("value") in ("input", "data") or body.get("value") in self.local_names)
+            body.get("value") in ("input", "data") or body.get("value") in self.local_names
+            or body.get("value") in self.aliases)  # `import input.user.team as t`
 
     def negation(self, body: dict[str, Any]) -> None:
         """OPA binds a call's (and `in`'s) reference arguments before `not`: with the
@@ -436,8 +447,12 @@ class _Module:
                 "RefDot", "RefBrack"):
             root = _chain_root(expr)
             dynamic = static_ref(expr)
+            # through `data.` or an import alias the rule may be another module's
+            # ref-head rule: refused alike (bind the key first)
             if isinstance(root, dict) and "Var" in root and \
-                    root["Var"].get("value") in self.ref_head_names and \
+                    (root["Var"].get("value") in self.ref_head_names
+                     or root["Var"].get("value") == "data"
+                     or root["Var"].get("value") in self.aliases) and \
                     dynamic is not None and not dynamic[1]:
                 self.facts.problems.append(
                     f"{self.site(body)}: not: a rule read with a dynamic key under `not` "
@@ -563,9 +578,21 @@ class _Module:
         else:
             name = ".".join(parsed[0])
             first = parsed[0][0]
-            if first not in ("data",) and first not in self.local_names \
-                    and first not in self.aliases:
+            if first == "data":
+                target: tuple[str, ...] | None = tuple(parsed[0])
+            elif first in self.local_names:
+                target = ("data", *self.package, *parsed[0])
+            elif first in self.alias_targets:
+                target = (*self.alias_targets[first], *parsed[0][1:])
+            else:
+                target = None
+            if target is None:
                 self.builtin(name, body)
+            else:
+                # A user function only if some module defines exactly this path:
+                # regorus calls the builtin for `regex.match(...)` beside a rule
+                # `regex.x := 1` or under `import data.nothing as regex`.
+                self.unresolved.append((target, name, body))
         self.walk(body.get("params"))
 
     def builtin(self, name: str, node: Any) -> None:
@@ -596,7 +623,10 @@ _UNSUPPORTED = frozenset({
     "http.send", "rego.metadata.rule", "rego.metadata.chain", "strings.render_template",
     "opa.runtime", "net.lookup_ip_addr", "trace", "rego.parse_module",
     "providers.aws.sign_req", "crypto.x509.parse_certificates", "io.jwt.decode_verify",
-    "uri.parse",
+    "uri.parse", "regex.match", "regex.is_valid", "regex.split", "regex.find_n",
+    "regex.replace", "urlquery.encode", "urlquery.encode_object", "semver.is_valid",
+    "semver.compare", "base64.decode", "base64.is_valid", "base64url.decode",
+    "json.is_valid",
 })
 
 
@@ -615,6 +645,7 @@ def _head_ref(rule: Mapping[str, Any]) -> tuple[Any, Any]:
 def analyze(ast_json: str) -> Facts:
     facts = Facts()
     modules = json.loads(ast_json)
+    modules_seen: list[_Module] = []
     for module in modules:
         file = str(module.get("source", {}).get("file", "?"))
         contents = module.get("source", {}).get("contents")
@@ -630,15 +661,23 @@ def analyze(ast_json: str) -> Facts:
             if parsed:
                 local.add(parsed[0][0])
         aliases: set[str] = set()
+        alias_targets: dict[str, tuple[str, ...]] = {}
         for imp in ast.get("imports", []) or []:
             target = static_ref(imp.get("refr"))
             alias = imp.get("as")
+            if isinstance(alias, dict) and isinstance(alias.get("start"), int):
+                # regorus gives the alias as a span into the module text
+                alias = source[alias["start"]:alias.get("end", 0)].decode("utf-8", "replace")
             name = alias if isinstance(alias, str) else (target[0][-1] if target else "")
             if target and target[0][0] == "input":
                 facts.input_reads.add(())
             if target and target[0][0] in ("data", "input"):
                 aliases.add(name)
+                if target[1]:
+                    alias_targets[name] = tuple(target[0])
         mod = _Module(facts, file, package, local, aliases, source)
+        mod.alias_targets = alias_targets
+        modules_seen.append(mod)
         mod.set_rules = _set_rules(rules, source)
         for rule in rules:
             parsed = static_ref(_head_ref(rule)[0])
@@ -652,6 +691,10 @@ def analyze(ast_json: str) -> Facts:
                 facts.rules.setdefault(path, Site(file, _span_line(body)))
             mod.head(rule)
             mod.walk(rule)
+    for mod in modules_seen:
+        for path, name, node in mod.unresolved:
+            if path not in facts.rules:
+                mod.builtin(name, node)
     return facts
 
 

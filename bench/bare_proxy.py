@@ -29,9 +29,21 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 CHUNK = 64 * 1024
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
-                        "transfer-encoding", "upgrade", "proxy-authenticate",
-                        "proxy-authorization", "host", "content-length"})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "host",
+        "content-length",
+    }
+)
 
 
 def server_context(cert: str, key: str, ca: str) -> ssl.SSLContext:
@@ -57,21 +69,28 @@ def _clean(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
 def make_handler(upstream: str, session_box: list[aiohttp.ClientSession]):  # type: ignore[no-untyped-def]
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         session = session_box[0]
-        has_body = bool(request.headers.get("Transfer-Encoding")) or \
-            request.headers.get("Content-Length", "0") not in ("", "0")
+        has_body = bool(request.headers.get("Transfer-Encoding")) or request.headers.get(
+            "Content-Length", "0"
+        ) not in ("", "0")
         try:
             upstream_resp = await session.request(
-                request.method, URL(upstream + request.raw_path, encoded=True),
+                request.method,
+                URL(upstream + request.raw_path, encoded=True),
                 headers=_clean(request.headers),
                 data=request.content.iter_chunked(CHUNK) if has_body else None,
-                allow_redirects=False, auto_decompress=False)
+                allow_redirects=False,
+                auto_decompress=False,
+            )
         except TimeoutError:
             return web.Response(status=504, text="upstream timeout")
         except (aiohttp.ClientError, OSError):
             return web.Response(status=502, text="upstream unavailable")
         async with upstream_resp:
-            resp = web.StreamResponse(status=upstream_resp.status, reason=upstream_resp.reason,
-                                      headers=_clean(upstream_resp.headers))
+            resp = web.StreamResponse(
+                status=upstream_resp.status,
+                reason=upstream_resp.reason,
+                headers=_clean(upstream_resp.headers),
+            )
             if upstream_resp.content_length is not None:
                 resp.content_length = upstream_resp.content_length
             first = await upstream_resp.content.read(CHUNK)
@@ -90,19 +109,26 @@ async def serve(args: argparse.Namespace, reuse_port: bool) -> int:
     loop = asyncio.get_running_loop()
     connector = aiohttp.TCPConnector(limit=1024, limit_per_host=0, keepalive_timeout=30)
     timeout = aiohttp.ClientTimeout(total=None, connect=2, sock_connect=2, sock_read=30)
-    session = aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                    auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-                                    skip_auto_headers=("User-Agent", "Accept-Encoding",
-                                                       "Accept", "Content-Type"))
+    session = aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+    )
     server = web.Server(make_handler(args.upstream.rstrip("/"), [session]))
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=2)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port,
-                       ssl_context=server_context(args.cert, args.key, args.ca),
-                       reuse_port=reuse_port or None, backlog=1024)
+    site = web.TCPSite(
+        runner,
+        "127.0.0.1",
+        args.port,
+        ssl_context=server_context(args.cert, args.key, args.ca),
+        reuse_port=reuse_port or None,
+        backlog=1024,
+    )
     await site.start()
-    print(f"bare proxy listening on https://127.0.0.1:{args.port} pid {os.getpid()}",
-          flush=True)
+    print(f"bare proxy listening on https://127.0.0.1:{args.port} pid {os.getpid()}", flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -132,10 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--key", required=True)
     p.add_argument("--ca", required=True, help="client CA bundle (client certs required)")
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--loop", choices=("uvloop", "asyncio"), default="asyncio",
-                   help="event loop (the benchmark passes the one ztproxy runs on)")
-    p.add_argument("--max-seconds", type=float, default=3600.0,
-                   help="exit after this long even without a signal (bounded)")
+    p.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="asyncio",
+        help="event loop (the benchmark passes the one ztproxy runs on)",
+    )
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=3600.0,
+        help="exit after this long even without a signal (bounded)",
+    )
     args = p.parse_args(argv)
     if args.workers <= 1:
         return _run(args, False)

@@ -56,23 +56,38 @@ from ztproxy.model import AuditEvent
 
 
 def events(n: int) -> list[AuditEvent]:
-    return [AuditEvent(
-        kind="request", time="2026-11-28T01:02:03.456Z", request_id=f"{i:024x}",
-        source_address="10.1.2.3", reason="allowed" if i % 5 else "policy_denied",
-        decision="allow" if i % 5 else "deny", status=200 if i % 5 else 403,
-        latency_us=1000 + i % 977, source_spiffe_id="spiffe://corp.example/ns/prod/sa/checkout",
-        source_cert_sha256="ab" * 32, user_issuer="https://idp.corp.example",
-        user_subject="alice@corp.example", device_id="dev-1234", method="GET",
-        host="payments.internal", path=f"/api/v1/charges/{i}", destination_service="payments",
-        route="payments-api", policy_revision="rev-42", policy_input_sha256="cd" * 32,
-        policy_reasons=("ok",)) for i in range(n)]
+    return [
+        AuditEvent(
+            kind="request",
+            time="2026-11-28T01:02:03.456Z",
+            request_id=f"{i:024x}",
+            source_address="10.1.2.3",
+            reason="allowed" if i % 5 else "policy_denied",
+            decision="allow" if i % 5 else "deny",
+            status=200 if i % 5 else 403,
+            latency_us=1000 + i % 977,
+            source_spiffe_id="spiffe://corp.example/ns/prod/sa/checkout",
+            source_cert_sha256="ab" * 32,
+            user_issuer="https://idp.corp.example",
+            user_subject="alice@corp.example",
+            device_id="dev-1234",
+            method="GET",
+            host="payments.internal",
+            path=f"/api/v1/charges/{i}",
+            destination_service="payments",
+            route="payments-api",
+            policy_revision="rev-42",
+            policy_input_sha256="cd" * 32,
+            policy_reasons=("ok",),
+        )
+        for i in range(n)
+    ]
 
 
 def baseline_append(evs: list[AuditEvent], path: Path) -> None:
     with path.open("wb") as fh:
         for i in range(0, len(evs), 256):
-            fh.write(b"".join(json.dumps(e.to_dict()).encode() + b"\n"
-                              for e in evs[i:i + 256]))
+            fh.write(b"".join(json.dumps(e.to_dict()).encode() + b"\n" for e in evs[i : i + 256]))
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -87,25 +102,30 @@ def general_records(evs: list[AuditEvent]) -> None:
 def fast_records(evs: list[AuditEvent]) -> None:
     prev = "00" * 32
     for i in range(0, len(evs), 256):
-        _, _, prev = build_lines(evs[i:i + 256], seq=i, prev=prev, worker=0)
+        _, _, prev = build_lines(evs[i : i + 256], seq=i, prev=prev, worker=0)
 
 
 def chain_append(evs: list[AuditEvent], directory: Path, key_path: Path, fsync: str) -> None:
-    chain = ChainWriter(directory, 0, "bench", load_signing_key(key_path), fsync=fsync,
-                        clock=time.time)
+    chain = ChainWriter(
+        directory, 0, "bench", load_signing_key(key_path), fsync=fsync, clock=time.time
+    )
     chain.open()
     for i in range(0, len(evs), 250):
-        chain.write(evs[i:i + 250])
+        chain.write(evs[i : i + 250])
         if (i + 250) % 1000 == 0:
             chain.checkpoint()
     chain.close()
 
 
-def audit_log_append(evs: list[AuditEvent], directory: Path, key_path: Path,
-                     fsync: str, wakeups: list[float]) -> None:
+def audit_log_append(
+    evs: list[AuditEvent], directory: Path, key_path: Path, fsync: str, wakeups: list[float]
+) -> None:
     async def run() -> None:
-        log = AuditLog(AuditConfig(dir=str(directory), signing_key=str(key_path),
-                                   fsync=fsync, queue_size=len(evs) + 1))  # type: ignore[arg-type]
+        log = AuditLog(
+            AuditConfig(
+                dir=str(directory), signing_key=str(key_path), fsync=fsync, queue_size=len(evs) + 1
+            )
+        )  # type: ignore[arg-type]
         await log.start()
         for i, e in enumerate(evs):
             log.append(e)
@@ -113,13 +133,21 @@ def audit_log_append(evs: list[AuditEvent], directory: Path, key_path: Path,
                 await asyncio.sleep(0)
         await log.close()
         wakeups.append(log.stats()["writer_wakeups"])
+
     asyncio.run(run())
 
 
-def paced_cpu(evs: list[AuditEvent], directory: Path | None, key_path: Path, rate: float,
-              seconds: float, flush_ms: float) -> tuple[float, float]:
+def paced_cpu(
+    evs: list[AuditEvent],
+    directory: Path | None,
+    key_path: Path,
+    rate: float,
+    seconds: float,
+    flush_ms: float,
+) -> tuple[float, float]:
     """(CPU seconds, writer flushes) of appending at `rate` for `seconds` on a 2 ms
     tick; directory None appends to nothing (the baseline)."""
+
     def cpu() -> float:
         r = resource.getrusage(resource.RUSAGE_SELF)
         return r.ru_utime + r.ru_stime
@@ -127,8 +155,11 @@ def paced_cpu(evs: list[AuditEvent], directory: Path | None, key_path: Path, rat
     async def run() -> tuple[float, float]:
         log = None
         if directory is not None:
-            log = AuditLog(AuditConfig(dir=str(directory), signing_key=str(key_path),
-                                       flush_interval_ms=flush_ms))
+            log = AuditLog(
+                AuditConfig(
+                    dir=str(directory), signing_key=str(key_path), flush_interval_ms=flush_ms
+                )
+            )
             await log.start()
         append = log.append if log is not None else (lambda e: None)
         loop = asyncio.get_running_loop()
@@ -144,6 +175,7 @@ def paced_cpu(evs: list[AuditEvent], directory: Path | None, key_path: Path, rat
             return cpu() - c0, 0.0
         await log.close()  # writes the rest: part of the cost
         return cpu() - c0, log.stats()["writer_flushes"]
+
     return asyncio.run(run())
 
 
@@ -154,11 +186,11 @@ def baseline_verify(directory: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--records", type=int, default=200_000)
-    parser.add_argument("--fsync", choices=("checkpoint", "always", "never"),
-                        default="checkpoint")
+    parser.add_argument("--fsync", choices=("checkpoint", "always", "never"), default="checkpoint")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cpu", type=int, default=0, help="CPU to pin to (-1: no pinning)")
     parser.add_argument("--rate", type=float, default=1200.0, help="paced rows: records/s")
@@ -192,21 +224,30 @@ def main() -> None:
                 finally:
                     if pinned_to is not None:
                         os.sched_setaffinity(0, pinned_to)
+
             return run
 
         rows: list[tuple[str, Callable[[], object]]] = [
             ("baseline: json.dumps + write", lambda: baseline_append(evs, root / "plain.jsonl")),
             ("records: general path (canonical_json)", lambda: general_records(evs)),
             ("records: fast path (build_lines)", lambda: fast_records(evs)),
-            (f"chain writer (fsync {args.fsync})", lambda: chain_append(
-                evs, root / f"c{next(fresh)}", private, args.fsync)),
-            (f"AuditLog.append + writer thread (fsync {args.fsync})", lambda: audit_log_append(
-                evs, root / f"l{next(fresh)}", private, args.fsync, wakeups)),
+            (
+                f"chain writer (fsync {args.fsync})",
+                lambda: chain_append(evs, root / f"c{next(fresh)}", private, args.fsync),
+            ),
+            (
+                f"AuditLog.append + writer thread (fsync {args.fsync})",
+                lambda: audit_log_append(
+                    evs, root / f"l{next(fresh)}", private, args.fsync, wakeups
+                ),
+            ),
         ]
         chain_append(evs, root / "chain", private, args.fsync)  # the log verify reads
-        rows += [("baseline: read + sha256 per line", lambda: baseline_verify(root / "chain")),
-                 ("verify, 1 process (chain, roots, signatures)", lambda: verify(1)),
-                 (f"verify, all {len(everywhere)} cores", unpinned(lambda: verify(None)))]
+        rows += [
+            ("baseline: read + sha256 per line", lambda: baseline_verify(root / "chain")),
+            ("verify, 1 process (chain, roots, signatures)", lambda: verify(1)),
+            (f"verify, all {len(everywhere)} cores", unpinned(lambda: verify(None))),
+        ]
         for _ in range(repeat):
             for name, fn in rows:
                 start = time.perf_counter()
@@ -222,8 +263,10 @@ def main() -> None:
     for name, seconds in times.items():
         print(f"{n / min(seconds):>10,.0f}  {n / statistics.median(seconds):>10,.0f}  {name}")
     if wakeups:
-        print(f"writer wake-ups per 1000 appended records: "
-              f"{1000 * statistics.median(wakeups) / n:.2f}")
+        print(
+            f"writer wake-ups per 1000 appended records: "
+            f"{1000 * statistics.median(wakeups) / n:.2f}"
+        )
     paced(args, evs, repeat)
 
 
@@ -242,12 +285,15 @@ def paced(args: argparse.Namespace, evs: list[AuditEvent], repeat: int) -> None:
                 used, count = paced_cpu(evs, root / f"p{r}-{f}", private, rate, seconds, f)
                 cost[f].append((used - base) / n * 1e6)
                 writes[f].append(count / seconds)
-    print(f"\npaced: {rate:,.0f} records/s for {seconds:.0f} s, median of {repeat}; CPU per "
-          "record over the same paced loop appending to nothing")
+    print(
+        f"\npaced: {rate:,.0f} records/s for {seconds:.0f} s, median of {repeat}; CPU per "
+        "record over the same paced loop appending to nothing"
+    )
     print(f"{'flush ms':>9}  {'us/record':>9}  {'writes/s':>8}")
     for f in flushes:
-        print(f"{f:>9.0f}  {statistics.median(cost[f]):>9.1f}  "
-              f"{statistics.median(writes[f]):>8.0f}")
+        print(
+            f"{f:>9.0f}  {statistics.median(cost[f]):>9.1f}  {statistics.median(writes[f]):>8.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -57,24 +57,29 @@ from ztproxy.stages.policy_input import input_digest  # noqa: E402
 
 MAX_SECONDS = 20.0
 PATH = "ztproxy/authz/decision"
-HEADERS = {"content-type": ("application/json",), "user-agent": ("curl/8.5.0",),
-           "accept": ("*/*",), "accept-encoding": ("gzip, deflate",),
-           "content-length": ("17",), "x-b3-traceid": ("80f198ee56343ba864fe8b2a57d3eff7",)}
+HEADERS = {
+    "content-type": ("application/json",),
+    "user-agent": ("curl/8.5.0",),
+    "accept": ("*/*",),
+    "accept-encoding": ("gzip, deflate",),
+    "content-length": ("17",),
+    "x-b3-traceid": ("80f198ee56343ba864fe8b2a57d3eff7",),
+}
 
 
 def _mix(n: int, same: bool) -> list[PreparedInput]:
     """n inputs cycling through the table (allowed and denied), prepared as the
     pipeline prepares them (audit digest first). `same`: one request, new ids."""
     rows = [TABLE[0][1]] if same else [kw for _, kw, *_ in TABLE]
-    docs = [make_input(request_id=f"r{i}", headers=HEADERS, **rows[i % len(rows)])
-            for i in range(n)]
+    docs = [
+        make_input(request_id=f"r{i}", headers=HEADERS, **rows[i % len(rows)]) for i in range(n)
+    ]
     for doc in docs:
         input_digest(doc)
     return docs
 
 
-async def _measure(decide: Callable[[str, Any], Awaitable[Any]], docs: list[Any]
-                   ) -> list[float]:
+async def _measure(decide: Callable[[str, Any], Awaitable[Any]], docs: list[Any]) -> list[float]:
     await decide(PATH, docs[0])  # warm
     out = []
     deadline = time.monotonic() + MAX_SECONDS
@@ -104,9 +109,11 @@ def _sync_rows(n: int) -> list[tuple[str, list[float]]]:
         assert prepared.sha256 and prepared.stable_sha256
 
     rows = []
-    for name, fn in (("prepare input, 2 json encodings", before),
-                     ("prepare input, 1 json encoding", one_pass),
-                     ("prepare input, orjson (now)", fast)):
+    for name, fn in (
+        ("prepare input, 2 json encodings", before),
+        ("prepare input, 1 json encoding", one_pass),
+        ("prepare input, orjson (now)", fast),
+    ):
         samples = []
         for doc in plain:
             t = time.perf_counter()
@@ -119,9 +126,12 @@ def _sync_rows(n: int) -> list[tuple[str, list[float]]]:
 def _old_policy(tmp: Path) -> Path | None:
     """The shipped policy as it was before (git 249e017), beside today's data."""
     try:
-        text = subprocess.run(["git", "-C", str(ROOT), "show",
-                               "249e017:policies/ztproxy/authz.rego"],
-                              capture_output=True, check=True, timeout=20).stdout
+        text = subprocess.run(
+            ["git", "-C", str(ROOT), "show", "249e017:policies/ztproxy/authz.rego"],
+            capture_output=True,
+            check=True,
+            timeout=20,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     root = tmp / "old"
@@ -139,12 +149,18 @@ def _old_vm_rows(root: Path, n: int) -> list[tuple[str, list[float]]]:
     import regorus
 
     modules = [(str(p), p.read_text()) for p in sorted(root.rglob("*.rego"))]
-    data = {"ztproxy": {"segmentation": json.loads(
-        (root / "ztproxy" / "segmentation" / "data.json").read_text())}}
+    data = {
+        "ztproxy": {
+            "segmentation": json.loads(
+                (root / "ztproxy" / "segmentation" / "data.json").read_text()
+            )
+        }
+    }
     data_json = json.dumps(data)
     try:
         program = regorus.Program.compile_from_modules(
-            data_json, modules, ["data.ztproxy.authz.decision"])
+            data_json, modules, ["data.ztproxy.authz.decision"]
+        )
     except Exception as exc:  # noqa: BLE001 - report, do not fail the bench
         print(f"old VM: not compiled ({type(exc).__name__})")
         return []
@@ -156,8 +172,10 @@ def _old_vm_rows(root: Path, n: int) -> list[tuple[str, list[float]]]:
         engine.add_policy(path, text)
     engine.add_data_json(data_json)
     docs = _mix(n, False)
-    out: dict[str, list[float]] = {"old VM execute (old policy, mix)": [],
-                                   "interp eval (old policy, mix)": []}
+    out: dict[str, list[float]] = {
+        "old VM execute (old policy, mix)": [],
+        "interp eval (old policy, mix)": [],
+    }
     for doc in docs:
         t = time.perf_counter()
         vm.set_input_json(doc.json)
@@ -184,8 +202,9 @@ def _raw_interp_row(root: Path, n: int) -> list[tuple[str, list[float]]]:
 
 def _decider(root: Path, *, cache: bool) -> PolicyDecider:
     engine = EmbeddedEngine([str(root)], decision_paths=[PATH])
-    return PolicyDecider(engine, cache=DecisionCache(1.0 if cache else 0, 10_000,
-                                                     time.monotonic), breaker=None)
+    return PolicyDecider(
+        engine, cache=DecisionCache(1.0 if cache else 0, 10_000, time.monotonic), breaker=None
+    )
 
 
 async def _hit_rate(root: Path, n: int) -> float:
@@ -206,13 +225,16 @@ async def main(n: int) -> None:
         base = Path(tmp) / "baseline"
         (base / "ztproxy").mkdir(parents=True)
         (base / "ztproxy" / "authz.rego").write_text(
-            "package ztproxy.authz\nimport rego.v1\ndecision := true\n")
+            "package ztproxy.authz\nimport rego.v1\ndecision := true\n"
+        )
         shipped = ROOT / "policies"
         old = _old_policy(Path(tmp))
-        plan = [("interp miss (now, mix)", shipped, False),
-                ("cache hit (now)", shipped, True),
-                ("interp miss (baseline)", base, False),
-                ("cache hit (baseline)", base, True)]
+        plan = [
+            ("interp miss (now, mix)", shipped, False),
+            ("cache hit (now)", shipped, True),
+            ("interp miss (baseline)", base, False),
+            ("cache hit (baseline)", base, True),
+        ]
         for label, root, cache in plan:
             d = _decider(root, cache=cache)
             await d.start()
@@ -222,12 +244,15 @@ async def main(n: int) -> None:
         if old is not None:
             rows.extend(_old_vm_rows(old, n))
         rate = await _hit_rate(shipped, n)
-        for label, root in (("remote stand-in (shipped)", shipped),
-                            ("remote stand-in (baseline)", base)):
+        for label, root in (
+            ("remote stand-in (shipped)", shipped),
+            ("remote stand-in (baseline)", base),
+        ):
             server = StandInOpa([str(root)])
             await server.start()
-            remote = build_decider(PolicyConfig(engine="opa", opa_url=server.url,
-                                                cache_ttl_ms=0, timeout_ms=1000))
+            remote = build_decider(
+                PolicyConfig(engine="opa", opa_url=server.url, cache_ttl_ms=0, timeout_ms=1000)
+            )
             await remote.start()
             rows.append((label, await _measure(remote.decide, _mix(max(n // 4, 1), False))))
             await remote.close()
@@ -237,8 +262,10 @@ async def main(n: int) -> None:
     for name, samples in rows:
         s = sorted(samples)
         p99 = s[min(len(s) - 1, int(len(s) * 0.99))]
-        print(f"{name:38} {len(s):6d} {statistics.median(s):9.1f} {p99:9.1f} "
-              f"{statistics.fmean(s):9.1f}")
+        print(
+            f"{name:38} {len(s):6d} {statistics.median(s):9.1f} {p99:9.1f} "
+            f"{statistics.fmean(s):9.1f}"
+        )
 
 
 if __name__ == "__main__":

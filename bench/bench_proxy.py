@@ -67,13 +67,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--distinct", type=int, default=25, help="paths per request template")
     p.add_argument("--profile", dest="profile", action="store_true", default=None)
     p.add_argument("--no-profile", dest="profile", action="store_false")
-    p.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
-                   help="event loop of both proxies (auto: uvloop when installed, as "
-                        "`ztproxy run` does)")
+    p.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="event loop of both proxies (auto: uvloop when installed, as `ztproxy run` does)",
+    )
     p.add_argument("--out", type=Path, help="JSON result file")
-    p.add_argument("--baseline", type=Path, metavar="TREE",
-                   help="another checkout (e.g. `git worktree add /tmp/old <rev>`) run as "
-                        "target zt-base beside zt, same stack, same run: a before/after")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="TREE",
+        help="another checkout (e.g. `git worktree add /tmp/old <rev>`) run as "
+        "target zt-base beside zt, same stack, same run: a before/after",
+    )
     args = p.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.duration = args.duration or (1.5 if args.quick else 3.5)
@@ -98,10 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             stack.close()
 
 
-def _main(args: argparse.Namespace, stack: Stack, zt_targets: list[str],
-          started: float) -> int:
-    plans = {alg: build_plans(stack.pki, stack.rsa, alg, args.distinct)
-             for alg in {TARGETS[t][0] for t in zt_targets}}
+def _main(args: argparse.Namespace, stack: Stack, zt_targets: list[str], started: float) -> int:
+    plans = {
+        alg: build_plans(stack.pki, stack.rsa, alg, args.distinct)
+        for alg in {TARGETS[t][0] for t in zt_targets}
+    }
     if args.loop != "auto":
         stack.loop = args.loop
     stack.loop_note = preflight(stack, plans["ES256"])
@@ -136,25 +144,39 @@ def _main(args: argparse.Namespace, stack: Stack, zt_targets: list[str],
     print_table(rows, checks)
     print("\nztproxy counters (cache hits, audit records):")
     for name in zt_targets:
-        print(f"  {name:<17} " + ", ".join(f"{k.replace('ztproxy_', '')}={v:.0f}"
-                                           for k, v in sorted(metrics[name].items())))
+        print(
+            f"  {name:<17} "
+            + ", ".join(
+                f"{k.replace('ztproxy_', '')}={v:.0f}" for k, v in sorted(metrics[name].items())
+            )
+        )
         print(f"  {'':<17} audit: {audits.get(name)}")
     if hot:
-        print(f"\nprofile of zt (py-spy, {hot['samples']} samples); threads: "
-              + ", ".join(f"{t} {p}%" for t, p in hot["threads"]))
+        print(
+            f"\nprofile of zt (py-spy, {hot['samples']} samples); threads: "
+            + ", ".join(f"{t} {p}%" for t, p in hot["threads"])
+        )
         print("top self time (innermost ztproxy caller):")
         for frame, pct, caller in hot["self"][:15]:
             print(f"  {pct:5.1f}%  {frame:<55} <- {caller}")
         print("top ztproxy functions (inclusive):")
         for frame, pct in hot["inclusive_ztproxy"][:15]:
             print(f"  {pct:5.1f}%  {frame}")
-    result = {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(),
-              "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in
-                       vars(args).items()},
-              "event_loop": stack.loop, "event_loop_note": stack.loop_note,
-              "rate_half_bare": rate, "summary": rows, "targets": checks, "runs": b.runs,
-              "metrics": metrics, "audit": audits, "profile": hot,
-              "wall_seconds": round(time.monotonic() - started, 1)}
+    result = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": machine(),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "event_loop": stack.loop,
+        "event_loop_note": stack.loop_note,
+        "rate_half_bare": rate,
+        "summary": rows,
+        "targets": checks,
+        "runs": b.runs,
+        "metrics": metrics,
+        "audit": audits,
+        "profile": hot,
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
     RESULTS.mkdir(exist_ok=True)
     out = args.out or RESULTS / f"proxy-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=1))

@@ -40,13 +40,21 @@ ISS, AUD = "https://idp.example", "ztproxy"
 def _peer() -> PeerIdentity:
     now = dt.datetime.now(dt.UTC)
     thumb = base64.urlsafe_b64encode(hashlib.sha256(b"bench").digest()).rstrip(b"=").decode()
-    return PeerIdentity(spiffe_id="spiffe://bench/x", trust_domain="bench", x5t_s256=thumb,
-                        fingerprint_sha256="00" * 32, subject="CN=bench", issuer="CN=bench",
-                        not_before=now, not_after=now)
+    return PeerIdentity(
+        spiffe_id="spiffe://bench/x",
+        trust_domain="bench",
+        x5t_s256=thumb,
+        fingerprint_sha256="00" * 32,
+        subject="CN=bench",
+        issuer="CN=bench",
+        not_before=now,
+        not_after=now,
+    )
 
 
-async def _measure(fn: Callable[[], Awaitable[Any]], iterations: int,
-                   seconds: float) -> list[float]:
+async def _measure(
+    fn: Callable[[], Awaitable[Any]], iterations: int, seconds: float
+) -> list[float]:
     for _ in range(min(50, iterations)):  # warm up
         await fn()
     samples: list[float] = []
@@ -63,13 +71,24 @@ async def _measure(fn: Callable[[], Awaitable[Any]], iterations: int,
 async def main(iterations: int, seconds: float) -> None:
     ec_key = ec.generate_private_key(ec.SECP256R1())
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwks = {"keys": [
-        {**ECAlgorithm.to_jwk(ec_key.public_key(), as_dict=True), "kid": "ec", "alg": "ES256"},
-        {**RSAAlgorithm.to_jwk(rsa_key.public_key(), as_dict=True), "kid": "rsa",
-         "alg": "RS256"},
-    ]}
-    issuer = IssuerConfig(name="bench", kind="user", issuer=ISS, audiences=(AUD,),
-                          algorithms=("ES256", "RS256"), jwks=jwks)
+    jwks = {
+        "keys": [
+            {**ECAlgorithm.to_jwk(ec_key.public_key(), as_dict=True), "kid": "ec", "alg": "ES256"},
+            {
+                **RSAAlgorithm.to_jwk(rsa_key.public_key(), as_dict=True),
+                "kid": "rsa",
+                "alg": "RS256",
+            },
+        ]
+    }
+    issuer = IssuerConfig(
+        name="bench",
+        kind="user",
+        issuer=ISS,
+        audiences=(AUD,),
+        algorithms=("ES256", "RS256"),
+        jwks=jwks,
+    )
     cached = TokenAuthenticator(IdentityConfig(issuers=(issuer,)))
     per_token = TokenAuthenticator(IdentityConfig(issuers=(issuer,)))
     per_token._pairs_max = 0  # the per-token cache alone, without the whole-request memo
@@ -77,12 +96,18 @@ async def main(iterations: int, seconds: float) -> None:
     await cached.start()
     await per_token.start()
     await uncached.start()
-    route = Route(name="r", service="s", upstream="http://127.0.0.1:9",
-                  device=Requirement.NONE)
+    route = Route(name="r", service="s", upstream="http://127.0.0.1:9", device=Requirement.NONE)
     peer = _peer()
     now = int(time.time())
-    claims = {"iss": ISS, "aud": AUD, "sub": "alice", "iat": now, "exp": now + 3600,
-              "email": "alice@example.com", "groups": ["eng", "payments"]}
+    claims = {
+        "iss": ISS,
+        "aud": AUD,
+        "sub": "alice",
+        "iat": now,
+        "exp": now + 3600,
+        "email": "alice@example.com",
+        "groups": ["eng", "payments"],
+    }
     rows: list[tuple[str, list[float]]] = []
     try:
         for alg, key, kid in (("ES256", ec_key, "ec"), ("RS256", rsa_key, "rsa")):
@@ -93,18 +118,32 @@ async def main(iterations: int, seconds: float) -> None:
             async def bare(token: str = token, public: Any = public, alg: str = alg) -> Any:
                 return jwt.decode(token, public, algorithms=[alg], audience=AUD, issuer=ISS)
 
-            async def ours(auth: TokenAuthenticator,
-                           headers: CIMultiDictProxy[str] = headers) -> Any:
+            async def ours(
+                auth: TokenAuthenticator, headers: CIMultiDictProxy[str] = headers
+            ) -> Any:
                 return await auth.authenticate(headers, "limit=10", route, peer)
 
-            rows.append((f"{alg} PyJWT jwt.decode (baseline)",
-                         await _measure(bare, iterations, seconds)))
-            rows.append((f"{alg} ztproxy uncached",
-                         await _measure(partial(ours, uncached), iterations, seconds)))
-            rows.append((f"{alg} ztproxy cached, per token",
-                         await _measure(partial(ours, per_token), iterations * 10, seconds)))
-            rows.append((f"{alg} ztproxy cached (whole request)",
-                         await _measure(partial(ours, cached), iterations * 10, seconds)))
+            rows.append(
+                (f"{alg} PyJWT jwt.decode (baseline)", await _measure(bare, iterations, seconds))
+            )
+            rows.append(
+                (
+                    f"{alg} ztproxy uncached",
+                    await _measure(partial(ours, uncached), iterations, seconds),
+                )
+            )
+            rows.append(
+                (
+                    f"{alg} ztproxy cached, per token",
+                    await _measure(partial(ours, per_token), iterations * 10, seconds),
+                )
+            )
+            rows.append(
+                (
+                    f"{alg} ztproxy cached (whole request)",
+                    await _measure(partial(ours, cached), iterations * 10, seconds),
+                )
+            )
     finally:
         await per_token.close()
         await cached.close()
@@ -113,8 +152,10 @@ async def main(iterations: int, seconds: float) -> None:
     for name, samples in rows:
         samples.sort()
         p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
-        print(f"{name:<34} {len(samples):>7} {statistics.fmean(samples):>9.1f} "
-              f"{statistics.median(samples):>8.1f} {p99:>8.1f}")
+        print(
+            f"{name:<34} {len(samples):>7} {statistics.fmean(samples):>9.1f} "
+            f"{statistics.median(samples):>8.1f} {p99:>8.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def proc_ticks(pid: int) -> int:
     """utime + stime of a process (all its threads), in clock ticks."""
     with open(f"/proc/{pid}/stat", "rb") as fh:
         stat = fh.read()
-    fields = stat[stat.rindex(b")") + 2:].split()
+    fields = stat[stat.rindex(b")") + 2 :].split()
     return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
 
 
@@ -147,8 +147,12 @@ class Target:
     async def connect(self, identity: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         ctx = self.contexts[identity]
         return await asyncio.open_connection(
-            self.host, self.port, ssl=ctx, server_hostname=self.server_hostname if ctx else None,
-            limit=READ_LIMIT)
+            self.host,
+            self.port,
+            ssl=ctx,
+            server_hostname=self.server_hostname if ctx else None,
+            limit=READ_LIMIT,
+        )
 
 
 async def _close(writer: asyncio.StreamWriter | None) -> None:
@@ -165,8 +169,16 @@ async def _close(writer: asyncio.StreamWriter | None) -> None:
 class Connection:
     """One client slot: a workload identity, its request plan, at most one connection."""
 
-    def __init__(self, target: Target, identity: str, plan: list[Req], start: int,
-                 stats: Stats, per_request: bool, timeout: float) -> None:
+    def __init__(
+        self,
+        target: Target,
+        identity: str,
+        plan: list[Req],
+        start: int,
+        stats: Stats,
+        per_request: bool,
+        timeout: float,
+    ) -> None:
         self.target, self.identity, self.plan = target, identity, plan
         self.next = start % len(plan)
         self.stats, self.per_request, self.timeout = stats, per_request, timeout
@@ -185,8 +197,15 @@ class Connection:
                 assert self.reader is not None
                 self.writer.write(req.raw)
                 status, close, size = await read_response(self.reader)
-        except (OSError, ssl.SSLError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                TimeoutError, ValueError, IndexError) as exc:
+        except (
+            OSError,
+            ssl.SSLError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            TimeoutError,
+            ValueError,
+            IndexError,
+        ) as exc:
             if self.stats.measuring:
                 self.stats.errors[type(exc).__name__] += 1
             await self.drop()
@@ -221,14 +240,27 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     warmup: float = spec.get("warmup", 0.5)
     rate: float = float(spec.get("rate", 0))
     cpu_pids: list[int] = spec.get("cpu_pids", [])
-    plans = [(p["identity"], [Req(r["raw"].encode("latin-1"), r.get("expect", 0))
-                              for r in p["requests"]]) for p in spec["plans"]]
+    plans = [
+        (
+            p["identity"],
+            [Req(r["raw"].encode("latin-1"), r.get("expect", 0)) for r in p["requests"]],
+        )
+        for p in spec["plans"]
+    ]
     rng = random.Random(spec.get("seed", 7))
     stats = Stats()
-    conns = [Connection(target, plans[i % len(plans)][0], plans[i % len(plans)][1],
-                        rng.randrange(1 << 30), stats, mode == "handshake",
-                        spec.get("request_timeout", 10.0))
-             for i in range(concurrency)]
+    conns = [
+        Connection(
+            target,
+            plans[i % len(plans)][0],
+            plans[i % len(plans)][1],
+            rng.randrange(1 << 30),
+            stats,
+            mode == "handshake",
+            spec.get("request_timeout", 10.0),
+        )
+        for i in range(concurrency)
+    ]
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     measured = [0]
@@ -274,8 +306,9 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     hard_deadline = warmup + duration + spec.get("grace", 15.0)
     tasks: list[asyncio.Task[None]]
     if mode == "rate":
-        tasks = [loop.create_task(open_loop_worker(c), name=f"conn{i}")
-                 for i, c in enumerate(conns)]
+        tasks = [
+            loop.create_task(open_loop_worker(c), name=f"conn{i}") for i, c in enumerate(conns)
+        ]
         tasks.append(loop.create_task(producer(), name="producer"))
     else:
         tasks = [loop.create_task(closed_loop(c), name=f"conn{i}") for i, c in enumerate(conns)]
@@ -307,9 +340,17 @@ def percentile(sorted_values: list[int], q: float) -> float:
     return sorted_values[idx] / 1000.0  # microseconds
 
 
-def summarize(stats: Stats, elapsed_ns: int, cpu0: tuple[int, int], cpu1: tuple[int, int],
-              ru0: resource.struct_rusage, ru1: resource.struct_rusage, hung: int,
-              mode: str, rate: float) -> dict[str, Any]:
+def summarize(
+    stats: Stats,
+    elapsed_ns: int,
+    cpu0: tuple[int, int],
+    cpu1: tuple[int, int],
+    ru0: resource.struct_rusage,
+    ru1: resource.struct_rusage,
+    hung: int,
+    mode: str,
+    rate: float,
+) -> dict[str, Any]:
     lat = sorted(stats.latencies)
     n = len(lat)
     elapsed = elapsed_ns / 1e9

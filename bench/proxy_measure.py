@@ -34,10 +34,19 @@ class Bench:
     plans: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]
     runs: list[dict[str, Any]] = field(default_factory=list)
 
-    def measure(self, section: str, target: str, rep: int, *, mode: str = "keepalive",
-                rate: float = 0.0, concurrency: int | None = None,
-                duration: float | None = None, record: bool = True,
-                proc_name: str | None = None) -> dict[str, Any]:
+    def measure(
+        self,
+        section: str,
+        target: str,
+        rep: int,
+        *,
+        mode: str = "keepalive",
+        rate: float = 0.0,
+        concurrency: int | None = None,
+        duration: float | None = None,
+        record: bool = True,
+        proc_name: str | None = None,
+    ) -> dict[str, Any]:
         a = self.args
         proc = self.stack.procs.get(proc_name or target)
         if target == "direct":  # the upstream itself, plain HTTP: the floor
@@ -48,35 +57,63 @@ class Bench:
         alg = proc.extra.get("alg", "ES256") if proc else "ES256"
         plans, identities = self.plans[alg]
         if not target.startswith("zt"):  # everything passes: the upstream says 200
-            plans = [{"identity": p["identity"], "requests": [
-                {"raw": r["raw"], "expect": 200} for r in p["requests"]]} for p in plans]
+            plans = [
+                {
+                    "identity": p["identity"],
+                    "requests": [{"raw": r["raw"], "expect": 200} for r in p["requests"]],
+                }
+                for p in plans
+            ]
         spec = {
-            "target": {"host": "127.0.0.1", "port": port, "tls": tls, "ca": str(
-                self.stack.pki.ca_cert), "identities": identities},
-            "plans": plans, "mode": mode, "rate": rate, "cpu": [LOAD_CPU], "cpu_pids": pids,
-            "concurrency": concurrency or a.concurrency, "max_requests": a.max_requests,
-            "duration": duration or a.duration, "warmup": a.warmup, "seed": rep,
+            "target": {
+                "host": "127.0.0.1",
+                "port": port,
+                "tls": tls,
+                "ca": str(self.stack.pki.ca_cert),
+                "identities": identities,
+            },
+            "plans": plans,
+            "mode": mode,
+            "rate": rate,
+            "cpu": [LOAD_CPU],
+            "cpu_pids": pids,
+            "concurrency": concurrency or a.concurrency,
+            "max_requests": a.max_requests,
+            "duration": duration or a.duration,
+            "warmup": a.warmup,
+            "seed": rep,
         }
         spec_path = self.stack.root / "spec.json"
         out_path = self.stack.root / "out.json"
         spec_path.write_text(json.dumps(spec))
         out_path.unlink(missing_ok=True)
         up0 = cpu_ns([self.stack.upstream.popen.pid])
-        subprocess.run([PY, str(BENCH / "loadgen.py"), str(spec_path), str(out_path)],
-                       check=True, timeout=spec["warmup"] + spec["duration"] + 60)
+        subprocess.run(
+            [PY, str(BENCH / "loadgen.py"), str(spec_path), str(out_path)],
+            check=True,
+            timeout=spec["warmup"] + spec["duration"] + 60,
+        )
         result: dict[str, Any] = json.loads(out_path.read_text())
         n = result["requests"] or 1
-        result["upstream_cpu_us_per_req"] = round((cpu_ns([self.stack.upstream.popen.pid])
-                                                   - up0) / 1000 / n, 1)
-        result.update(section=section, target=target, rep=rep,
-                      concurrency=spec["concurrency"], workers=proc.extra.get("workers", 1)
-                      if proc else 1)
+        result["upstream_cpu_us_per_req"] = round(
+            (cpu_ns([self.stack.upstream.popen.pid]) - up0) / 1000 / n, 1
+        )
+        result.update(
+            section=section,
+            target=target,
+            rep=rep,
+            concurrency=spec["concurrency"],
+            workers=proc.extra.get("workers", 1) if proc else 1,
+        )
         if record:
             self.runs.append(result)
-        print(f"  {section:<10} {target:<18} rep {rep}  {result['rps']:>8.0f} req/s  "
-              f"p50 {result['p50_us']:>7.0f} us  p99 {result['p99_us']:>7.0f} us  "
-              f"cpu {result['cpu_us_per_req'] or 0:>6.0f} us/req  "
-              f"{_statuses(result)}", flush=True)
+        print(
+            f"  {section:<10} {target:<18} rep {rep}  {result['rps']:>8.0f} req/s  "
+            f"p50 {result['p50_us']:>7.0f} us  p99 {result['p99_us']:>7.0f} us  "
+            f"cpu {result['cpu_us_per_req'] or 0:>6.0f} us/req  "
+            f"{_statuses(result)}",
+            flush=True,
+        )
         return result
 
 
@@ -113,13 +150,20 @@ def run_sections(b: Bench, zt_targets: list[str], extra_ceilings: list[str]) -> 
     for rep in range(a.repeats):
         for t in abba(rep, everyone):
             b.measure("keepalive", t, rep)
-    bare_max = statistics.median(r["rps"] for r in b.runs
-                                 if r["section"] == "keepalive" and r["target"] == "bare")
+    bare_max = statistics.median(
+        r["rps"] for r in b.runs if r["section"] == "keepalive" and r["target"] == "bare"
+    )
     print("new TLS connection per request (full handshake)", flush=True)
     for rep in range(a.repeats):
         for t in abba(rep, ["bare", "zt", *extra_ceilings]):
-            b.measure("handshake", t, rep, mode="handshake", concurrency=a.handshake_conc,
-                      duration=a.duration * 0.75)
+            b.measure(
+                "handshake",
+                t,
+                rep,
+                mode="handshake",
+                concurrency=a.handshake_conc,
+                duration=a.duration * 0.75,
+            )
     rate = round(bare_max / 2)
     print(f"fixed rate {rate} req/s (half the bare proxy's maximum)", flush=True)
     for rep in range(a.repeats):
@@ -131,8 +175,7 @@ def run_sections(b: Bench, zt_targets: list[str], extra_ceilings: list[str]) -> 
 def run_workers(b: Bench, counts: list[int]) -> None:
     """Scaling: N=1 on CPU 0; N>1 on every CPU, sharing them with the load generator and
     the upstream (two cores: what this machine can honestly show)."""
-    print(f"workers {counts} (N>1: proxy on all CPUs, load generator shares CPU 1)",
-          flush=True)
+    print(f"workers {counts} (N>1: proxy on all CPUs, load generator shares CPU 1)", flush=True)
     names: list[tuple[str, str]] = []
     for n in counts:
         if n == 1:
@@ -146,7 +189,7 @@ def run_workers(b: Bench, counts: list[int]) -> None:
     for _, proc_name in names:
         b.measure("warmup", proc_name, 0, duration=1.0, record=False)
     for rep in range(b.args.repeats):
-        for label, proc_name in (names if rep % 2 == 0 else names[::-1]):
+        for label, proc_name in names if rep % 2 == 0 else names[::-1]:
             b.measure("workers", label, rep, proc_name=proc_name)
 
 
@@ -160,12 +203,27 @@ def profile(b: Bench, target: str, seconds: float) -> dict[str, Any] | None:
     out = b.stack.root / f"profile-{target}.txt"
     print(f"profiling {target} with py-spy for {seconds:.0f} s", flush=True)
     spy_proc = subprocess.Popen(
-        [spy, "record", "--pid", str(proc.popen.pid), "--duration", str(int(seconds)),
-         "--rate", "200", "--format", "raw", "--threads", "--nonblocking", "--subprocesses",
-         "--output",
-         str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        preexec_fn=lambda: os.sched_setaffinity(0, {LOAD_CPU}))
+        [
+            spy,
+            "record",
+            "--pid",
+            str(proc.popen.pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--threads",
+            "--nonblocking",
+            "--subprocesses",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: os.sched_setaffinity(0, {LOAD_CPU}),
+    )
     time.sleep(0.5)
     b.measure("profile", target, 0, duration=seconds - 1.0, record=False)
     try:
@@ -210,8 +268,11 @@ def hot_spots(raw: str, top: int = 20) -> dict[str, Any]:
         parts = stack.split(";")
         thread = parts[0] if parts and parts[0].startswith(("thread", "process")) else "?"
         threads[thread.split(": ", 1)[-1]] += n
-        frames = [_frame(f) for f in parts if f.rstrip().endswith(")") and " (" in f
-                  and not f.startswith(("thread", "process"))]
+        frames = [
+            _frame(f)
+            for f in parts
+            if f.rstrip().endswith(")") and " (" in f and not f.startswith(("thread", "process"))
+        ]
         if not frames:
             continue
         leaf = frames[-1]
@@ -228,7 +289,8 @@ def hot_spots(raw: str, top: int = 20) -> dict[str, Any]:
         "samples": total,
         "threads": [(t, pct(c)) for t, c in threads.most_common()],
         "self": [(f, pct(c), callers[f].most_common(1)[0][0]) for f, c in own.most_common(top)],
-        "inclusive_ztproxy": [(f, pct(c)) for f, c in incl.most_common()
-                              if f.startswith("ztproxy/")][:top],
+        "inclusive_ztproxy": [
+            (f, pct(c)) for f, c in incl.most_common() if f.startswith("ztproxy/")
+        ][:top],
         "inclusive_all": [(f, pct(c)) for f, c in incl.most_common(top)],
     }

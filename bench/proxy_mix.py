@@ -12,8 +12,12 @@ import json
 from typing import Any
 
 # == the request mix ======================================================================
-USERS = {"alice": ["payments-operator"], "carol": ["payments-admin", "analyst"],
-         "bob": ["analyst"], "mallory": []}
+USERS = {
+    "alice": ["payments-operator"],
+    "carol": ["payments-admin", "analyst"],
+    "bob": ["analyst"],
+    "mallory": [],
+}
 # (method, path template, user, device variant, status the shipped policy must give).
 # Allowed templates count ALLOWED_WEIGHT times: about a quarter of all requests is denied.
 MIX: dict[str, list[tuple[str, str, str, str, int]]] = {
@@ -53,13 +57,29 @@ MIX: dict[str, list[tuple[str, str, str, str, int]]] = {
 }
 ALLOWED_WEIGHT = 3
 # Connection i presents the certificate of CONN_ORDER[i % len]: checkout-heavy.
-CONN_ORDER = ["checkout", "batch", "reports", "checkout", "payments", "batch", "checkout",
-              "reports", "checkout", "batch", "checkout", "intruder", "reports", "checkout",
-              "payments", "batch"]
+CONN_ORDER = [
+    "checkout",
+    "batch",
+    "reports",
+    "checkout",
+    "payments",
+    "batch",
+    "checkout",
+    "reports",
+    "checkout",
+    "batch",
+    "checkout",
+    "intruder",
+    "reports",
+    "checkout",
+    "payments",
+    "batch",
+]
 
 
-def build_plans(pki: Any, rsa: dict[str, Any], alg: str, distinct: int,
-                seed: int = 11) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def build_plans(
+    pki: Any, rsa: dict[str, Any], alg: str, distinct: int, seed: int = 11
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import random
 
     from ztproxy.devtools.mint import load_private_key, mint_token
@@ -67,30 +87,53 @@ def build_plans(pki: Any, rsa: dict[str, Any], alg: str, distinct: int,
     user_key = rsa["key"] if alg == "RS256" else load_private_key(pki.user_key)
     user_kid = rsa["kid"] if alg == "RS256" else pki.user_kid
     device_key = load_private_key(pki.device_key)
-    users = {name: mint_token(key=user_key, kid=user_kid, issuer=pki.user_issuer,
-                              audience=pki.audience, subject=name, alg=alg, ttl=7200,
-                              claims={"roles": roles}) for name, roles in USERS.items()}
+    users = {
+        name: mint_token(
+            key=user_key,
+            kid=user_kid,
+            issuer=pki.user_issuer,
+            audience=pki.audience,
+            subject=name,
+            alg=alg,
+            ttl=7200,
+            claims={"roles": roles},
+        )
+        for name, roles in USERS.items()
+    }
     rng = random.Random(seed)
     plans: dict[str, list[dict[str, Any]]] = {}
     identities: dict[str, Any] = {}
     for workload, templates in MIX.items():
         cert, key = pki.workloads[workload]
         identities[workload] = {"cert": str(cert), "key": str(key)}
-        devices = {variant: mint_token(
-            key=device_key, kid=pki.device_kid, issuer=pki.device_issuer,
-            audience=pki.audience, subject=f"{workload}-laptop-{variant}", ttl=7200,
-            claims={"trust_level": 3 if variant == "ok" else 1, "managed": True},
-            bind_cert=cert.read_bytes()) for variant in ("ok", "weak")}
+        devices = {
+            variant: mint_token(
+                key=device_key,
+                kid=pki.device_kid,
+                issuer=pki.device_issuer,
+                audience=pki.audience,
+                subject=f"{workload}-laptop-{variant}",
+                ttl=7200,
+                claims={"trust_level": 3 if variant == "ok" else 1, "managed": True},
+                bind_cert=cert.read_bytes(),
+            )
+            for variant in ("ok", "weak")
+        }
         reqs = []
         for method, path, user, device, expect in templates:
             for i in range(distinct * (ALLOWED_WEIGHT if expect == 200 else 1)):
-                body = json.dumps({"amount": 1000 + i, "currency": "EUR", "ref": f"r{i}"}) \
-                    if method == "POST" else ""
+                body = (
+                    json.dumps({"amount": 1000 + i, "currency": "EUR", "ref": f"r{i}"})
+                    if method == "POST"
+                    else ""
+                )
                 target = path.format(i=i % distinct)
-                head = (f"{method} {target} HTTP/1.1\r\nHost: localhost\r\n"
-                        f"User-Agent: ztbench/1\r\nAccept: application/json\r\n"
-                        f"Authorization: Bearer {users[user]}\r\n"
-                        f"Device-Authorization: Bearer {devices[device]}\r\n")
+                head = (
+                    f"{method} {target} HTTP/1.1\r\nHost: localhost\r\n"
+                    f"User-Agent: ztbench/1\r\nAccept: application/json\r\n"
+                    f"Authorization: Bearer {users[user]}\r\n"
+                    f"Device-Authorization: Bearer {devices[device]}\r\n"
+                )
                 if body:
                     head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
                 reqs.append({"raw": head + "\r\n" + body, "expect": expect})

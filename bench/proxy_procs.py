@@ -54,8 +54,16 @@ class Proc:
         return out
 
 
-def spawn(name: str, argv: Sequence[str], cpus: set[int], logdir: Path, port: int,
-          admin_port: int | None = None, cwd: Path | None = None, **extra: Any) -> Proc:
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    cpus: set[int],
+    logdir: Path,
+    port: int,
+    admin_port: int | None = None,
+    cwd: Path | None = None,
+    **extra: Any,
+) -> Proc:
     log = logdir / f"{name}.log"
     fh = open(log, "wb")  # noqa: SIM115 - owned by the child; closed with the process
 
@@ -63,8 +71,15 @@ def spawn(name: str, argv: Sequence[str], cpus: set[int], logdir: Path, port: in
         os.sched_setaffinity(0, cpus)
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    popen = subprocess.Popen(list(argv), stdout=fh, stderr=subprocess.STDOUT, env=env,
-                             preexec_fn=pin, start_new_session=True, cwd=str(cwd or REPO))
+    popen = subprocess.Popen(
+        list(argv),
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        env=env,
+        preexec_fn=pin,
+        start_new_session=True,
+        cwd=str(cwd or REPO),
+    )
     fh.close()
     return Proc(name, popen, log, port, admin_port, extra)
 
@@ -106,8 +121,10 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
-NO_UVLOOP = ("import runpy, sys; sys.modules['uvloop'] = None; sys.argv[0] = 'ztproxy'; "
-             "runpy.run_module('ztproxy', run_name='__main__', alter_sys=True)")
+NO_UVLOOP = (
+    "import runpy, sys; sys.modules['uvloop'] = None; sys.argv[0] = 'ztproxy'; "
+    "runpy.run_module('ztproxy', run_name='__main__', alter_sys=True)"
+)
 UPSTREAM_CODE = """
 import asyncio, json, os, sys
 from aiohttp import web

@@ -33,8 +33,12 @@ from proxy_procs import (
     wait_ready,
 )
 
-TARGETS = {"zt": ("ES256", True), "zt-nocache": ("ES256", False),
-           "zt-rs256": ("RS256", True), "zt-rs256-nocache": ("RS256", False)}
+TARGETS = {
+    "zt": ("ES256", True),
+    "zt-nocache": ("ES256", False),
+    "zt-rs256": ("RS256", True),
+    "zt-rs256-nocache": ("RS256", False),
+}
 
 
 # == configs ==============================================================================
@@ -44,8 +48,9 @@ def rsa_issuer(tmp: Path) -> dict[str, Any]:
 
     key = generate_signing_key("RS256")
     write_private(tmp / "user-rsa.key", key_pem(key))
-    (tmp / "user-rsa.jwks.json").write_text(json.dumps(jwks(public_jwk(key, "user-rsa-1",
-                                                                        "RS256"))))
+    (tmp / "user-rsa.jwks.json").write_text(
+        json.dumps(jwks(public_jwk(key, "user-rsa-1", "RS256")))
+    )
     return {"key": key, "kid": "user-rsa-1", "jwks": tmp / "user-rsa.jwks.json"}
 
 
@@ -55,27 +60,60 @@ def audit_key(pki: Any) -> Path:
     return Path(next(p for p in sorted(pki.audit_dir.iterdir()) if "priv" in p.name))
 
 
-def zt_config(pki: Any, rsa: dict[str, Any], upstream: str, port: int, admin_port: int,
-              audit_dir: Path, alg: str, caches: bool) -> dict[str, Any]:
-    user = {"name": "dev-sso", "kind": "user", "issuer": pki.user_issuer,
-            "audiences": [pki.audience], "algorithms": [alg],
-            "jwks_file": str(rsa["jwks"] if alg == "RS256" else pki.user_jwks)}
-    device = {"name": "dev-devices", "kind": "device", "issuer": pki.device_issuer,
-              "audiences": [pki.audience], "jwks_file": str(pki.device_jwks),
-              "algorithms": ["ES256"]}
+def zt_config(
+    pki: Any,
+    rsa: dict[str, Any],
+    upstream: str,
+    port: int,
+    admin_port: int,
+    audit_dir: Path,
+    alg: str,
+    caches: bool,
+) -> dict[str, Any]:
+    user = {
+        "name": "dev-sso",
+        "kind": "user",
+        "issuer": pki.user_issuer,
+        "audiences": [pki.audience],
+        "algorithms": [alg],
+        "jwks_file": str(rsa["jwks"] if alg == "RS256" else pki.user_jwks),
+    }
+    device = {
+        "name": "dev-devices",
+        "kind": "device",
+        "issuer": pki.device_issuer,
+        "audiences": [pki.audience],
+        "jwks_file": str(pki.device_jwks),
+        "algorithms": ["ES256"],
+    }
     return {
-        "listener": {"address": "127.0.0.1", "port": port, "cert_file": str(pki.server_cert),
-                     "key_file": str(pki.server_key)},
+        "listener": {
+            "address": "127.0.0.1",
+            "port": port,
+            "cert_file": str(pki.server_cert),
+            "key_file": str(pki.server_key),
+        },
         "trust_domains": [{"name": pki.trust_domain, "bundle_file": str(pki.ca_cert)}],
         "routes": [
-            {"name": "payments-api", "service": "payments", "path_prefix": "/api/v1",
-             "upstream": upstream},
-            {"name": "reports-api", "service": "reports", "path_prefix": "/reports",
-             "upstream": upstream},
+            {
+                "name": "payments-api",
+                "service": "payments",
+                "path_prefix": "/api/v1",
+                "upstream": upstream,
+            },
+            {
+                "name": "reports-api",
+                "service": "reports",
+                "path_prefix": "/reports",
+                "upstream": upstream,
+            },
         ],
         "identity": {"issuers": [user, device], "token_cache_size": 10000 if caches else 0},
-        "policy": {"engine": "embedded", "policy_dirs": [str(REPO / "policies")],
-                   "cache_ttl_ms": 1000 if caches else 0},
+        "policy": {
+            "engine": "embedded",
+            "policy_dirs": [str(REPO / "policies")],
+            "cache_ttl_ms": 1000 if caches else 0,
+        },
         "audit": {"dir": str(audit_dir), "signing_key": str(audit_key(pki))},
         "admin": {"enabled": True, "port": admin_port},
         "logging": {"level": "warning"},
@@ -134,32 +172,64 @@ class Stack:
         self.loop = "uvloop" if _has_uvloop() else "asyncio"
         self.loop_note = ""
         up_port = free_port()
-        self.upstream = spawn("upstream", [PY, "-c", UPSTREAM_CODE, str(up_port), "3600"],
-                              {LOAD_CPU}, self.logs, up_port)
+        self.upstream = spawn(
+            "upstream",
+            [PY, "-c", UPSTREAM_CODE, str(up_port), "3600"],
+            {LOAD_CPU},
+            self.logs,
+            up_port,
+        )
         self.upstream_url = f"http://127.0.0.1:{up_port}"
         wait_ready(self.upstream, "upstream listening")
 
-    def start_bare(self, name: str = "bare", workers: int = 1,
-                   cpus: set[int] | None = None) -> Proc:
+    def start_bare(
+        self, name: str = "bare", workers: int = 1, cpus: set[int] | None = None
+    ) -> Proc:
         port = free_port()
         p = self.pki
-        proc = spawn(name, [PY, str(BENCH / "bare_proxy.py"), "--port", str(port),
-                            "--upstream", self.upstream_url, "--cert", str(p.server_cert),
-                            "--key", str(p.server_key), "--ca", str(p.ca_cert),
-                            "--workers", str(workers), "--loop", self.loop],
-                     cpus or {PROXY_CPU}, self.logs, port, workers=workers)
+        proc = spawn(
+            name,
+            [
+                PY,
+                str(BENCH / "bare_proxy.py"),
+                "--port",
+                str(port),
+                "--upstream",
+                self.upstream_url,
+                "--cert",
+                str(p.server_cert),
+                "--key",
+                str(p.server_key),
+                "--ca",
+                str(p.ca_cert),
+                "--workers",
+                str(workers),
+                "--loop",
+                self.loop,
+            ],
+            cpus or {PROXY_CPU},
+            self.logs,
+            port,
+            workers=workers,
+        )
         self.procs[name] = proc
         return proc
 
-    def start_zt(self, name: str, alg: str, caches: bool, workers: int = 1,
-                 cpus: set[int] | None = None, tree: Path | None = None) -> Proc:
+    def start_zt(
+        self,
+        name: str,
+        alg: str,
+        caches: bool,
+        workers: int = 1,
+        cpus: set[int] | None = None,
+        tree: Path | None = None,
+    ) -> Proc:
         """ztproxy from this checkout, or (`tree`) from another one, e.g. the old head in
         a `git worktree`, run from that folder so `-m ztproxy` imports its package and
         `policies/` is its own shipped policy; its config is written in its own form."""
         port, admin = free_port(), free_port()
         audit_dir = self.root / f"audit-{name}"
-        cfg = zt_config(self.pki, self.rsa, self.upstream_url, port, admin, audit_dir, alg,
-                        caches)
+        cfg = zt_config(self.pki, self.rsa, self.upstream_url, port, admin, audit_dir, alg, caches)
         if tree is not None:
             cfg = config_for_tree(cfg, tree)
         if workers > 1:
@@ -169,9 +239,20 @@ class Stack:
         argv = [PY, "-m", "ztproxy", "run", "--config", str(path), "--workers", str(workers)]
         if self.loop == "asyncio":  # `python -m ztproxy run ...` with uvloop unimportable
             argv = [PY, "-c", NO_UVLOOP, *argv[3:]]
-        proc = spawn(name, argv, cpus or {PROXY_CPU}, self.logs, port,
-                     admin_port=admin if workers == 1 else None, cwd=tree, workers=workers,
-                     alg=alg, caches=caches, audit_dir=audit_dir, tree=tree)
+        proc = spawn(
+            name,
+            argv,
+            cpus or {PROXY_CPU},
+            self.logs,
+            port,
+            admin_port=admin if workers == 1 else None,
+            cwd=tree,
+            workers=workers,
+            alg=alg,
+            caches=caches,
+            audit_dir=audit_dir,
+            tree=tree,
+        )
         self.procs[name] = proc
         return proc
 
@@ -183,11 +264,24 @@ class Stack:
         root.mkdir(exist_ok=True)
         p = self.pki
         conf = root / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(workers=1, root=root, up=self.upstream_url
-                                          .rsplit(":", 1)[1], port=port, cert=p.server_cert,
-                                          key=p.server_key, ca=p.ca_cert))
-        proc = spawn(name, [binary, "-c", str(conf), "-p", str(root), "-g", "daemon off;"],
-                     {PROXY_CPU}, self.logs, port)
+        conf.write_text(
+            NGINX_CONF.format(
+                workers=1,
+                root=root,
+                up=self.upstream_url.rsplit(":", 1)[1],
+                port=port,
+                cert=p.server_cert,
+                key=p.server_key,
+                ca=p.ca_cert,
+            )
+        )
+        proc = spawn(
+            name,
+            [binary, "-c", str(conf), "-p", str(root), "-g", "daemon off;"],
+            {PROXY_CPU},
+            self.logs,
+            port,
+        )
         self.procs[name] = proc
         return proc
 
@@ -231,8 +325,10 @@ def preflight(stack: Stack, plans: tuple[list[dict[str, Any]], dict[str, Any]]) 
         raise RuntimeError(f"ztproxy does not answer on {stack.loop}: {problem}")
     log_tail = stack.procs["zt"].log.read_text(errors="replace").strip().splitlines()[-1:]
     stack.stop("zt")
-    note = (f"(ztproxy FAILS on uvloop: {problem}; last log line: {log_tail}; "
-            "both proxies measured on asyncio)")
+    note = (
+        f"(ztproxy FAILS on uvloop: {problem}; last log line: {log_tail}; "
+        "both proxies measured on asyncio)"
+    )
     print(f"WARNING: {note}", flush=True)
     stack.loop = "asyncio"
     stack.start_zt("zt", *TARGETS["zt"])
@@ -243,8 +339,9 @@ def preflight(stack: Stack, plans: tuple[list[dict[str, Any]], dict[str, Any]]) 
     return note
 
 
-def probe(proc: Proc, plans: list[dict[str, Any]], identities: dict[str, Any],
-          ca: Path, tries: int = 8) -> str | None:
+def probe(
+    proc: Proc, plans: list[dict[str, Any]], identities: dict[str, Any], ca: Path, tries: int = 8
+) -> str | None:
     """`tries` fresh connections, one request each; None when every one was answered,
     else what went wrong and how often."""
     import ssl
@@ -256,8 +353,10 @@ def probe(proc: Proc, plans: list[dict[str, Any]], identities: dict[str, Any],
         ident = identities[plan["identity"]]
         ctx.load_cert_chain(ident["cert"], ident["key"])
         try:
-            with socket.create_connection(("127.0.0.1", proc.port), 2) as raw, \
-                    ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            with (
+                socket.create_connection(("127.0.0.1", proc.port), 2) as raw,
+                ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+            ):
                 tls.sendall(plan["requests"][0]["raw"].encode("latin-1"))
                 head = tls.recv(64)
             if not head.startswith(b"HTTP/1.1 "):
@@ -267,4 +366,3 @@ def probe(proc: Proc, plans: list[dict[str, Any]], identities: dict[str, Any],
     if not failures:
         return None
     return f"{sum(failures.values())} of {tries} new connections failed: {dict(failures)}"
-

@@ -35,8 +35,25 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 
 # Sub-millisecond stages need fine buckets; upstream time needs coarse ones.
-_STAGE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                  0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_STAGE_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 # == loop-local metrics ===================================================================
@@ -80,8 +97,14 @@ class _Family:
 
     kind = ""
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (),
-                 *, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        registry: CollectorRegistry,
+    ) -> None:
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
@@ -153,8 +176,15 @@ class LoopGauge(LoopCounter):
 
 
 class LoopHistogram(_Family):
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (),
-                 *, buckets: Sequence[float], registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
         self.bounds = tuple(sorted(float(b) for b in buckets if b != float("inf")))
         super().__init__(name, documentation, labelnames, registry=registry)
 
@@ -185,62 +215,105 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         # pipeline (event loop only)
-        self.requests = LoopCounter("ztproxy_requests",
-                                    "Requests by route, decision and reason",
-                                    ["route", "decision", "reason"], registry=r)
-        self.stage_seconds = LoopHistogram("ztproxy_stage_seconds",
-                                           "Time spent per pipeline stage", ["stage"],
-                                           buckets=_STAGE_BUCKETS, registry=r)
-        self.request_seconds = LoopHistogram("ztproxy_request_seconds",
-                                             "Whole request time, by route", ["route"],
-                                             buckets=_STAGE_BUCKETS, registry=r)
-        self.in_flight = LoopGauge("ztproxy_requests_in_flight", "Requests being handled",
-                                   registry=r)
-        self.tls_handshake_failures = Counter("ztproxy_tls_handshake_failures",
-                                              "Rejected TLS handshakes by reason", ["reason"],
-                                              registry=r)
-        self.upstream_errors = Counter("ztproxy_upstream_errors", "Upstream failures",
-                                       ["route", "reason"], registry=r)
+        self.requests = LoopCounter(
+            "ztproxy_requests",
+            "Requests by route, decision and reason",
+            ["route", "decision", "reason"],
+            registry=r,
+        )
+        self.stage_seconds = LoopHistogram(
+            "ztproxy_stage_seconds",
+            "Time spent per pipeline stage",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.request_seconds = LoopHistogram(
+            "ztproxy_request_seconds",
+            "Whole request time, by route",
+            ["route"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = LoopGauge(
+            "ztproxy_requests_in_flight", "Requests being handled", registry=r
+        )
+        self.tls_handshake_failures = Counter(
+            "ztproxy_tls_handshake_failures",
+            "Rejected TLS handshakes by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "ztproxy_upstream_errors", "Upstream failures", ["route", "reason"], registry=r
+        )
         # identity (the lookups and verifications on the event loop)
-        self.token_verifications = LoopCounter("ztproxy_token_verifications",
-                                               "Token verifications by issuer kind and result",
-                                               ["kind", "result"], registry=r)
-        self.token_cache = LoopCounter("ztproxy_token_cache", "Verified-token cache lookups",
-                                       ["result"], registry=r)
-        self.jwks_fetches = Counter("ztproxy_jwks_fetches", "JWKS fetches by issuer and result",
-                                    ["issuer", "result"], registry=r)
-        self.jwks_age_seconds = Gauge("ztproxy_jwks_age_seconds",
-                                      "Seconds since the issuer's keys were last refreshed",
-                                      ["issuer"], registry=r)
+        self.token_verifications = LoopCounter(
+            "ztproxy_token_verifications",
+            "Token verifications by issuer kind and result",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.token_cache = LoopCounter(
+            "ztproxy_token_cache", "Verified-token cache lookups", ["result"], registry=r
+        )
+        self.jwks_fetches = Counter(
+            "ztproxy_jwks_fetches",
+            "JWKS fetches by issuer and result",
+            ["issuer", "result"],
+            registry=r,
+        )
+        self.jwks_age_seconds = Gauge(
+            "ztproxy_jwks_age_seconds",
+            "Seconds since the issuer's keys were last refreshed",
+            ["issuer"],
+            registry=r,
+        )
         # policy (decisions on the event loop)
-        self.policy_decisions = LoopCounter("ztproxy_policy_decisions",
-                                            "Decisions by engine and outcome",
-                                            ["engine", "outcome"], registry=r)
-        self.policy_seconds = LoopHistogram("ztproxy_policy_engine_seconds",
-                                            "Policy engine evaluation time (cache misses)",
-                                            ["engine"], buckets=_STAGE_BUCKETS, registry=r)
-        self.policy_errors = Counter("ztproxy_policy_errors", "Policy engine errors by reason",
-                                     ["engine", "reason"], registry=r)
-        self.policy_breaker_open = Gauge("ztproxy_policy_breaker_open",
-                                         "1 while the circuit breaker denies without asking",
-                                         registry=r)
-        self.decision_cache = LoopCounter("ztproxy_decision_cache", "Decision cache lookups",
-                                          ["result"], registry=r)
-        self.policy_reloads = Counter("ztproxy_policy_reloads", "Policy reloads by result",
-                                      ["result"], registry=r)
-        self.policy_reload_failures = Counter("ztproxy_policy_reload_failures",
-                                              "Policy reloads refused (old policy kept)",
-                                              registry=r)
+        self.policy_decisions = LoopCounter(
+            "ztproxy_policy_decisions",
+            "Decisions by engine and outcome",
+            ["engine", "outcome"],
+            registry=r,
+        )
+        self.policy_seconds = LoopHistogram(
+            "ztproxy_policy_engine_seconds",
+            "Policy engine evaluation time (cache misses)",
+            ["engine"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.policy_errors = Counter(
+            "ztproxy_policy_errors",
+            "Policy engine errors by reason",
+            ["engine", "reason"],
+            registry=r,
+        )
+        self.policy_breaker_open = Gauge(
+            "ztproxy_policy_breaker_open",
+            "1 while the circuit breaker denies without asking",
+            registry=r,
+        )
+        self.decision_cache = LoopCounter(
+            "ztproxy_decision_cache", "Decision cache lookups", ["result"], registry=r
+        )
+        self.policy_reloads = Counter(
+            "ztproxy_policy_reloads", "Policy reloads by result", ["result"], registry=r
+        )
+        self.policy_reload_failures = Counter(
+            "ztproxy_policy_reload_failures", "Policy reloads refused (old policy kept)", registry=r
+        )
         # audit (the writer thread: thread-safe types)
-        self.audit_records = Counter("ztproxy_audit_records", "Audit records written",
-                                     registry=r)
-        self.audit_checkpoints = Counter("ztproxy_audit_checkpoints", "Checkpoints signed",
-                                         registry=r)
-        self.audit_queue_depth = Gauge("ztproxy_audit_queue_depth",
-                                       "Records waiting for the writer thread", registry=r)
-        self.audit_failures = Counter("ztproxy_audit_failures",
-                                      "Audit write failures and refusals", ["reason"],
-                                      registry=r)
+        self.audit_records = Counter("ztproxy_audit_records", "Audit records written", registry=r)
+        self.audit_checkpoints = Counter(
+            "ztproxy_audit_checkpoints", "Checkpoints signed", registry=r
+        )
+        self.audit_queue_depth = Gauge(
+            "ztproxy_audit_queue_depth", "Records waiting for the writer thread", registry=r
+        )
+        self.audit_failures = Counter(
+            "ztproxy_audit_failures", "Audit write failures and refusals", ["reason"], registry=r
+        )
 
 
 # == the supervisor's view: many workers' expositions as one ===============================

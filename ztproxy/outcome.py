@@ -49,9 +49,14 @@ class Trace:
 class Outcome:
     """Audit record, metrics and log line for each outcome."""
 
-    def __init__(self, audit: AuditSink, metrics: Metrics, *,
-                 revision: Callable[[], str],
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        audit: AuditSink,
+        metrics: Metrics,
+        *,
+        revision: Callable[[], str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.audit = audit
         self.metrics = metrics
         self._revision = revision
@@ -74,8 +79,9 @@ class Outcome:
         attempt = trace.attempt if facts is None else None
         event = AuditEvent(
             kind="request",
-            time=(facts.time_text or rfc3339_ms(facts.time)) if facts else rfc3339_ms(
-                datetime.fromtimestamp(self._clock(), UTC)),
+            time=(facts.time_text or rfc3339_ms(facts.time))
+            if facts
+            else rfc3339_ms(datetime.fromtimestamp(self._clock(), UTC)),
             request_id=trace.request_id,
             source_address=trace.source_address,
             reason=reason,
@@ -92,8 +98,9 @@ class Outcome:
             path=audited_path(facts.path) if facts else attempt and attempted_path(attempt[2]),
             destination_service=facts.route.service if facts else None,
             route=facts.route.name if facts else None,
-            policy_revision=(decision.policy_revision if decision else
-                             trace.policy_revision or self._revision()),
+            policy_revision=(
+                decision.policy_revision if decision else trace.policy_revision or self._revision()
+            ),
             policy_input_sha256=trace.input_sha256,
             policy_reasons=tuple(decision.reasons) if decision else (),
             engine=decision.engine or None if decision else None,
@@ -105,13 +112,22 @@ class Outcome:
         self._latency(route).observe(latency_us / 1e6)
         if not log.is_enabled_for(logging.INFO):  # skip building the line at all
             return
-        log.info("request", request_id=trace.request_id, route=route,
-                 source=event.source_spiffe_id, user=event.user_subject,
-                 device=event.device_id, method=event.method, path=event.path,
-                 decision=event.decision, reason=reason, status=status,
-                 latency_us=latency_us,
-                 stages_us={k: v // 1000 for k, v in trace.stages.items()},
-                 cached=decision.cached if decision else None)
+        log.info(
+            "request",
+            request_id=trace.request_id,
+            route=route,
+            source=event.source_spiffe_id,
+            user=event.user_subject,
+            device=event.device_id,
+            method=event.method,
+            path=event.path,
+            decision=event.decision,
+            reason=reason,
+            status=status,
+            latency_us=latency_us,
+            stages_us={k: v // 1000 for k, v in trace.stages.items()},
+            cached=decision.cached if decision else None,
+        )
 
     def _count(self, route: str, decision: str, reason: str) -> None:
         key = (route, decision, reason)
@@ -133,32 +149,68 @@ class Outcome:
         return child
 
     # -- events from outside the request handler ---------------------------------------
-    def record_unparsable(self, source_address: str, peer: PeerIdentity | None, status: int,
-                          reason: str) -> str:
+    def record_unparsable(
+        self, source_address: str, peer: PeerIdentity | None, status: int, reason: str
+    ) -> str:
         """A request the HTTP parser refused (bad framing, header line too long)."""
         request_id = os.urandom(16).hex()
         now = datetime.fromtimestamp(self._clock(), UTC)
-        self.audit.append(AuditEvent(
-            kind="request", time=rfc3339_ms(now), request_id=request_id,
-            source_address=source_address, reason=reason, decision="deny", status=status,
-            latency_us=0, source_spiffe_id=peer.spiffe_id if peer else None,
-            source_cert_sha256=peer.fingerprint_sha256 if peer else None,
-            policy_revision=self._revision()))
+        self.audit.append(
+            AuditEvent(
+                kind="request",
+                time=rfc3339_ms(now),
+                request_id=request_id,
+                source_address=source_address,
+                reason=reason,
+                decision="deny",
+                status=status,
+                latency_us=0,
+                source_spiffe_id=peer.spiffe_id if peer else None,
+                source_cert_sha256=peer.fingerprint_sha256 if peer else None,
+                policy_revision=self._revision(),
+            )
+        )
         self._count("-", "deny", reason)
-        log.info("request", request_id=request_id, source=peer.spiffe_id if peer else None,
-                 decision="deny", reason=reason, status=status)
+        log.info(
+            "request",
+            request_id=request_id,
+            source=peer.spiffe_id if peer else None,
+            decision="deny",
+            reason=reason,
+            status=status,
+        )
         return request_id
 
-    def record_tls_rejected(self, source_address: str, reason: str,
-                            peer_cert_sha256: str | None, spiffe_id: str | None,
-                            count: int = 1) -> None:
+    def record_tls_rejected(
+        self,
+        source_address: str,
+        reason: str,
+        peer_cert_sha256: str | None,
+        spiffe_id: str | None,
+        count: int = 1,
+    ) -> None:
         """`count` > 1: that many repeats, aggregated (server.rejections)."""
         now = datetime.fromtimestamp(self._clock(), UTC)
-        self.audit.append(AuditEvent(
-            kind="tls_rejected", time=rfc3339_ms(now), request_id=os.urandom(16).hex(),
-            source_address=source_address, reason=reason, decision="deny", status=0,
-            latency_us=0, source_spiffe_id=spiffe_id, source_cert_sha256=peer_cert_sha256,
-            policy_reasons=() if count == 1 else (f"count={count}",)))
+        self.audit.append(
+            AuditEvent(
+                kind="tls_rejected",
+                time=rfc3339_ms(now),
+                request_id=os.urandom(16).hex(),
+                source_address=source_address,
+                reason=reason,
+                decision="deny",
+                status=0,
+                latency_us=0,
+                source_spiffe_id=spiffe_id,
+                source_cert_sha256=peer_cert_sha256,
+                policy_reasons=() if count == 1 else (f"count={count}",),
+            )
+        )
         self.metrics.tls_handshake_failures.labels(reason).inc(count)
-        log.info("tls_rejected", source_address=source_address, reason=reason,
-                 cert_sha256=peer_cert_sha256, count=count)
+        log.info(
+            "tls_rejected",
+            source_address=source_address,
+            reason=reason,
+            cert_sha256=peer_cert_sha256,
+            count=count,
+        )

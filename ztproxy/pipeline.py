@@ -49,7 +49,7 @@ _PROTOCOLS: dict[tuple[int, int], str] = {}
 
 
 def _protocol(version: tuple[int, int]) -> str:
-    """"HTTP/1.1" for (1, 1): made once per version seen."""
+    """ "HTTP/1.1" for (1, 1): made once per version seen."""
     text = _PROTOCOLS.get(version)
     if text is None:
         text = _PROTOCOLS[version] = f"HTTP/{version[0]}.{version[1]}"
@@ -76,8 +76,13 @@ class Pipeline:
         try:
             result = await self._run(request, trace, rt)
             status = result.status
-            reason = ("upstream_aborted" if result.aborted else
-                      trace.decision.reason if trace.decision else "allowed")
+            reason = (
+                "upstream_aborted"
+                if result.aborted
+                else trace.decision.reason
+                if trace.decision
+                else "allowed"
+            )
             return result.response
         except Rejection as exc:
             status, reason = exc.status, exc.reason
@@ -97,17 +102,24 @@ class Pipeline:
         cfg = rt.config
         trace.attempt = (request.method, request.headers.get("Host"), request.raw_path)
         facts = build_request_facts(
-            request_id=trace.request_id, method=request.method, raw_target=request.raw_path,
+            request_id=trace.request_id,
+            method=request.method,
+            raw_target=request.raw_path,
             version=_protocol(request.version),
-            headers=request.headers, source_address=trace.source_address,
-            now=datetime.fromtimestamp(now, UTC), routes=cfg.routes,
-            max_header_bytes=cfg.limits.max_header_bytes, hidden_headers=rt.headers.hidden,
-            strip_prefixes=cfg.headers.strip_prefixes)
+            headers=request.headers,
+            source_address=trace.source_address,
+            now=datetime.fromtimestamp(now, UTC),
+            routes=cfg.routes,
+            max_header_bytes=cfg.limits.max_header_bytes,
+            hidden_headers=rt.headers.hidden,
+            strip_prefixes=cfg.headers.strip_prefixes,
+        )
         trace.facts = facts
         t1 = time.perf_counter_ns()
         trace.stages["request"] = t1 - t0
-        creds = await rt.authenticator.authenticate(request.headers, facts.raw_query,
-                                                    facts.route, trace.peer)
+        creds = await rt.authenticator.authenticate(
+            request.headers, facts.raw_query, facts.route, trace.peer
+        )
         trace.creds = creds
         check_claims_header_safe(creds)
         t2 = time.perf_counter_ns()
@@ -115,8 +127,9 @@ class Pipeline:
         doc = build_policy_input(facts, trace.peer, creds)
         trace.input_sha256 = input_digest(doc)
         trace.doc = doc
-        decision = await rt.decider.decide(facts.route.decision_path or
-                                           cfg.policy.decision_path, doc)
+        decision = await rt.decider.decide(
+            facts.route.decision_path or cfg.policy.decision_path, doc
+        )
         trace.decision = decision
         t3 = time.perf_counter_ns()
         trace.stages["policy"] = t3 - t2
@@ -124,8 +137,9 @@ class Pipeline:
             resp = denied_response(decision, trace.request_id)
             return ForwardResult(resp, resp.status)
         assert trace.peer is not None
-        release = self.limits.acquire(trace.peer.spiffe_id, facts.route,
-                                      cfg.limits.max_concurrent_per_caller)
+        release = self.limits.acquire(
+            trace.peer.spiffe_id, facts.route, cfg.limits.max_concurrent_per_caller
+        )
         try:
             result = await self._forward(request, trace, rt, facts, creds, decision)
         finally:
@@ -133,37 +147,58 @@ class Pipeline:
         trace.stages["upstream"] = time.perf_counter_ns() - t3
         return result
 
-    async def _forward(self, request: web.BaseRequest, trace: Trace, rt: Runtime,
-                       facts: RequestFacts, creds: Credentials,
-                       decision: Decision) -> ForwardResult:
+    async def _forward(
+        self,
+        request: web.BaseRequest,
+        trace: Trace,
+        rt: Runtime,
+        facts: RequestFacts,
+        creds: Credentials,
+        decision: Decision,
+    ) -> ForwardResult:
         route, cfg = facts.route, rt.config
         assert trace.peer is not None and rt.session is not None
         headers = upstream_headers(
-            request.headers, stripped=rt.headers.stripped,
+            request.headers,
+            stripped=rt.headers.stripped,
             credential_headers=rt.headers.not_forwarded,
-            asserted=asserted_headers(cfg.headers, trace.peer, creds, trace.source_address,
-                                      trace.request_id),
-            policy_headers=decision.headers, strip_prefixes=cfg.headers.strip_prefixes,
-            passed=route.pass_headers)
+            asserted=asserted_headers(
+                cfg.headers, trace.peer, creds, trace.source_address, trace.request_id
+            ),
+            policy_headers=decision.headers,
+            strip_prefixes=cfg.headers.strip_prefixes,
+            passed=route.pass_headers,
+        )
         target = f"{facts.path}?{facts.raw_query}" if facts.raw_query else facts.path
         ssl_ctx = rt.upstream_ssl.get(route.name)
         if route.websocket and is_websocket_upgrade(request.headers):
             if trace.doc is None:  # set before every decision
                 raise ValueError("no policy input")
-            live = self.sessions.open(route.decision_path or cfg.policy.decision_path,
-                                      trace.doc)
+            live = self.sessions.open(route.decision_path or cfg.policy.decision_path, trace.doc)
             try:
                 return await proxy_websocket(
-                    request, upstream_url=route.upstream, target=target, headers=headers,
-                    session=rt.session, ssl_context=ssl_ctx,
+                    request,
+                    upstream_url=route.upstream,
+                    target=target,
+                    headers=headers,
+                    session=rt.session,
+                    ssl_context=ssl_ctx,
                     connect_timeout=cfg.timeouts.upstream_connect_seconds,
-                    deadline=session_deadline(creds, trace.peer.not_after), stop=live.stop,
-                    clock=self.clock)
+                    deadline=session_deadline(creds, trace.peer.not_after),
+                    stop=live.stop,
+                    clock=self.clock,
+                )
             finally:
                 self.sessions.close(live)
-        return await forward(request, upstream_url=route.upstream, target=target,
-                             headers=headers, session=rt.session, ssl_context=ssl_ctx,
-                             max_body_bytes=cfg.limits.max_body_bytes,
-                             response_headers=dict(decision.response_headers),
-                             body_idle=cfg.timeouts.body_idle_seconds,
-                             body_total=cfg.timeouts.body_total_seconds)
+        return await forward(
+            request,
+            upstream_url=route.upstream,
+            target=target,
+            headers=headers,
+            session=rt.session,
+            ssl_context=ssl_ctx,
+            max_body_bytes=cfg.limits.max_body_bytes,
+            response_headers=dict(decision.response_headers),
+            body_idle=cfg.timeouts.body_idle_seconds,
+            body_total=cfg.timeouts.body_total_seconds,
+        )

@@ -79,5 +79,6 @@ def header_plan(config: Config, authenticator: Authenticator) -> HeaderPlan:
     strip = frozenset(config.headers.strip)
     # Tokens stop here; the application's own cookies go on to it (never to the
     # policy, a log line or the audit record).
-    return HeaderPlan(hidden=creds | strip | asserted, stripped=strip | asserted,
-                      not_forwarded=creds - {"cookie"})
+    return HeaderPlan(
+        hidden=creds | strip | asserted, stripped=strip | asserted, not_forwarded=creds - {"cookie"}
+    )

@@ -22,8 +22,9 @@ class Authenticator(Protocol):
     route that needs it, `errors.ServiceUnavailable("issuer_keys_unavailable")` while
     an issuer's keys have never loaded (or have gone stale past the window)."""
 
-    async def authenticate(self, headers: CIMultiDictProxy[str], raw_query: str,
-                           route: Route, peer: PeerIdentity) -> Credentials: ...
+    async def authenticate(
+        self, headers: CIMultiDictProxy[str], raw_query: str, route: Route, peer: PeerIdentity
+    ) -> Credentials: ...
 
     def credential_header_names(self) -> frozenset[str]:
         """Lowercased names of headers that carry credentials (never shown to policy,

@@ -14,10 +14,14 @@ from ztproxy.model import AuditEvent
 
 from .conftest import event, events
 
-_scalar = (st.text() | st.booleans() | st.none()
-           | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1))
-_record = st.dictionaries(st.text(alphabet=st.characters(max_codepoint=127), max_size=12),
-                          _scalar | st.lists(st.text(), max_size=4), max_size=12)
+_scalar = (
+    st.text() | st.booleans() | st.none() | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+)
+_record = st.dictionaries(
+    st.text(alphabet=st.characters(max_codepoint=127), max_size=12),
+    _scalar | st.lists(st.text(), max_size=4),
+    max_size=12,
+)
 
 
 @given(_record)
@@ -25,10 +29,10 @@ def test_fast_path_equals_rfc8785_over_the_record_value_space(record: dict) -> N
     assert canonical_json(record) == rfc8785.dumps(record)
 
 
-@given(events(), st.integers(0, 2**40), st.binary(min_size=32, max_size=32),
-       st.integers(0, 999))
+@given(events(), st.integers(0, 2**40), st.binary(min_size=32, max_size=32), st.integers(0, 999))
 def test_record_line_is_the_canonical_json_of_the_record_with_its_hash(
-        ev: AuditEvent, seq: int, prev: bytes, worker: int) -> None:
+    ev: AuditEvent, seq: int, prev: bytes, worker: int
+) -> None:
     built = build_record(ev, seq=seq, prev=prev.hex(), worker=worker)
     assert built.line.endswith(b"\n") and built.line.count(b"\n") == 1
     record = json.loads(built.line)

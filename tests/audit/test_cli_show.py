@@ -16,12 +16,17 @@ LONG_ID = "spiffe://corp.example/ns/production-payments/sa/checkout-frontend-can
 
 
 def test_show_into_head_ends_without_broken_pipe(tmp_path: Path, signer) -> None:
-    write_log(tmp_path, signer, [event(i) for i in range(1500)], checkpoint_every=500,
-              per_segment=10_000)
+    write_log(
+        tmp_path, signer, [event(i) for i in range(1500)], checkpoint_every=500, per_segment=10_000
+    )
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    code = ("import sys; from ztproxy.cli import main; sys.exit(main(sys.argv[1:]))")
-    proc = subprocess.Popen([sys.executable, "-c", code, "audit", "show", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    code = "import sys; from ztproxy.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "audit", "show", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.readline()
     proc.stdout.close()  # what `head -1` does after its line
@@ -32,11 +37,18 @@ def test_show_into_head_ends_without_broken_pipe(tmp_path: Path, signer) -> None
     assert proc.returncode == 0
 
 
-def test_show_table_keeps_ids_whole_shows_reasons_and_no_status_0(tmp_path: Path,
-                                                                   signer) -> None:
-    evs = [event(0, source_spiffe_id=LONG_ID, policy_reasons=("team may read", "mfa ok")),
-           event(1, kind="tls_rejected", status=0, reason="tls_no_client_cert",
-                 source_spiffe_id=None, policy_reasons=())]
+def test_show_table_keeps_ids_whole_shows_reasons_and_no_status_0(tmp_path: Path, signer) -> None:
+    evs = [
+        event(0, source_spiffe_id=LONG_ID, policy_reasons=("team may read", "mfa ok")),
+        event(
+            1,
+            kind="tls_rejected",
+            status=0,
+            reason="tls_no_client_cert",
+            source_spiffe_id=None,
+            policy_reasons=(),
+        ),
+    ]
     write_log(tmp_path, signer, evs)
     code, out, _ = run_cli(["show", str(tmp_path)])
     rows = out.splitlines()
@@ -49,10 +61,15 @@ def test_show_table_keeps_ids_whole_shows_reasons_and_no_status_0(tmp_path: Path
 def test_every_audit_option_has_help_text() -> None:
     parser = argparse.ArgumentParser(prog="ztproxy")
     load_cli().register(parser.add_subparsers(dest="command"))
-    audit = next(a for a in parser._subparsers._group_actions  # type: ignore[union-attr]
-                 )._name_parser_map["audit"]
+    audit = next(
+        a
+        for a in parser._subparsers._group_actions  # type: ignore[union-attr]
+    )._name_parser_map["audit"]
     actions = next(a for a in audit._actions if isinstance(a, argparse._SubParsersAction))
-    missing = [f"{name} {opt.dest}" for name, sub in actions.choices.items()
-               for opt in sub._actions
-               if not isinstance(opt, argparse._HelpAction) and not opt.help]
+    missing = [
+        f"{name} {opt.dest}"
+        for name, sub in actions.choices.items()
+        for opt in sub._actions
+        if not isinstance(opt, argparse._HelpAction) and not opt.help
+    ]
     assert missing == []

@@ -7,19 +7,25 @@ from pathlib import Path
 from .test_config import parse
 
 
-def test_previous_keys_are_paths_and_a_missing_one_is_named(tmp_path: Path,
-                                                            keydir: Path) -> None:
+def test_previous_keys_are_paths_and_a_missing_one_is_named(tmp_path: Path, keydir: Path) -> None:
     (tmp_path / "old.pem").write_bytes((keydir / "audit-public.pem").read_bytes())
-    cfg, problems = parse({"signing_key": str(keydir / "audit-private.pem"),
-                           "previous_keys": ["old.pem"]}, tmp_path)
+    cfg, problems = parse(
+        {"signing_key": str(keydir / "audit-private.pem"), "previous_keys": ["old.pem"]}, tmp_path
+    )
     assert problems == [] and cfg.previous_keys == (str(tmp_path / "old.pem"),)
-    _, problems = parse({"signing_key": str(keydir / "audit-private.pem"),
-                         "previous_keys": ["old.pem", "gone.pem"]}, tmp_path)
+    _, problems = parse(
+        {
+            "signing_key": str(keydir / "audit-private.pem"),
+            "previous_keys": ["old.pem", "gone.pem"],
+        },
+        tmp_path,
+    )
     assert problems == ["audit.previous_keys[1]: file not found: gone.pem"]
 
 
-async def test_rotated_key_restart_continues_the_chain(tmp_path: Path, keydir: Path,
-                                                       other_keydir: Path) -> None:
+async def test_rotated_key_restart_continues_the_chain(
+    tmp_path: Path, keydir: Path, other_keydir: Path
+) -> None:
     from ztproxy.audit import AuditLog
     from ztproxy.audit.keys import load_public_key
     from ztproxy.audit.verify import verify_directory
@@ -30,8 +36,9 @@ async def test_rotated_key_restart_continues_the_chain(tmp_path: Path, keydir: P
     await log.start()
     log.append(event(0))
     await log.close()
-    rotated = config(tmp_path / "log", other_keydir,
-                     previous_keys=(str(keydir / "audit-public.pem"),))
+    rotated = config(
+        tmp_path / "log", other_keydir, previous_keys=(str(keydir / "audit-public.pem"),)
+    )
     log = AuditLog(rotated)
     await log.start()
     log.append(event(1))

@@ -23,8 +23,13 @@ SCRIPT = Path(__file__).with_name("writer_process.py")
 
 def spawn(*args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
 
 
 def checkpoint_sizes(directory: Path) -> list[int]:
@@ -51,8 +56,9 @@ def _ids(paths: list[Path]) -> set[str]:
     return out
 
 
-async def test_sigkill_under_load_then_restart_verifies(tmp_path: Path, keydir: Path,
-                                                        public) -> None:
+async def test_sigkill_under_load_then_restart_verifies(
+    tmp_path: Path, keydir: Path, public
+) -> None:
     directory = tmp_path / "log"
     proc = spawn("load", str(directory), str(keydir / "audit-private.pem"))
     try:
@@ -91,14 +97,18 @@ async def test_sigkill_under_load_then_restart_verifies(tmp_path: Path, keydir: 
     # aside (quarantine/) and says so in the signed recovery record. Nothing is lost:
     # every record the crashed log held is in the chain or in quarantine.
     kept = _ids(sorted(directory.glob("w0-0*.jsonl")))
-    quarantined = _ids(sorted((directory / "quarantine").glob("*"))) \
-        if (directory / "quarantine").exists() else set()
+    quarantined = (
+        _ids(sorted((directory / "quarantine").glob("*")))
+        if (directory / "quarantine").exists()
+        else set()
+    )
     assert crashed_ids <= kept | quarantined
 
 
 @pytest.mark.parametrize("mode", ["deny", "allow"])
-def test_disk_full_refuses_or_degrades_then_loses_nothing(tmp_path: Path, keydir: Path,
-                                                          public, mode: str) -> None:
+def test_disk_full_refuses_or_degrades_then_loses_nothing(
+    tmp_path: Path, keydir: Path, public, mode: str
+) -> None:
     directory = tmp_path / "log"
     proc = spawn("fsize", str(directory), str(keydir / "audit-private.pem"), mode)
     try:

@@ -44,13 +44,40 @@ from .test_merkle import mth
 
 # Strings that make JSON escape, that JSON leaves alone although they look risky
 # (DEL, U+2028, non-BMP), and lone surrogates (possible in decoded token claims).
-_nasty = st.lists(st.sampled_from(
-    ['"', "\\", "\n", "\x00", "\x1f", "\x7f", "\u2028", "é", "😀", "\ud800", "a", ",",
-     ":", "{", "}", "%", "%s", "{x}", '","hash":"']) | st.text(max_size=3),
-    max_size=6).map("".join)
+_nasty = st.lists(
+    st.sampled_from(
+        [
+            '"',
+            "\\",
+            "\n",
+            "\x00",
+            "\x1f",
+            "\x7f",
+            "\u2028",
+            "é",
+            "😀",
+            "\ud800",
+            "a",
+            ",",
+            ":",
+            "{",
+            "}",
+            "%",
+            "%s",
+            "{x}",
+            '","hash":"',
+        ]
+    )
+    | st.text(max_size=3),
+    max_size=6,
+).map("".join)
 _opt = st.none() | _nasty
-_odd = (st.floats(allow_nan=False) | st.booleans() | st.integers(2**53 - 5, 2**64)
-        | st.integers(-(2**64), -(2**53) + 5))
+_odd = (
+    st.floats(allow_nan=False)
+    | st.booleans()
+    | st.integers(2**53 - 5, 2**64)
+    | st.integers(-(2**64), -(2**53) + 5)
+)
 
 
 @st.composite
@@ -58,27 +85,51 @@ def hostile_events(draw: st.DrawFn) -> AuditEvent:
     """Events as the model types them, then, sometimes, a value of the wrong type
     (what the general path must make safe)."""
     fields: dict[str, object] = {
-        "kind": draw(_nasty), "time": draw(_nasty), "request_id": draw(_nasty),
-        "source_address": draw(_nasty), "reason": draw(_nasty), "decision": draw(_nasty),
+        "kind": draw(_nasty),
+        "time": draw(_nasty),
+        "request_id": draw(_nasty),
+        "source_address": draw(_nasty),
+        "reason": draw(_nasty),
+        "decision": draw(_nasty),
         "status": draw(st.integers(-INT_LIMIT, INT_LIMIT)),
         "latency_us": draw(st.integers(-INT_LIMIT, INT_LIMIT)),
-        "policy_reasons": tuple(draw(st.lists(_nasty, max_size=3)))}
-    for name in ("source_spiffe_id", "source_cert_sha256", "user_issuer", "user_subject",
-                 "device_id", "method", "host", "path", "destination_service", "route",
-                 "policy_revision", "policy_input_sha256"):
+        "policy_reasons": tuple(draw(st.lists(_nasty, max_size=3))),
+    }
+    for name in (
+        "source_spiffe_id",
+        "source_cert_sha256",
+        "user_issuer",
+        "user_subject",
+        "device_id",
+        "method",
+        "host",
+        "path",
+        "destination_service",
+        "route",
+        "policy_revision",
+        "policy_input_sha256",
+    ):
         fields[name] = draw(_opt)
     if draw(st.booleans()):
         name = draw(st.sampled_from(sorted(fields)))
-        fields[name] = (list(fields[name]) if name == "policy_reasons"  # type: ignore[call-overload]
-                        else draw(_odd))
+        fields[name] = (
+            list(fields[name])
+            if name == "policy_reasons"  # type: ignore[call-overload]
+            else draw(_odd)
+        )
     return AuditEvent(**fields)  # type: ignore[arg-type]
 
 
 @settings(max_examples=300, deadline=None)
-@given(hostile_events(), st.integers(0, INT_LIMIT), st.binary(min_size=32, max_size=32),
-       st.integers(0, 999))
-def test_fast_records_equal_the_general_path(ev: AuditEvent, seq: int, prev: bytes,
-                                             worker: int) -> None:
+@given(
+    hostile_events(),
+    st.integers(0, INT_LIMIT),
+    st.binary(min_size=32, max_size=32),
+    st.integers(0, 999),
+)
+def test_fast_records_equal_the_general_path(
+    ev: AuditEvent, seq: int, prev: bytes, worker: int
+) -> None:
     fast = build_record(ev, seq=seq, prev=prev.hex(), worker=worker)
     general = build_from_fields(record_fields(ev, seq=seq, prev=prev.hex(), worker=worker))
     assert fast == general
@@ -89,8 +140,7 @@ def test_fast_records_equal_the_general_path(ev: AuditEvent, seq: int, prev: byt
 
 
 @given(st.lists(hostile_events(), max_size=6), st.integers(0, 2**40))
-def test_build_lines_chains_like_one_record_at_a_time(evs: list[AuditEvent],
-                                                      seq: int) -> None:
+def test_build_lines_chains_like_one_record_at_a_time(evs: list[AuditEvent], seq: int) -> None:
     lines, leaves, last = build_lines(evs, seq=seq, prev="ab" * 32, worker=3)
     prev = "ab" * 32
     for i, ev in enumerate(evs):
@@ -113,14 +163,14 @@ def reference_walk(lines: list[bytes], genesis: str | None) -> tuple[list[bytes]
     for pos, line in enumerate(lines):
         at = line.find(HASH_MEMBER)
         end = at + len(HASH_MEMBER) + 64
-        if at < 0 or line[end:end + 1] != b'"':
+        if at < 0 or line[end : end + 1] != b'"':
             return leaves, pos
-        digest = hashlib.sha256(b"\x00" + line[:at] + line[end + 1:]).digest()
-        stored = line[at + len(HASH_MEMBER):end]
+        digest = hashlib.sha256(b"\x00" + line[:at] + line[end + 1 :]).digest()
+        stored = line[at + len(HASH_MEMBER) : end]
         if digest.hex().encode() != stored:
             return leaves, pos
         p = line.find(b',"prev":"', end)
-        if p < 0 or (prev is not None and line[p + 9:p + 74] != prev + b'"'):
+        if p < 0 or (prev is not None and line[p + 9 : p + 74] != prev + b'"'):
             return leaves, pos
         if line.find(b',"seq":%d,' % pos, p) < 0:
             return leaves, pos
@@ -139,9 +189,29 @@ def _chain_lines(n: int) -> tuple[str, list[bytes]]:
 # (the hash and its closing quote, prev, seq) or from the line start; text b""
 # deletes (odd offset) or duplicates (even) the line.
 _anchor = st.sampled_from([b"", b',"hash":"', b',"prev":"', b',"seq":'])
-_edits = st.lists(st.tuples(st.integers(0, 30), _anchor, st.integers(-2, 80), st.sampled_from(
-    [b"", b"\n", b"0", b"1", b"A", b"x", b'"', b',"hash":"', b',"prev":"', b',"seq":1,',
-     b"\\"])), max_size=3)
+_edits = st.lists(
+    st.tuples(
+        st.integers(0, 30),
+        _anchor,
+        st.integers(-2, 80),
+        st.sampled_from(
+            [
+                b"",
+                b"\n",
+                b"0",
+                b"1",
+                b"A",
+                b"x",
+                b'"',
+                b',"hash":"',
+                b',"prev":"',
+                b',"seq":1,',
+                b"\\",
+            ]
+        ),
+    ),
+    max_size=3,
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -149,8 +219,9 @@ _edits = st.lists(st.tuples(st.integers(0, 30), _anchor, st.integers(-2, 80), st
 @example(5, [(0, b"", 1, b"")], False, 4000)  # first record gone, genesis unknown: seq
 @example(3, [(1, b',"hash":"', 64, b"x")], True, 100)  # the hash's closing quote
 @example(4, [(2, b',"seq":', 0, b"7")], True, 1)  # a wrong seq in a chained record
-def test_buffer_walk_equals_the_per_line_walk(n: int, edits: list[tuple[int, int, bytes]],
-                                              known: bool, chunk: int) -> None:
+def test_buffer_walk_equals_the_per_line_walk(
+    n: int, edits: list[tuple[int, int, bytes]], known: bool, chunk: int
+) -> None:
     genesis, lines = _chain_lines(n)
     for index, anchor, offset, text in edits:  # overwrite, or delete/duplicate a line
         if not lines:
@@ -162,7 +233,7 @@ def test_buffer_walk_equals_the_per_line_walk(n: int, edits: list[tuple[int, int
             line = lines[i]
             at = max(0, line.find(anchor) + len(anchor) + offset) if anchor else offset
             at = min(at, len(line))
-            lines[i] = line[:at] + text + line[at + len(text):]
+            lines[i] = line[:at] + text + line[at + len(text) :]
     lines = b"\n".join(lines).split(b"\n") if lines else []  # an inserted newline splits
     expected = reference_walk(lines, genesis if known else None)
     assert fast_walk(lines, genesis if known else None) == expected
@@ -198,6 +269,7 @@ def test_line_chunks_equal_splitting_the_whole_file(data: bytes, size: int) -> N
 class _tmpfile:
     def __init__(self, data: bytes) -> None:
         import tempfile
+
         self._dir = tempfile.TemporaryDirectory()
         self.path = Path(self._dir.name) / "f"
         self.path.write_bytes(data)
@@ -215,7 +287,7 @@ def test_bulk_extend_equals_the_definition_in_any_split(n: int, cuts: list[int])
     items = [merkle.leaf_hash(i.to_bytes(4, "big")) for i in range(n)]
     tree, done = merkle.CompactTree(), 0
     for cut in cuts:
-        tree.extend(items[done:done + cut])
+        tree.extend(items[done : done + cut])
         done = min(n, done + cut)
         assert tree.size == done and tree.root() == mth(items[:done])
     tree.extend(items[done:])
@@ -267,7 +339,8 @@ def test_park_returns_at_once_for_a_record_queued_before_it_announced_itself() -
 
 
 async def test_burst_of_appends_wakes_the_writer_rarely_and_loses_nothing(
-        tmp_path: Path, keydir: Path, public) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, keydir: Path, public
+) -> None:  # type: ignore[no-untyped-def]
     log = AuditLog(config(tmp_path / "log", keydir, queue_size=20_000))
     await log.start()
     for burst in range(10):
@@ -284,7 +357,8 @@ async def test_burst_of_appends_wakes_the_writer_rarely_and_loses_nothing(
 
 @pytest.mark.parametrize("flush_ms", [100.0, 2.0])
 async def test_steady_appends_are_written_once_per_flush_interval(
-        tmp_path: Path, keydir: Path, public, flush_ms: float) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, keydir: Path, public, flush_ms: float
+) -> None:  # type: ignore[no-untyped-def]
     """A steady trickle (one record a millisecond, as requests come) is written in one
     step per flush interval, not one per record or per wake-up; nothing is lost."""
     log = AuditLog(config(tmp_path / "log", keydir, flush_interval_ms=flush_ms))
@@ -321,30 +395,43 @@ def fan_out(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         result = real(*args, **kwargs)
         used.append(result is not None)
         return result
+
     monkeypatch.setattr(fanout, "walk_parallel", spy)
     return used
 
 
-def test_parallel_verify_of_an_untouched_log_is_valid(tmp_path: Path, signer, public,
-                                                      fan_out: list[int]) -> None:
+def test_parallel_verify_of_an_untouched_log_is_valid(
+    tmp_path: Path, signer, public, fan_out: list[int]
+) -> None:
     assert threading.active_count() == 1  # else the fan-out rightly declines to fork
-    write_log(tmp_path, signer, [event(i) for i in range(40)], checkpoint_every=7,
-              per_segment=15)
+    write_log(tmp_path, signer, [event(i) for i in range(40)], checkpoint_every=7, per_segment=15)
     parallel = verify_directory(tmp_path, [public], workers=2)
     assert fan_out == [True] and parallel.valid
     assert parallel.to_dict() == verify_directory(tmp_path, [public], workers=1).to_dict()
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.integers(1, 30), _edits, st.integers(1, 6), st.integers(2, 12))
 def test_parallel_verify_reports_what_the_sequential_one_does(
-        tmp_path_factory: pytest.TempPathFactory, signer, public, fan_out: list[int],
-        n: int, edits: list[tuple[int, bytes, int, bytes]], every: int,
-        per_segment: int) -> None:
+    tmp_path_factory: pytest.TempPathFactory,
+    signer,
+    public,
+    fan_out: list[int],
+    n: int,
+    edits: list[tuple[int, bytes, int, bytes]],
+    every: int,
+    per_segment: int,
+) -> None:
     directory = tmp_path_factory.mktemp("fan")
-    write_log(directory, signer, [event(i) for i in range(n)], checkpoint_every=every,
-              per_segment=per_segment)
+    write_log(
+        directory,
+        signer,
+        [event(i) for i in range(n)],
+        checkpoint_every=every,
+        per_segment=per_segment,
+    )
     segments = sorted(directory.glob("w0-0*.jsonl"))
     for index, anchor, offset, text in edits:
         path = segments[index % len(segments)]
@@ -357,7 +444,7 @@ def test_parallel_verify_reports_what_the_sequential_one_does(
         else:
             line = lines[i]
             at = max(0, line.find(anchor) + len(anchor) + offset) if anchor else offset
-            lines[i] = line[:at] + text + line[at + len(text):]
+            lines[i] = line[:at] + text + line[at + len(text) :]
         path.write_bytes(b"".join(line + b"\n" for line in lines))
     parallel = verify_directory(directory, [public], workers=2)
     sequential = verify_directory(directory, [public], workers=1)
@@ -366,13 +453,15 @@ def test_parallel_verify_reports_what_the_sequential_one_does(
 
 
 def test_parallel_verify_catches_a_segment_from_another_chain(
-        tmp_path: Path, signer, public, fan_out: list[int]) -> None:
+    tmp_path: Path, signer, public, fan_out: list[int]
+) -> None:
     # Same events, same seqs, another genesis: only the prev link at the segment
     # boundary (where a new piece starts) tells the chains apart.
     mine, other = tmp_path / "mine", tmp_path / "other"
     for directory in (mine, other):
-        write_log(directory, signer, [event(i) for i in range(12)], checkpoint_every=4,
-                  per_segment=6)
+        write_log(
+            directory, signer, [event(i) for i in range(12)], checkpoint_every=4, per_segment=6
+        )
     (mine / "w0-000002.jsonl").write_bytes((other / "w0-000002.jsonl").read_bytes())
     parallel = verify_directory(mine, [public], workers=2)
     assert fan_out == [False] and not parallel.valid
@@ -380,11 +469,13 @@ def test_parallel_verify_catches_a_segment_from_another_chain(
 
 
 def test_parallel_verify_checks_where_each_piece_starts(
-        tmp_path: Path, signer, public, fan_out: list[int]) -> None:
+    tmp_path: Path, signer, public, fan_out: list[int]
+) -> None:
     # No checkpoint, so no genesis: the first record's prev is not checked, and a
     # log cut at its head is only caught by its first seq.
-    chain = write_log(tmp_path, signer, [event(i) for i in range(9)], checkpoint_every=100,
-                      per_segment=100)
+    chain = write_log(
+        tmp_path, signer, [event(i) for i in range(9)], checkpoint_every=100, per_segment=100
+    )
     chain.close_quietly()
     (tmp_path / "w0-checkpoints.jsonl").write_bytes(b"")
     segment = tmp_path / "w0-000001.jsonl"

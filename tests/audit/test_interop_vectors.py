@@ -30,8 +30,11 @@ from ztproxy.audit.note import (
 from .conftest import REPO
 
 INTEROP = REPO.parent / "shared" / "interop"
-EITHER_CHOICE = {"cp/either/size-2^64": "reject", "cp/zt/either/size-2^63": "reject",
-                 "cp/either/root-noncanonical-pad-bits": "accept"}
+EITHER_CHOICE = {
+    "cp/either/size-2^64": "reject",
+    "cp/zt/either/size-2^63": "reject",
+    "cp/either/root-noncanonical-pad-bits": "accept",
+}
 
 
 def _load(name: str) -> list[dict[str, Any]]:
@@ -84,8 +87,9 @@ def open_note(data: bytes, vkeys: list[str]) -> tuple[bool, list[tuple[str, int]
 NOTES = _records("note-vectors.jsonl", "note")
 VKEYS = _records("note-vectors.jsonl", "vkey")
 CHECKPOINTS = _records("checkpoint-vectors.jsonl", "checkpoint")
-MERKLE = _records("merkle-vectors.jsonl", "inclusion") + _records("merkle-vectors.jsonl",
-                                                                   "consistency")
+MERKLE = _records("merkle-vectors.jsonl", "inclusion") + _records(
+    "merkle-vectors.jsonl", "consistency"
+)
 
 
 @pytest.mark.parametrize("vector", NOTES, ids=_ids(NOTES))
@@ -158,13 +162,21 @@ def test_merkle_proof_vector_gives_gos_verdict(vector: dict[str, Any]) -> None:
         assert vector["valid"] is False
         return
     if vector["kind"] == "inclusion":
-        ok = merkle.verify_inclusion(base64.b64decode(vector["leaf_hash_b64"]),
-                                     vector["leaf_index"], vector["tree_size"], proof,
-                                     base64.b64decode(vector["root_b64"]))
+        ok = merkle.verify_inclusion(
+            base64.b64decode(vector["leaf_hash_b64"]),
+            vector["leaf_index"],
+            vector["tree_size"],
+            proof,
+            base64.b64decode(vector["root_b64"]),
+        )
     else:
-        ok = merkle.verify_consistency(vector["old_size"], vector["new_size"],
-                                       base64.b64decode(vector["old_root_b64"]),
-                                       base64.b64decode(vector["new_root_b64"]), proof)
+        ok = merkle.verify_consistency(
+            vector["old_size"],
+            vector["new_size"],
+            base64.b64decode(vector["old_root_b64"]),
+            base64.b64decode(vector["new_root_b64"]),
+            proof,
+        )
     assert ok is vector["valid"], vector["id"]
 
 
@@ -177,4 +189,4 @@ def test_merkle_tree_roots_match_go() -> None:
     assert leaves == _b64s(leaves_rec["leaf_hash_b64"])
     for r in records:
         if r["kind"] == "tree":
-            assert merkle.root(leaves[:r["tree_size"]]) == base64.b64decode(r["root_b64"])
+            assert merkle.root(leaves[: r["tree_size"]]) == base64.b64decode(r["root_b64"])

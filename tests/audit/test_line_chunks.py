@@ -14,12 +14,17 @@ from ztproxy.audit.segment import LineChunks
 
 
 @settings(max_examples=200, deadline=None)
-@given(lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")),
-                      max_size=12),
-       torn=st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")),
-       size=st.integers(1, 17))
-def test_whole_lines_in_order_for_every_block_size(tmp_path_factory, lines: list[bytes],  # type: ignore[no-untyped-def]
-                                                   torn: bytes, size: int) -> None:
+@given(
+    lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=12),
+    torn=st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")),
+    size=st.integers(1, 17),
+)
+def test_whole_lines_in_order_for_every_block_size(
+    tmp_path_factory,
+    lines: list[bytes],  # type: ignore[no-untyped-def]
+    torn: bytes,
+    size: int,
+) -> None:
     path = Path(tmp_path_factory.mktemp("lc")) / "w0-000001.jsonl"
     path.write_bytes(b"".join(line + b"\n" for line in lines) + torn)
     chunks = LineChunks(path, size)

@@ -28,8 +28,9 @@ async def wait_for(predicate, seconds: float = 5.0) -> None:  # type: ignore[no-
 
 
 def failures(metrics: Metrics, reason: str) -> float:
-    return metrics.registry.get_sample_value("ztproxy_audit_failures_total",
-                                             {"reason": reason}) or 0.0
+    return (
+        metrics.registry.get_sample_value("ztproxy_audit_failures_total", {"reason": reason}) or 0.0
+    )
 
 
 async def test_append_never_blocks_the_event_loop(tmp_path: Path, keydir: Path, public) -> None:
@@ -49,7 +50,8 @@ async def test_append_never_blocks_the_event_loop(tmp_path: Path, keydir: Path, 
 
 
 async def test_close_signs_everything_and_restart_continues_the_chain(
-        tmp_path: Path, keydir: Path, public) -> None:
+    tmp_path: Path, keydir: Path, public
+) -> None:
     cfg = config(tmp_path / "log", keydir)
     for round_ in range(3):
         log = AuditLog(cfg)
@@ -74,7 +76,8 @@ def test_second_writer_of_the_same_chain_is_locked_out(tmp_path: Path, signer) -
 
 
 async def test_torn_last_line_is_a_torn_tail_and_the_chain_continues(
-        tmp_path: Path, keydir: Path, public) -> None:
+    tmp_path: Path, keydir: Path, public
+) -> None:
     cfg = config(tmp_path / "log", keydir, checkpoint_every_records=3)
     log = AuditLog(cfg)
     await log.start()
@@ -111,7 +114,8 @@ async def test_torn_last_line_is_a_torn_tail_and_the_chain_continues(
 
 
 async def test_records_after_the_last_checkpoint_are_an_unsigned_tail(
-        tmp_path: Path, signer, public) -> None:
+    tmp_path: Path, signer, public
+) -> None:
     chain = ChainWriter(tmp_path, 0, "t", signer, clock=Clock())
     chain.open()
     chain.write([event(i) for i in range(4)])
@@ -125,8 +129,7 @@ async def test_records_after_the_last_checkpoint_are_an_unsigned_tail(
     assert "UNSIGNED TAIL at seq 4" in report.to_text()
 
 
-async def test_queue_full_refuses_in_deny_mode_and_recovers(tmp_path: Path,
-                                                            keydir: Path) -> None:
+async def test_queue_full_refuses_in_deny_mode_and_recovers(tmp_path: Path, keydir: Path) -> None:
     metrics = Metrics()
     log = AuditLog(config(tmp_path / "log", keydir, queue_size=5), metrics=metrics)
     await log.start()
@@ -144,7 +147,8 @@ async def test_queue_full_refuses_in_deny_mode_and_recovers(tmp_path: Path,
 
 
 async def test_queue_full_keeps_serving_in_allow_mode_but_shows_degraded(
-        tmp_path: Path, keydir: Path) -> None:
+    tmp_path: Path, keydir: Path
+) -> None:
     log = AuditLog(config(tmp_path / "log", keydir, queue_size=5, on_failure="allow"))
     await log.start()
     for i in range(50):
@@ -156,7 +160,8 @@ async def test_queue_full_keeps_serving_in_allow_mode_but_shows_degraded(
 
 @pytest.mark.parametrize("mode", ["deny", "allow"])
 async def test_unwritable_directory_refuses_or_degrades_until_writable(
-        tmp_path: Path, keydir: Path, public, mode: str) -> None:
+    tmp_path: Path, keydir: Path, public, mode: str
+) -> None:
     blocker = tmp_path / "audit"
     blocker.write_text("a file where the log directory should be")
     metrics = Metrics()
@@ -176,9 +181,11 @@ async def test_unwritable_directory_refuses_or_degrades_until_writable(
 
 
 async def test_checkpoints_on_interval_and_heartbeat_when_idle(
-        tmp_path: Path, keydir: Path, public) -> None:
-    log = AuditLog(config(tmp_path / "log", keydir, checkpoint_interval_seconds=0.05,
-                          heartbeat_seconds=0.2))
+    tmp_path: Path, keydir: Path, public
+) -> None:
+    log = AuditLog(
+        config(tmp_path / "log", keydir, checkpoint_interval_seconds=0.05, heartbeat_seconds=0.2)
+    )
     await log.start()
     log.append(event(0))
     await wait_for(lambda: log.stats()["checkpoints"] >= 1)
@@ -205,8 +212,9 @@ def test_checkpoint_policy() -> None:
 
 def test_segments_rotate_by_size_and_by_age(tmp_path: Path, signer, public) -> None:
     clock = Clock()
-    chain = ChainWriter(tmp_path, 0, "t", signer, clock=clock, segment_max_bytes=2000,
-                        segment_max_age=60)
+    chain = ChainWriter(
+        tmp_path, 0, "t", signer, clock=clock, segment_max_bytes=2000, segment_max_age=60
+    )
     chain.open()
     chain.write([event(0)])
     assert not chain.rotation_due()
@@ -234,8 +242,9 @@ def test_records_hold_only_the_event_fields_and_chain_fields(tmp_path: Path, sig
     assert not any(isinstance(v, float) for v in record.values())
 
 
-def test_each_worker_has_its_own_chain_and_verify_checks_all(tmp_path: Path, signer,
-                                                             public) -> None:
+def test_each_worker_has_its_own_chain_and_verify_checks_all(
+    tmp_path: Path, signer, public
+) -> None:
     from .conftest import write_log
 
     for worker in (0, 1, 2):

@@ -39,12 +39,12 @@ def _chain_ids(directory: Path) -> set[int]:
     return out
 
 
-def one_round(directory: Path, keydir: Path, stamps: Path, rng: random.Random
-              ) -> tuple[int, int, float]:
+def one_round(
+    directory: Path, keydir: Path, stamps: Path, rng: random.Random
+) -> tuple[int, int, float]:
     """(appended, lost, worst age of a lost record in ms) of one kill -9."""
     stamps.write_bytes(b"")
-    proc = spawn("paced", str(directory), str(keydir / "audit-private.pem"), str(stamps),
-                 str(RATE))
+    proc = spawn("paced", str(directory), str(keydir / "audit-private.pem"), str(stamps), str(RATE))
     try:
         assert json.loads(proc.stdout.readline()) == {"started": True}  # type: ignore[union-attr]
         time.sleep(rng.uniform(0.3, 0.9))
@@ -58,8 +58,14 @@ def one_round(directory: Path, keydir: Path, stamps: Path, rng: random.Random
     data = stamps.read_bytes()
     appended = [t for (t,) in struct.iter_unpack("<q", data) if t]
     appended = [t for t in appended if t <= killed_at]
-    chain = ChainWriter(directory, 0, "ztproxy", load_signing_key(keydir / "audit-private.pem"),
-                        clock=time.time, fsync="never")
+    chain = ChainWriter(
+        directory,
+        0,
+        "ztproxy",
+        load_signing_key(keydir / "audit-private.pem"),
+        clock=time.time,
+        fsync="never",
+    )
     chain.open()  # recovery: what a restart keeps
     chain.close()
     kept = _chain_ids(directory)
@@ -70,18 +76,20 @@ def one_round(directory: Path, keydir: Path, stamps: Path, rng: random.Random
 
 @pytest.mark.slow
 def test_kill_9_under_load_loses_records_no_older_than_flush_interval(
-        tmp_path: Path, keydir: Path) -> None:
+    tmp_path: Path, keydir: Path
+) -> None:
     budget = float(os.environ.get("ZTPROXY_SOAK_SECONDS", "5"))
     rng = random.Random(14)
     deadline = time.monotonic() + budget
     rounds: list[tuple[int, int, float]] = []
     while time.monotonic() < deadline or len(rounds) < 2:
-        rounds.append(one_round(tmp_path / f"log{len(rounds)}", keydir,
-                                tmp_path / "stamps", rng))
+        rounds.append(one_round(tmp_path / f"log{len(rounds)}", keydir, tmp_path / "stamps", rng))
         if len(rounds) >= 50:
             break
     worst = max(r[2] for r in rounds)
-    print(f"kill -9 rounds: {len(rounds)}, appended {sum(r[0] for r in rounds)}, "
-          f"lost {sum(r[1] for r in rounds)}, worst age of a lost record {worst:.1f} ms")
+    print(
+        f"kill -9 rounds: {len(rounds)}, appended {sum(r[0] for r in rounds)}, "
+        f"lost {sum(r[1] for r in rounds)}, worst age of a lost record {worst:.1f} ms"
+    )
     assert all(r[0] > 100 for r in rounds)
     assert worst <= BOUND_MS, rounds

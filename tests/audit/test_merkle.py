@@ -41,7 +41,8 @@ def test_compact_tree_root_equals_definition_at_every_size(n: int) -> None:
 
 def test_known_root_of_rfc6962_empty_and_single() -> None:
     assert merkle.root([]).hex() == (
-        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    )
     assert merkle.root([merkle.leaf_hash(b"")]) == hashlib.sha256(b"\x00").digest()
 
 

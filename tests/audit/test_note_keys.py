@@ -16,10 +16,14 @@ from ztproxy.audit.merkle import EMPTY_ROOT
 # The example of golang.org/x/mod/sumdb/note (note.go, note_test.go).
 GO_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
 GO_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
-GO_TEXT = ("If you think cryptography is the answer to your problem,\n"
-           "then you don't know what your problem is.\n")
-GO_NOTE = (GO_TEXT + "\n\u2014 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUg"
-           "YN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n")
+GO_TEXT = (
+    "If you think cryptography is the answer to your problem,\n"
+    "then you don't know what your problem is.\n"
+)
+GO_NOTE = (
+    GO_TEXT + "\n\u2014 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUg"
+    "YN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
+)
 
 
 def go_signer() -> keys.SigningKey:
@@ -78,12 +82,17 @@ def test_wrong_key_files_are_refused_with_the_path(tmp_path: Path) -> None:
 
 
 def test_checkpoint_round_trip_and_malformed_bodies(signer) -> None:
-    cp = note.Checkpoint("ztproxy/w3", 0, EMPTY_ROOT, "a" * 64, "a" * 64,
-                         "2026-11-28T00:00:00.000Z")
+    cp = note.Checkpoint(
+        "ztproxy/w3", 0, EMPTY_ROOT, "a" * 64, "a" * 64, "2026-11-28T00:00:00.000Z"
+    )
     raw = note.sign_note(cp.text(), signer)
     signed = note.parse_signed_checkpoint(raw)
     assert signed.checkpoint == cp and cp.worker == 3
-    for body in (cp.text().replace("\n0\n", "\n00\n"), cp.text().replace("head ", "hed "),
-                 cp.text() + "extra\n", cp.text().replace("a" * 64, "A" * 64, 1)):
+    for body in (
+        cp.text().replace("\n0\n", "\n00\n"),
+        cp.text().replace("head ", "hed "),
+        cp.text() + "extra\n",
+        cp.text().replace("a" * 64, "A" * 64, 1),
+    ):
         with pytest.raises(note.NoteError):
             note.parse_checkpoint(body)

@@ -18,8 +18,7 @@ from ztproxy.audit.note import (
     verify_note,
 )
 
-TEXT = Checkpoint("test/w0", 7, bytes(32), "ab" * 32, "cd" * 32,
-                  "2026-11-28T00:00:00.000Z").text()
+TEXT = Checkpoint("test/w0", 7, bytes(32), "ab" * 32, "cd" * 32, "2026-11-28T00:00:00.000Z").text()
 
 
 def _bad_line(signer: SigningKey) -> str:
@@ -35,21 +34,27 @@ def test_failing_known_signature_before_a_good_one_is_rejected(signer: SigningKe
 
 
 def test_good_known_signature_then_its_failing_repeat_is_accepted_as_go_does(
-        signer: SigningKey) -> None:
+    signer: SigningKey,
+) -> None:
     good = sign_note(TEXT, signer)
     note = parse_note(good + _bad_line(signer))
     assert verify_note(note, (signer.public,))[0] is SignatureCheck.VALID
 
 
-@pytest.mark.parametrize("edit", [
-    ("head ", "head\t"),  # TAB
-    ("\ngenesis", "\rgenesis"),  # lone CR
-    ("\n", "\r\n"),  # CRLF everywhere
-    ("\ngenesis", "\u2028genesis"),  # U+2028 joins two lines
-    ("\ngenesis", "\x00genesis"),
-], ids=["tab", "cr", "crlf", "u2028", "nul"])
-def test_control_characters_and_foreign_line_ends_are_rejected(signer: SigningKey,
-                                                               edit: tuple[str, str]) -> None:
+@pytest.mark.parametrize(
+    "edit",
+    [
+        ("head ", "head\t"),  # TAB
+        ("\ngenesis", "\rgenesis"),  # lone CR
+        ("\n", "\r\n"),  # CRLF everywhere
+        ("\ngenesis", "\u2028genesis"),  # U+2028 joins two lines
+        ("\ngenesis", "\x00genesis"),
+    ],
+    ids=["tab", "cr", "crlf", "u2028", "nul"],
+)
+def test_control_characters_and_foreign_line_ends_are_rejected(
+    signer: SigningKey, edit: tuple[str, str]
+) -> None:
     signed = sign_note(TEXT, signer)
     with pytest.raises(NoteError):
         parse_signed_checkpoint(signed.replace(*edit))

@@ -28,12 +28,12 @@ FORGED_ID = "req-forged"
 
 
 def _writer(directory: Path, key: SigningKey, **kw: object) -> ChainWriter:
-    return ChainWriter(directory, 0, "test", key, clock=Clock(), fsync="never",
-                       **kw)  # type: ignore[arg-type]
+    return ChainWriter(directory, 0, "test", key, clock=Clock(), fsync="never", **kw)  # type: ignore[arg-type]
 
 
-def write_and_stop(directory: Path, key: SigningKey, n: int = 6, *, clean: bool = True
-                   ) -> ChainWriter:
+def write_and_stop(
+    directory: Path, key: SigningKey, n: int = 6, *, clean: bool = True
+) -> ChainWriter:
     chain = _writer(directory, key)
     chain.open()
     for i in range(n):
@@ -69,8 +69,7 @@ def forged_line(directory: Path, **changes: object) -> bytes:
     return build_from_fields(fields).line
 
 
-def restart_and_write(directory: Path, key: SigningKey, n: int = 10, **kw: object
-                      ) -> ChainWriter:
+def restart_and_write(directory: Path, key: SigningKey, n: int = 10, **kw: object) -> ChainWriter:
     chain = _writer(directory, key, **kw)
     chain.open()
     for i in range(100, 100 + n):
@@ -109,8 +108,9 @@ def assert_set_aside_and_signed(directory: Path, public, planted: bytes) -> None
     assert chain.records == chain.signed
 
 
-def test_forged_next_seq_record_after_clean_stop_is_set_aside(tmp_path: Path, signer,
-                                                               public) -> None:
+def test_forged_next_seq_record_after_clean_stop_is_set_aside(
+    tmp_path: Path, signer, public
+) -> None:
     write_and_stop(tmp_path, signer)
     planted = forged_line(tmp_path)
     with (tmp_path / "w0-000001.jsonl").open("ab") as fh:
@@ -121,7 +121,8 @@ def test_forged_next_seq_record_after_clean_stop_is_set_aside(tmp_path: Path, si
 
 
 def test_forged_next_seq_record_after_a_crash_is_set_aside_real_tail_kept(
-        tmp_path: Path, signer, public) -> None:
+    tmp_path: Path, signer, public
+) -> None:
     write_and_stop(tmp_path, signer, clean=False)  # records 3..5 unsigned, but ours
     planted = forged_line(tmp_path)
     with (tmp_path / "w0-000001.jsonl").open("ab") as fh:
@@ -145,7 +146,7 @@ def test_record_with_wrong_hash_is_set_aside(tmp_path: Path, signer, public) -> 
     write_and_stop(tmp_path, signer)
     good = forged_line(tmp_path)
     at = good.index(b'"hash":"') + 8
-    planted = good[:at] + (b"0" if good[at:at + 1] != b"0" else b"1") + good[at + 1:]
+    planted = good[:at] + (b"0" if good[at : at + 1] != b"0" else b"1") + good[at + 1 :]
     with (tmp_path / "w0-000001.jsonl").open("ab") as fh:
         fh.write(planted)
     restart_and_write(tmp_path, signer)
@@ -170,7 +171,8 @@ def _fake_checkpoint(directory: Path) -> bytes:
 
 
 def test_unsigned_fake_checkpoint_refuses_start_then_is_set_aside_when_accepted(
-        tmp_path: Path, signer, public) -> None:
+    tmp_path: Path, signer, public
+) -> None:
     write_and_stop(tmp_path, signer)
     planted = _fake_checkpoint(tmp_path)
     with (tmp_path / "w0-checkpoints.jsonl").open("ab") as fh:
@@ -194,15 +196,15 @@ def test_deleted_checkpoints_file_refuses_start(tmp_path: Path, signer, public) 
         _writer(tmp_path, signer).open()
 
 
-def test_checkpoint_by_another_key_refuses_start(tmp_path: Path, signer, other_signer
-                                                 ) -> None:
+def test_checkpoint_by_another_key_refuses_start(tmp_path: Path, signer, other_signer) -> None:
     write_and_stop(tmp_path, other_signer)
     with pytest.raises(RecoveryRefused, match="does not verify under the configured key"):
         _writer(tmp_path, signer).open()
 
 
-async def test_audit_log_start_refuses_in_one_line(tmp_path: Path, keydir: Path,
-                                                   other_signer) -> None:
+async def test_audit_log_start_refuses_in_one_line(
+    tmp_path: Path, keydir: Path, other_signer
+) -> None:
     write_and_stop(tmp_path / "log", other_signer)
     log = AuditLog(config(tmp_path / "log", keydir, origin="test"))
     with pytest.raises(RecoveryRefused) as refused:
@@ -217,7 +219,8 @@ async def test_audit_log_start_refuses_in_one_line(tmp_path: Path, keydir: Path,
 
 
 def test_restart_fsyncs_the_segment_holding_recovered_records(
-        tmp_path: Path, signer, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_and_stop(tmp_path, signer, clean=False)
     synced: list[str] = []
     real = recovery_mod._fsync
@@ -234,8 +237,9 @@ def test_restart_fsyncs_the_segment_holding_recovered_records(
     chain.close()
 
 
-def test_checkpoint_entry_naming_no_segment_sets_nothing_aside(tmp_path: Path, signer,
-                                                               public) -> None:
+def test_checkpoint_entry_naming_no_segment_sets_nothing_aside(
+    tmp_path: Path, signer, public
+) -> None:
     """A checkpoint signed while no segment was open (after a write error) names none;
     the restart finds its last record anyway and keeps the signed log whole."""
     write_and_stop(tmp_path, signer)
@@ -249,13 +253,24 @@ def test_checkpoint_entry_naming_no_segment_sets_nothing_aside(tmp_path: Path, s
     assert report.valid and report.chains[0].records == 16, report.to_text()
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(plants=st.lists(st.sampled_from(["forged", "forged-bad-prev", "copy", "junk", "torn",
-                                        "new-segment"]), min_size=1, max_size=4),
-       clean=st.booleans())
-def test_nothing_planted_is_ever_signed(tmp_path_factory, signer, public,  # type: ignore[no-untyped-def]
-                                        plants: list[str], clean: bool) -> None:
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    plants=st.lists(
+        st.sampled_from(["forged", "forged-bad-prev", "copy", "junk", "torn", "new-segment"]),
+        min_size=1,
+        max_size=4,
+    ),
+    clean=st.booleans(),
+)
+def test_nothing_planted_is_ever_signed(
+    tmp_path_factory,
+    signer,
+    public,  # type: ignore[no-untyped-def]
+    plants: list[str],
+    clean: bool,
+) -> None:
     directory = tmp_path_factory.mktemp("plant")
     write_and_stop(directory, signer, clean=clean)
     segment = directory / "w0-000001.jsonl"

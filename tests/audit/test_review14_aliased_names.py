@@ -16,12 +16,12 @@ from .conftest import event, write_log
 
 
 def _log(directory: Path, signer) -> None:  # type: ignore[no-untyped-def]
-    write_log(directory, signer, [event(i) for i in range(12)], checkpoint_every=4,
-              per_segment=5)
+    write_log(directory, signer, [event(i) for i in range(12)], checkpoint_every=4, per_segment=5)
 
 
-def test_planted_w00_checkpoints_does_not_replace_the_real_file(tmp_path: Path, signer,
-                                                                 public) -> None:
+def test_planted_w00_checkpoints_does_not_replace_the_real_file(
+    tmp_path: Path, signer, public
+) -> None:
     _log(tmp_path, signer)
     real = tmp_path / "w0-checkpoints.jsonl"
     first = real.read_bytes().split(b"\n")[0] + b"\n"
@@ -31,8 +31,7 @@ def test_planted_w00_checkpoints_does_not_replace_the_real_file(tmp_path: Path, 
     assert verify_directory(tmp_path, [public], workers=1).exit_code == 1
 
 
-def test_segment_renamed_to_another_spelling_is_not_valid(tmp_path: Path, signer,
-                                                          public) -> None:
+def test_segment_renamed_to_another_spelling_is_not_valid(tmp_path: Path, signer, public) -> None:
     _log(tmp_path, signer)
     os.rename(tmp_path / "w0-000003.jsonl", tmp_path / "w0-0000003.jsonl")
     assert verify_directory(tmp_path, [public], workers=1).exit_code == 1

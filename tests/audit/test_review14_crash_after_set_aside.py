@@ -23,8 +23,9 @@ from .test_recovery_laundering import (
 )
 
 
-def test_set_aside_stated_after_crash_before_recovery_record(tmp_path: Path, signer,
-                                                              public) -> None:
+def test_set_aside_stated_after_crash_before_recovery_record(
+    tmp_path: Path, signer, public
+) -> None:
     write_and_stop(tmp_path, signer)
     planted = forged_line(tmp_path)
     with (tmp_path / "w0-000001.jsonl").open("ab") as fh:
@@ -41,8 +42,7 @@ def test_set_aside_stated_after_crash_before_recovery_record(tmp_path: Path, sig
     assert any(state.set_aside[0].sha256 in str(entry) for entry in stated), stated
 
 
-def test_set_aside_stated_once_after_a_clean_recovery(tmp_path: Path, signer,
-                                                      public) -> None:
+def test_set_aside_stated_once_after_a_clean_recovery(tmp_path: Path, signer, public) -> None:
     write_and_stop(tmp_path, signer)
     with (tmp_path / "w0-000001.jsonl").open("ab") as fh:
         fh.write(forged_line(tmp_path))
@@ -52,8 +52,7 @@ def test_set_aside_stated_once_after_a_clean_recovery(tmp_path: Path, signer,
     assert verify_directory(tmp_path, [public], workers=1).exit_code == 0
 
 
-def test_planted_journal_line_is_not_stated_as_a_move(tmp_path: Path, signer,
-                                                      public) -> None:
+def test_planted_journal_line_is_not_stated_as_a_move(tmp_path: Path, signer, public) -> None:
     """The journal is unsigned: a line naming bytes that are not in quarantine/ is not
     stated; one that is, is stated as coming from the journal, never as a move."""
     write_and_stop(tmp_path, signer)
@@ -61,8 +60,10 @@ def test_planted_journal_line_is_not_stated_as_a_move(tmp_path: Path, signer,
     quarantine.mkdir()
     (quarantine / "planted").write_bytes(b"x")
     (quarantine / "w0.pending").write_text(
-        '{"source": "w0-000001.jsonl", "begin": 0, "end": 9, "sha256": "' + "0" * 64
-        + '", "moved_to": "quarantine/planted", "why": "invented"}\n')
+        '{"source": "w0-000001.jsonl", "begin": 0, "end": 9, "sha256": "'
+        + "0" * 64
+        + '", "moved_to": "quarantine/planted", "why": "invented"}\n'
+    )
     restart_and_write(tmp_path, signer)
     assert recovery_records(tmp_path) == []
     assert verify_directory(tmp_path, [public], workers=1).exit_code == 0
@@ -72,8 +73,9 @@ class _Killed(BaseException):
     """Stands for kill -9 at that instant."""
 
 
-def test_set_aside_stated_after_crash_right_after_the_move(tmp_path: Path, signer,
-                                                           public, monkeypatch) -> None:
+def test_set_aside_stated_after_crash_right_after_the_move(
+    tmp_path: Path, signer, public, monkeypatch
+) -> None:
     """The crash lands right after a whole planted segment was renamed into
     quarantine/, before anything else: the move was journalled before it was made."""
     write_and_stop(tmp_path, signer)

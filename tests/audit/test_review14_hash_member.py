@@ -21,13 +21,12 @@ MEMBER = re.compile(rb',"hash":"[0-9a-f]{64}"')
 def _move_after_path(line: bytes) -> bytes:
     member = MEMBER.search(line)
     assert member is not None
-    body = line[:member.start()] + line[member.end():]
+    body = line[: member.start()] + line[member.end() :]
     at = body.index(b',"policy_input_sha256":')  # just after the "path" member
     return body[:at] + member.group() + body[at:]
 
 
-def test_hash_member_moved_after_value_holding_quote_colon(tmp_path: Path, signer,
-                                                           public) -> None:
+def test_hash_member_moved_after_value_holding_quote_colon(tmp_path: Path, signer, public) -> None:
     events = [event(i, path='/x"a":y') if i == 1 else event(i) for i in range(4)]
     write_log(tmp_path, signer, events, checkpoint_every=4, per_segment=100)
     assert verify_directory(tmp_path, [public], workers=1).exit_code == 0
@@ -43,11 +42,9 @@ def test_hash_member_moved_after_value_holding_quote_colon(tmp_path: Path, signe
     assert any(f.kind is Kind.MODIFIED and f.seq == 1 for f in chain.findings)
 
 
-def test_hash_member_moved_in_plain_record_is_invalid(tmp_path: Path, signer,
-                                                      public) -> None:
+def test_hash_member_moved_in_plain_record_is_invalid(tmp_path: Path, signer, public) -> None:
     """Pins the ordinary case (no quote in any value)."""
-    write_log(tmp_path, signer, [event(i) for i in range(4)], checkpoint_every=4,
-              per_segment=100)
+    write_log(tmp_path, signer, [event(i) for i in range(4)], checkpoint_every=4, per_segment=100)
     seg = tmp_path / SEG
     lines = seg.read_bytes().split(b"\n")
     lines[2] = _move_after_path(lines[2])

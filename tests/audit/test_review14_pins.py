@@ -21,8 +21,7 @@ from .test_recovery_laundering import (
 )
 
 
-def test_forged_recovery_record_in_the_tail_is_set_aside(tmp_path: Path, signer,
-                                                         public) -> None:
+def test_forged_recovery_record_in_the_tail_is_set_aside(tmp_path: Path, signer, public) -> None:
     write_and_stop(tmp_path, signer)
     planted = forged_line(tmp_path, kind="recovery", reason="recovery_set_aside")
     with (tmp_path / "w0-000001.jsonl").open("ab") as fh:
@@ -31,8 +30,7 @@ def test_forged_recovery_record_in_the_tail_is_set_aside(tmp_path: Path, signer,
     assert_set_aside_and_signed(tmp_path, public, planted)
 
 
-def test_an_older_seal_replayed_bounds_what_is_adopted(tmp_path: Path, signer,
-                                                       public) -> None:
+def test_an_older_seal_replayed_bounds_what_is_adopted(tmp_path: Path, signer, public) -> None:
     """A crash tail: records 3..5 unsigned but the writer's. The seal saved after
     record 3 put back: records 4 and 5 are no longer proven the writer's, so they are
     set aside (stated), never adopted on the older seal's word beyond what it names."""
@@ -54,8 +52,7 @@ def test_an_older_seal_replayed_bounds_what_is_adopted(tmp_path: Path, signer,
     assert verify_directory(tmp_path, [public], workers=1).exit_code == 0
 
 
-def test_seal_signed_for_another_origin_adopts_nothing(tmp_path: Path, signer,
-                                                      public) -> None:
+def test_seal_signed_for_another_origin_adopts_nothing(tmp_path: Path, signer, public) -> None:
     """A seal the key signed for w1 (same key), naming w0's forged record exactly:
     the seal binds the origin, so the forged record is not adopted (signed for
     "test/w0" instead, the same seal adopts it: checked by hand, the test fails)."""

@@ -20,9 +20,12 @@ def _roll_back_to(directory: Path, size: int) -> None:
     lines = seg.read_bytes().split(b"\n")[:-1]
     seg.write_bytes(b"".join(line + b"\n" for line in lines[:size]))
     cps = directory / "w0-checkpoints.jsonl"
-    keep = [line for line in cps.read_bytes().split(b"\n")[:-1]
-            if json.loads(line)["note"].split("\n")[1].isdigit()
-            and int(json.loads(line)["note"].split("\n")[1]) <= size]
+    keep = [
+        line
+        for line in cps.read_bytes().split(b"\n")[:-1]
+        if json.loads(line)["note"].split("\n")[1].isdigit()
+        and int(json.loads(line)["note"].split("\n")[1]) <= size
+    ]
     cps.write_bytes(b"".join(line + b"\n" for line in keep))
 
 

@@ -17,14 +17,12 @@ PRECIOUS = b"precious bytes the proxy may write but must not touch\n" * 4
 
 
 @pytest.mark.parametrize("name", ["w0.seal", "w0-checkpoints.jsonl", "w0.lock"])
-def test_writer_does_not_write_through_a_planted_symlink(tmp_path: Path, signer,
-                                                         name: str) -> None:
+def test_writer_does_not_write_through_a_planted_symlink(tmp_path: Path, signer, name: str) -> None:
     log = tmp_path / "log"
     log.mkdir()
     write_and_stop(log, signer)
     outside = tmp_path / "outside"
-    outside.write_bytes(PRECIOUS if name != "w0-checkpoints.jsonl"
-                        else (log / name).read_bytes())
+    outside.write_bytes(PRECIOUS if name != "w0-checkpoints.jsonl" else (log / name).read_bytes())
     before = outside.read_bytes()
     (log / name).unlink()
     os.symlink(outside, log / name)
@@ -33,8 +31,7 @@ def test_writer_does_not_write_through_a_planted_symlink(tmp_path: Path, signer,
     assert outside.read_bytes() == before
 
 
-def test_recovery_does_not_truncate_a_symlinked_segments_target(tmp_path: Path,
-                                                                signer) -> None:
+def test_recovery_does_not_truncate_a_symlinked_segments_target(tmp_path: Path, signer) -> None:
     log = tmp_path / "log"
     log.mkdir()
     write_and_stop(log, signer)

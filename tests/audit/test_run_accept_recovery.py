@@ -9,4 +9,3 @@ def test_run_has_an_explained_accept_recovery_flag() -> None:
     args = build_parser().parse_args(["run", "--config", "x.yaml", "--accept-recovery"])
     assert args.accept_recovery is True
     assert build_parser().parse_args(["run", "--config", "x.yaml"]).accept_recovery is False
-

@@ -21,8 +21,11 @@ from ztproxy.audit.verify import verify_directory
 from .conftest import event, write_log
 
 # ZTPROXY_AUDIT_EXAMPLES=500 for a deeper search than the default quick run.
-SETTINGS = settings(max_examples=int(os.environ.get("ZTPROXY_AUDIT_EXAMPLES", "40")), deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=int(os.environ.get("ZTPROXY_AUDIT_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 @dataclass(frozen=True)
@@ -174,14 +177,15 @@ def test_truncated_tail_is_truncated_at_the_cut(signer, public, shape, data):
 
 def _cut_records(log: Log, cut: int) -> None:
     for path, lines in log.lines():
-        log.edit(path, lines[:max(cut, 0)])
+        log.edit(path, lines[: max(cut, 0)])
         cut -= len(lines)
 
 
 @SETTINGS
 @given(shapes, st.data())
 def test_tail_cut_with_its_checkpoints_needs_and_is_caught_by_a_trusted_checkpoint(
-        signer, public, shape, data):
+    signer, public, shape, data
+):
     with tempfile.TemporaryDirectory() as tmp:
         log = Log(Path(tmp), signer, shape)
         cps = [json.loads(raw) for raw in log.checkpoint_lines()]
@@ -192,8 +196,7 @@ def test_tail_cut_with_its_checkpoints_needs_and_is_caught_by_a_trusted_checkpoi
         cut = data.draw(st.sampled_from(smaller), label="cut at checkpoint size")
         trusted = parse_signed_checkpoint(cps[-1]["note"])  # kept by the auditor earlier
         _cut_records(log, cut)
-        kept = [raw for raw, size in zip(log.checkpoint_lines(), sizes, strict=True)
-                if size <= cut]
+        kept = [raw for raw, size in zip(log.checkpoint_lines(), sizes, strict=True) if size <= cut]
         log.checkpoints.write_bytes(b"".join(raw + b"\n" for raw in kept))
         assert verify(log, public).valid  # whole on its own: the reason to keep checkpoints
         kind, seq, _ = first(verify(log, public, trusted_checkpoint=trusted))
@@ -203,7 +206,8 @@ def test_tail_cut_with_its_checkpoints_needs_and_is_caught_by_a_trusted_checkpoi
 @SETTINGS
 @given(shapes, st.data())
 def test_segment_replaced_by_one_of_another_log_is_modified_at_its_start(
-        signer, public, shape, data):
+    signer, public, shape, data
+):
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as tmp2:
         log = Log(Path(tmp), signer, shape)
         other = Log(Path(tmp2), signer, shape, salt="other-")
@@ -218,7 +222,8 @@ def test_segment_replaced_by_one_of_another_log_is_modified_at_its_start(
 @SETTINGS
 @given(shapes, st.data())
 def test_checkpoint_resigned_with_another_key_is_unknown_key(
-        signer, public, other_signer, shape, data):
+    signer, public, other_signer, shape, data
+):
     with tempfile.TemporaryDirectory() as tmp:
         log = Log(Path(tmp), signer, shape)
         raws = log.checkpoint_lines()
@@ -231,8 +236,7 @@ def test_checkpoint_resigned_with_another_key_is_unknown_key(
         size = signed.checkpoint.size
         kind, seq, segment = first(verify(log, public))
         if size:  # a chain's first checkpoint (size 0, signed at its start) has no seq
-            assert (kind, seq, segment) == (Kind.UNKNOWN_KEY, size - 1,
-                                            log.segment_of(size - 1))
+            assert (kind, seq, segment) == (Kind.UNKNOWN_KEY, size - 1, log.segment_of(size - 1))
         else:
             assert (kind, seq) == (Kind.UNKNOWN_KEY, None)
         assert verify_directory(log.dir, [public, other_signer.public]).valid
@@ -241,11 +245,14 @@ def test_checkpoint_resigned_with_another_key_is_unknown_key(
 @SETTINGS
 @given(shapes)
 def test_log_checked_with_a_key_that_did_not_sign_it_is_unknown_key(
-        signer, other_signer, shape) -> None:
+    signer, other_signer, shape
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         log = Log(Path(tmp), signer, shape)
-        first_size = min(parse_signed_checkpoint(json.loads(raw)["note"]).checkpoint.size
-                         for raw in log.checkpoint_lines())
+        first_size = min(
+            parse_signed_checkpoint(json.loads(raw)["note"]).checkpoint.size
+            for raw in log.checkpoint_lines()
+        )
         kind, seq, _ = first(verify(log, other_signer.public))
         assert (kind, seq) == (Kind.UNKNOWN_KEY, first_size - 1 if first_size else None)
 

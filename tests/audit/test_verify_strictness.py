@@ -24,8 +24,7 @@ SEG = "w0-000001.jsonl"
 
 
 def signed_log(directory: Path, signer, n: int = 12) -> None:  # type: ignore[no-untyped-def]
-    write_log(directory, signer, [event(i) for i in range(n)], checkpoint_every=4,
-              per_segment=100)
+    write_log(directory, signer, [event(i) for i in range(n)], checkpoint_every=4, per_segment=100)
 
 
 def crashed_log(directory: Path, signer, n: int = 8) -> None:  # type: ignore[no-untyped-def]
@@ -66,8 +65,7 @@ def test_exit_codes_each_mean_one_thing(tmp_path: Path, signer, public, keydir) 
     assert code == 3 and "UNSIGNED TAIL at seq 4" in out
 
 
-def test_no_checkpoints_at_all_is_not_an_unsigned_tail(tmp_path: Path, signer, keydir
-                                                       ) -> None:
+def test_no_checkpoints_at_all_is_not_an_unsigned_tail(tmp_path: Path, signer, keydir) -> None:
     pub = str(keydir / "audit-public.pem")
     signed_log(tmp_path, signer)
     (tmp_path / "w0-checkpoints.jsonl").unlink()
@@ -80,28 +78,32 @@ def test_no_checkpoints_at_all_is_not_an_unsigned_tail(tmp_path: Path, signer, k
 def test_fabricated_log_without_checkpoint_exits_4(tmp_path: Path, keydir) -> None:
     built, _, _ = build_lines([event(i) for i in range(5)], seq=0, prev="00" * 32, worker=0)
     (tmp_path / SEG).write_bytes(b"".join(built))
-    code, out, _ = run_cli(["verify", str(tmp_path), "--key",
-                            str(keydir / "audit-public.pem")])
+    code, out, _ = run_cli(["verify", str(tmp_path), "--key", str(keydir / "audit-public.pem")])
     assert code == 4 and "no signed checkpoint" in out.lower()
 
 
-def test_invalid_summary_does_not_also_claim_an_unsigned_tail(tmp_path: Path, signer,
-                                                              other_keydir) -> None:
+def test_invalid_summary_does_not_also_claim_an_unsigned_tail(
+    tmp_path: Path, signer, other_keydir
+) -> None:
     signed_log(tmp_path, signer)
-    code, out, _ = run_cli(["verify", str(tmp_path), "--key",
-                            str(other_keydir / "audit-public.pem")])
+    code, out, _ = run_cli(
+        ["verify", str(tmp_path), "--key", str(other_keydir / "audit-public.pem")]
+    )
     assert code == 1 and "UNSIGNED TAIL" not in out
 
 
 # -- finding 5: canonical form -------------------------------------------------------------
-def test_hash_member_moved_in_a_signed_record_is_invalid(tmp_path: Path, signer,
-                                                         public) -> None:
+def test_hash_member_moved_in_a_signed_record_is_invalid(tmp_path: Path, signer, public) -> None:
     signed_log(tmp_path, signer)
     records = lines(tmp_path)
     obj = json.loads(records[5])
     stored = obj.pop("hash")
-    moved = json.dumps(obj, sort_keys=True, separators=(",", ":"),
-                       ensure_ascii=False).encode()[:-1] + b',"hash":"' + stored.encode() + b'"}'
+    moved = (
+        json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()[:-1]
+        + b',"hash":"'
+        + stored.encode()
+        + b'"}'
+    )
     records[5] = moved
     put(tmp_path, records)
     report = verify_directory(tmp_path, [public])
@@ -111,15 +113,20 @@ def test_hash_member_moved_in_a_signed_record_is_invalid(tmp_path: Path, signer,
     assert "canonical" in bad.detail
 
 
-@pytest.mark.parametrize("edit", [
-    (b'"status":200', b'"status":200,"status":200'),  # duplicate key
-    (b'"status":200', b'"status":0.0'),
-    (b'"status":200', b'"status":-0'),
-    (b'"status":200', b'"status": 200'),  # whitespace
-    (b'"method":"GET"', b'"method":"\\u0047ET"'),  # an escape RFC 8785 does not write
-], ids=["duplicate-key", "0.0", "-0", "whitespace", "needless-escape"])
-def test_non_canonical_record_in_the_unsigned_tail_is_invalid(tmp_path: Path, signer, public,
-                                                              edit: tuple[bytes, bytes]) -> None:
+@pytest.mark.parametrize(
+    "edit",
+    [
+        (b'"status":200', b'"status":200,"status":200'),  # duplicate key
+        (b'"status":200', b'"status":0.0'),
+        (b'"status":200', b'"status":-0'),
+        (b'"status":200', b'"status": 200'),  # whitespace
+        (b'"method":"GET"', b'"method":"\\u0047ET"'),  # an escape RFC 8785 does not write
+    ],
+    ids=["duplicate-key", "0.0", "-0", "whitespace", "needless-escape"],
+)
+def test_non_canonical_record_in_the_unsigned_tail_is_invalid(
+    tmp_path: Path, signer, public, edit: tuple[bytes, bytes]
+) -> None:
     crashed_log(tmp_path, signer)
     records = lines(tmp_path)
     last = len(records) - 1
@@ -141,8 +148,9 @@ def test_every_record_the_writer_makes_is_canonical(ev) -> None:  # type: ignore
 
 
 # -- finding 6: a stale checkpoint appended again --------------------------------------------
-def test_stale_checkpoint_reappended_is_invalid_and_not_handed_out(tmp_path: Path, signer,
-                                                                   public, keydir) -> None:
+def test_stale_checkpoint_reappended_is_invalid_and_not_handed_out(
+    tmp_path: Path, signer, public, keydir
+) -> None:
     signed_log(tmp_path, signer, n=29)
     path = tmp_path / "w0-checkpoints.jsonl"
     entries = path.read_bytes().split(b"\n")[:-1]
@@ -153,8 +161,7 @@ def test_stale_checkpoint_reappended_is_invalid_and_not_handed_out(tmp_path: Pat
     report = verify_directory(tmp_path, [public])
     assert report.exit_code == 1
     assert any(f.kind is Kind.STALE_CHECKPOINT for f in report.chains[0].findings)
-    code, out, _ = run_cli(["checkpoint", str(tmp_path), "--key",
-                            str(keydir / "audit-public.pem")])
+    code, out, _ = run_cli(["checkpoint", str(tmp_path), "--key", str(keydir / "audit-public.pem")])
     assert code == 0 and parse_signed_checkpoint(out).checkpoint.size == 29
 
 

@@ -27,12 +27,22 @@ from ztproxy.model import AuditEvent
 
 
 def ev(i: int) -> AuditEvent:
-    return AuditEvent(kind="request", time="2026-11-28T01:02:03.456Z", request_id=f"req-{i}",
-                      source_address="127.0.0.1", reason="allowed", decision="allow",
-                      status=200, latency_us=i, host="payments.internal",
-                      path=f"/api/v1/charges/{i}", source_spiffe_id="spiffe://corp/ns/a/sa/b",
-                      user_subject="alice", destination_service="payments",
-                      policy_input_sha256="cd" * 32)
+    return AuditEvent(
+        kind="request",
+        time="2026-11-28T01:02:03.456Z",
+        request_id=f"req-{i}",
+        source_address="127.0.0.1",
+        reason="allowed",
+        decision="allow",
+        status=200,
+        latency_us=i,
+        host="payments.internal",
+        path=f"/api/v1/charges/{i}",
+        source_spiffe_id="spiffe://corp/ns/a/sa/b",
+        user_subject="alice",
+        destination_service="payments",
+        policy_input_sha256="cd" * 32,
+    )
 
 
 def say(**fields: object) -> None:
@@ -49,9 +59,16 @@ async def until(predicate, seconds: float) -> bool:  # type: ignore[no-untyped-d
 
 
 async def load(directory: str, key: str) -> None:
-    log = AuditLog(AuditConfig(dir=directory, signing_key=key, checkpoint_every_records=300,
-                               checkpoint_interval_seconds=0.05, segment_max_bytes=200_000,
-                               queue_size=5000))
+    log = AuditLog(
+        AuditConfig(
+            dir=directory,
+            signing_key=key,
+            checkpoint_every_records=300,
+            checkpoint_interval_seconds=0.05,
+            segment_max_bytes=200_000,
+            queue_size=5000,
+        )
+    )
     await log.start()
     say(started=True)
     n = 0
@@ -69,8 +86,14 @@ async def fsize(directory: str, key: str, mode: str) -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (30_000, hard))
-    log = AuditLog(AuditConfig(dir=directory, signing_key=key, on_failure=mode,  # type: ignore[arg-type]
-                               checkpoint_every_records=1000))
+    log = AuditLog(
+        AuditConfig(
+            dir=directory,
+            signing_key=key,
+            on_failure=mode,  # type: ignore[arg-type]
+            checkpoint_every_records=1000,
+        )
+    )
     await log.start()
     for i in range(100):
         log.append(ev(i))
@@ -95,8 +118,15 @@ async def paced(directory: str, key: str, stamps_path: str, rate: float) -> None
         fh.truncate(8 * slots)
         stamps = mmap.mmap(fh.fileno(), 8 * slots)
     pack = struct.Struct("<q").pack_into
-    log = AuditLog(AuditConfig(dir=directory, signing_key=key, flush_interval_ms=50.0,
-                               checkpoint_every_records=1000, queue_size=50_000))
+    log = AuditLog(
+        AuditConfig(
+            dir=directory,
+            signing_key=key,
+            flush_interval_ms=50.0,
+            checkpoint_every_records=1000,
+            queue_size=50_000,
+        )
+    )
     await log.start()
     say(started=True)
     t0 = time.monotonic()

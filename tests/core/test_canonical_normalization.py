@@ -23,36 +23,41 @@ from ztproxy.stages.canonical import canonicalize
 from ztproxy.stages.request import match_route
 
 _UNRESERVED = string.ascii_letters + string.digits + "-._~"
-_UNRESERVED_ESCAPE = re.compile(
-    "|".join(f"%{ord(c):02x}" for c in _UNRESERVED), re.IGNORECASE)
+_UNRESERVED_ESCAPE = re.compile("|".join(f"%{ord(c):02x}" for c in _UNRESERVED), re.IGNORECASE)
 
 
-@pytest.mark.parametrize("target,expected", [
-    ("/payments/%61dmin/users", "/payments/admin/users"),
-    ("/payments/%66orbidden/x", "/payments/forbidden/x"),
-    ("/%41%5a%7e%2d%5f%30", "/AZ~-_0"),
-    ("/a%20b", "/a%20B".replace("B", "b")),
-    ("/caf%c3%a9", "/caf%C3%A9"),
-    ("/x%3fy", "/x%3Fy"),
-    ("/x?q=%61%2f%2e%3b", "/x?q=a%2F.%3B"),
-])
+@pytest.mark.parametrize(
+    "target,expected",
+    [
+        ("/payments/%61dmin/users", "/payments/admin/users"),
+        ("/payments/%66orbidden/x", "/payments/forbidden/x"),
+        ("/%41%5a%7e%2d%5f%30", "/AZ~-_0"),
+        ("/a%20b", "/a%20B".replace("B", "b")),
+        ("/caf%c3%a9", "/caf%C3%A9"),
+        ("/x%3fy", "/x%3Fy"),
+        ("/x?q=%61%2f%2e%3b", "/x?q=a%2F.%3B"),
+    ],
+)
 def test_unreserved_escapes_decoded_others_upper_cased(target: str, expected: str) -> None:
     assert canonicalize(target).target == expected
 
 
-@pytest.mark.parametrize("target,reason", [
-    ("/a/%2e%2e/admin", "encoded_dot"),
-    ("/payments/admin%3bx", "path_parameter"),  # a decoding backend strips ";x": /admin
-    ("/payments/admin%3B", "path_parameter"),
-    ("/a/%2E/admin", "encoded_dot"),
-    ("/a%2fb", "encoded_separator"),
-    ("/a%5Cb", "encoded_separator"),
-    ("/a%252e", "encoded_percent"),
-    ("/a%00", "control_byte"),
-    ("/a?x=%0d%0a", "control_byte"),
-    ("/a%6", "bad_percent_encoding"),
-    ("/a%ff", "bad_percent_encoding"),
-])
+@pytest.mark.parametrize(
+    "target,reason",
+    [
+        ("/a/%2e%2e/admin", "encoded_dot"),
+        ("/payments/admin%3bx", "path_parameter"),  # a decoding backend strips ";x": /admin
+        ("/payments/admin%3B", "path_parameter"),
+        ("/a/%2E/admin", "encoded_dot"),
+        ("/a%2fb", "encoded_separator"),
+        ("/a%5Cb", "encoded_separator"),
+        ("/a%252e", "encoded_percent"),
+        ("/a%00", "control_byte"),
+        ("/a?x=%0d%0a", "control_byte"),
+        ("/a%6", "bad_percent_encoding"),
+        ("/a%ff", "bad_percent_encoding"),
+    ],
+)
 def test_still_refused(target: str, reason: str) -> None:
     with pytest.raises(BadRequest) as err:
         canonicalize(target)
@@ -60,8 +65,14 @@ def test_still_refused(target: str, reason: str) -> None:
 
 
 def _route(name: str, prefix: str) -> Route:
-    return Route(name=name, service="payments", upstream="http://127.0.0.1:1",
-                 path_prefix=prefix, user=Requirement.NONE, device=Requirement.NONE)
+    return Route(
+        name=name,
+        service="payments",
+        upstream="http://127.0.0.1:1",
+        path_prefix=prefix,
+        user=Requirement.NONE,
+        device=Requirement.NONE,
+    )
 
 
 def test_encoded_unreserved_selects_the_route_of_its_decoded_form() -> None:
@@ -72,7 +83,8 @@ def test_encoded_unreserved_selects_the_route_of_its_decoded_form() -> None:
 
 _alphabet = string.ascii_letters + string.digits + "-._~!$&'()*+,=:@/?"
 _escapes = st.integers(0, 255).map(lambda b: f"%{b:02x}") | st.integers(0, 255).map(
-    lambda b: f"%{b:02X}")
+    lambda b: f"%{b:02X}"
+)
 _pieces = st.lists(st.text(alphabet=_alphabet, max_size=4) | _escapes, max_size=12)
 
 
@@ -105,25 +117,28 @@ def test_memo_gives_exactly_the_slow_answer(pieces: list[str]) -> None:
             return fn(target)
         except BadRequest as exc:
             return exc.reason
+
     fresh = outcome(canonical._canonicalize)
     assert outcome(canonicalize) == fresh
     assert outcome(canonicalize) == fresh
 
 
-@pytest.mark.parametrize("shape", [
-    "/{i}?" + "&".join(str(j) for j in range(170))[:500],  # many query fields
-    "/{i}" + "/a" * 250,  # many segments
-    "/{i}" + "/%C3%A9" * 70,  # many escapes
-    "/api/v1/charges/{i}?limit=10",  # the common shape
-])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "/{i}?" + "&".join(str(j) for j in range(170))[:500],  # many query fields
+        "/{i}" + "/a" * 250,  # many segments
+        "/{i}" + "/%C3%A9" * 70,  # many escapes
+        "/api/v1/charges/{i}?limit=10",  # the common shape
+    ],
+)
 def test_memo_bounded_by_bytes_under_crafted_targets(shape: str) -> None:
     """The old memo held ~75 MiB after 4096 crafted 512-byte targets (many query
     fields each); now its estimate stays within MEMO_MAX_BYTES and it really holds no
     more than its estimate."""
     canonical.memo_clear()
     one = canonical.memo_cost(shape, canonical._canonicalize(shape.replace("{i}", "0")))
-    crafted = [shape.replace("{i}", str(i))
-               for i in range(3 * canonical.MEMO_MAX_BYTES // one)]
+    crafted = [shape.replace("{i}", str(i)) for i in range(3 * canonical.MEMO_MAX_BYTES // one)]
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]

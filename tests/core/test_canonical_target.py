@@ -13,40 +13,43 @@ from ztproxy.errors import BadRequest
 from ztproxy.stages.canonical import canonicalize
 
 
-@pytest.mark.parametrize("target,reason", [
-    ("/a/../b", "dot_segment"),
-    ("/a/./b", "dot_segment"),
-    ("/..", "dot_segment"),
-    ("/a/..", "dot_segment"),
-    ("/a/%2e%2e/b", "encoded_dot"),
-    ("/a/%2E/b", "encoded_dot"),
-    ("/a%2fb", "encoded_separator"),
-    ("/a%2Fb", "encoded_separator"),
-    ("/a%5cb", "encoded_separator"),
-    ("/a%5Cb", "encoded_separator"),
-    ("/a%252e%252e/b", "encoded_percent"),
-    ("/a%00b", "control_byte"),
-    ("/a%0ab", "control_byte"),
-    ("/a%7fb", "control_byte"),
-    ("/a\x00b", "control_byte"),
-    ("/a\tb", "control_byte"),
-    ("/a b", "control_byte"),
-    ("/a\\b", "backslash"),
-    ("/a#frag", "fragment"),
-    ("/a?x=1#frag", "fragment"),
-    ("http://evil.example/a", "absolute_form_target"),
-    ("https://evil.example/a", "absolute_form_target"),
-    ("*", "bad_target"),
-    ("a/b", "bad_target"),
-    ("//admin", "empty_segment"),
-    ("/a//b", "empty_segment"),
-    ("/admin;jsessionid=1", "path_parameter"),
-    ("/admin;/x", "path_parameter"),
-    ("/a%zz", "bad_percent_encoding"),
-    ("/a%2", "bad_percent_encoding"),
-    ("/a%ff", "bad_percent_encoding"),
-    ("/caf\u00e9", "non_ascii"),
-])
+@pytest.mark.parametrize(
+    "target,reason",
+    [
+        ("/a/../b", "dot_segment"),
+        ("/a/./b", "dot_segment"),
+        ("/..", "dot_segment"),
+        ("/a/..", "dot_segment"),
+        ("/a/%2e%2e/b", "encoded_dot"),
+        ("/a/%2E/b", "encoded_dot"),
+        ("/a%2fb", "encoded_separator"),
+        ("/a%2Fb", "encoded_separator"),
+        ("/a%5cb", "encoded_separator"),
+        ("/a%5Cb", "encoded_separator"),
+        ("/a%252e%252e/b", "encoded_percent"),
+        ("/a%00b", "control_byte"),
+        ("/a%0ab", "control_byte"),
+        ("/a%7fb", "control_byte"),
+        ("/a\x00b", "control_byte"),
+        ("/a\tb", "control_byte"),
+        ("/a b", "control_byte"),
+        ("/a\\b", "backslash"),
+        ("/a#frag", "fragment"),
+        ("/a?x=1#frag", "fragment"),
+        ("http://evil.example/a", "absolute_form_target"),
+        ("https://evil.example/a", "absolute_form_target"),
+        ("*", "bad_target"),
+        ("a/b", "bad_target"),
+        ("//admin", "empty_segment"),
+        ("/a//b", "empty_segment"),
+        ("/admin;jsessionid=1", "path_parameter"),
+        ("/admin;/x", "path_parameter"),
+        ("/a%zz", "bad_percent_encoding"),
+        ("/a%2", "bad_percent_encoding"),
+        ("/a%ff", "bad_percent_encoding"),
+        ("/caf\u00e9", "non_ascii"),
+    ],
+)
 def test_rejected(target: str, reason: str) -> None:
     with pytest.raises(BadRequest) as err:
         canonicalize(target)
@@ -54,25 +57,30 @@ def test_rejected(target: str, reason: str) -> None:
     assert err.value.status == 400
 
 
-@pytest.mark.parametrize("target,path,parsed,query", [
-    ("/", "/", (), {}),
-    ("/api/v1/charges", "/api/v1/charges", ("api", "v1", "charges"), {}),
-    ("/api/v1/", "/api/v1/", ("api", "v1"), {}),
-    ("/a%20b/c", "/a%20b/c", ("a b", "c"), {}),
-    ("/caf%C3%A9", "/caf%C3%A9", ("caf\u00e9",), {}),
-    ("/x?limit=10&limit=20&q=", "/x", ("x",), {"limit": ("10", "20"), "q": ("",)}),
-    ("/x?a=%2f..%2e", "/x", ("x",), {"a": ("/...",)}),
-    ("/.well-known/x", "/.well-known/x", (".well-known", "x"), {}),
-    ("/a..b/...", "/a..b/...", ("a..b", "..."), {}),
-])
-def test_accepted(target: str, path: str, parsed: tuple[str, ...],
-                  query: dict[str, tuple[str, ...]]) -> None:
+@pytest.mark.parametrize(
+    "target,path,parsed,query",
+    [
+        ("/", "/", (), {}),
+        ("/api/v1/charges", "/api/v1/charges", ("api", "v1", "charges"), {}),
+        ("/api/v1/", "/api/v1/", ("api", "v1"), {}),
+        ("/a%20b/c", "/a%20b/c", ("a b", "c"), {}),
+        ("/caf%C3%A9", "/caf%C3%A9", ("caf\u00e9",), {}),
+        ("/x?limit=10&limit=20&q=", "/x", ("x",), {"limit": ("10", "20"), "q": ("",)}),
+        ("/x?a=%2f..%2e", "/x", ("x",), {"a": ("/...",)}),
+        ("/.well-known/x", "/.well-known/x", (".well-known", "x"), {}),
+        ("/a..b/...", "/a..b/...", ("a..b", "..."), {}),
+    ],
+)
+def test_accepted(
+    target: str, path: str, parsed: tuple[str, ...], query: dict[str, tuple[str, ...]]
+) -> None:
     c = canonicalize(target)
     assert c.path == path
     assert c.parsed_path == parsed
     assert c.query == query
-    assert c.target == (path + target[len(target.partition("?")[0]):]).replace(
-        "%2f", "%2F").replace("%2e", ".")
+    assert c.target == (path + target[len(target.partition("?")[0]) :]).replace(
+        "%2f", "%2F"
+    ).replace("%2e", ".")
 
 
 _path_alphabet = string.ascii_letters + string.digits + "-._~!$&'()*+,=:@%/;\\ ?#\x00\x7f"
@@ -105,8 +113,12 @@ def test_accepted_paths_are_canonical(target: str) -> None:
     assert "//" not in c.path and ";" not in c.path and "#" not in target
 
 
-@given(st.lists(st.text(alphabet=string.ascii_letters + string.digits + "-_~", min_size=1,
-                        max_size=8), max_size=6))
+@given(
+    st.lists(
+        st.text(alphabet=string.ascii_letters + string.digits + "-_~", min_size=1, max_size=8),
+        max_size=6,
+    )
+)
 def test_plain_segments_always_pass(segments: list[str]) -> None:
     target = "/" + "/".join(segments)
     c = canonicalize(target)
@@ -123,6 +135,7 @@ def test_remembered_answers_equal_fresh_ones_and_refusals_repeat(target: str) ->
             return fn(target)
         except BadRequest as exc:
             return exc.reason
+
     fresh = outcome(canonical._canonicalize)
     assert outcome(canonicalize) == fresh
     assert outcome(canonicalize) == fresh  # the second answer comes from the memo

@@ -47,8 +47,9 @@ def requests(draw: st.DrawFn, over: bool = False) -> tuple[bytes, list[tuple[int
     return bytes(out), marks
 
 
-def _run(data: bytes, marks: list[tuple[int, int, str]], cuts: list[int]) -> tuple[
-        list[str], ChunkExtensionGuard]:
+def _run(
+    data: bytes, marks: list[tuple[int, int, str]], cuts: list[int]
+) -> tuple[list[str], ChunkExtensionGuard]:
     guard = ChunkExtensionGuard(LIMIT)
     refused: list[str] = []
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})

@@ -24,8 +24,15 @@ def _base(**over: object) -> dict:
     cfg: dict = {
         "listener": {"cert_file": "server.pem", "key_file": "server.key"},
         "trust_domains": [{"name": "corp.example", "bundle_file": "ca.pem"}],
-        "routes": [{"name": "a", "service": "a", "upstream": "http://127.0.0.1:1",
-                    "user": "none", "device": "none"}],
+        "routes": [
+            {
+                "name": "a",
+                "service": "a",
+                "upstream": "http://127.0.0.1:1",
+                "user": "none",
+                "device": "none",
+            }
+        ],
         "audit": {"dir": "audit", "signing_key": "audit.key"},
     }
     cfg.update(over)
@@ -39,15 +46,36 @@ def _problems(raw: dict, base: Path) -> list[str]:
 
 
 def test_every_problem_named_by_key_path(files: Path) -> None:
-    raw = _base(routes=[
-        {"name": "a", "service": "a", "upstream": "http://127.0.0.1:1", "user": "none",
-         "device": "none"},
-        {"name": "b", "service": "b", "upstream": "http://127.0.0.1:2", "user": "sometimes",
-         "device": "none"},
-        {"name": "c", "service": "c", "upstream": "ftp://x", "user": "none", "device": "none",
-         "path_prefix": "/a/../b", "colour": "blue", "decision_path": "data/../x"},
-    ], trust_domains=[{"name": "Corp.Example", "bundle_file": "ca.pem"}],
-        limits={"max_body_bytes": -1})
+    raw = _base(
+        routes=[
+            {
+                "name": "a",
+                "service": "a",
+                "upstream": "http://127.0.0.1:1",
+                "user": "none",
+                "device": "none",
+            },
+            {
+                "name": "b",
+                "service": "b",
+                "upstream": "http://127.0.0.1:2",
+                "user": "sometimes",
+                "device": "none",
+            },
+            {
+                "name": "c",
+                "service": "c",
+                "upstream": "ftp://x",
+                "user": "none",
+                "device": "none",
+                "path_prefix": "/a/../b",
+                "colour": "blue",
+                "decision_path": "data/../x",
+            },
+        ],
+        trust_domains=[{"name": "Corp.Example", "bundle_file": "ca.pem"}],
+        limits={"max_body_bytes": -1},
+    )
     raw["listener"]["port"] = "8443"
     problems = "\n".join(_problems(raw, files))
     assert "routes[2].upstream: not an http(s) URL" in problems
@@ -89,10 +117,13 @@ def test_yaml_errors_name_the_line(tmp_path: Path) -> None:
 
 def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from ztproxy.devtools.pki import init_dev_pki
+
     pki = init_dev_pki(tmp_path / "pki")
     from ztproxy.devtools.lab import proxy_config
-    raw = proxy_config(pki, upstreams={"payments": "http://127.0.0.1:9"},
-                       audit_dir=tmp_path / "audit")
+
+    raw = proxy_config(
+        pki, upstreams={"payments": "http://127.0.0.1:9"}, audit_dir=tmp_path / "audit"
+    )
     good = tmp_path / "good.yaml"
     good.write_text(yaml.safe_dump(raw))
     assert cmd_check_config(argparse.Namespace(config=str(good))) == 0
@@ -105,13 +136,16 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "routes[0].upstream: not an http(s) URL" in capsys.readouterr().err
 
 
-def test_unloadable_tls_material_is_named(tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_unloadable_tls_material_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from ztproxy.devtools.lab import proxy_config
     from ztproxy.devtools.pki import init_dev_pki
+
     pki = init_dev_pki(tmp_path / "pki")
-    raw = proxy_config(pki, upstreams={"payments": "https://127.0.0.1:9"},
-                       audit_dir=tmp_path / "audit")
+    raw = proxy_config(
+        pki, upstreams={"payments": "https://127.0.0.1:9"}, audit_dir=tmp_path / "audit"
+    )
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate")
     raw["trust_domains"][0]["bundle_file"] = str(garbage)

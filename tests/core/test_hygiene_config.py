@@ -22,9 +22,13 @@ def files(tmp_path: Path) -> Path:
     for name in ("server.pem", "server.key", "ca.pem"):
         (tmp_path / name).write_text("x")
     (tmp_path / "policies").mkdir()
-    (tmp_path / "audit.key").write_bytes(Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    (tmp_path / "audit.key").write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return tmp_path
 
 
@@ -32,8 +36,16 @@ def _base(route: dict | None = None, **over: object) -> dict:
     cfg: dict = {
         "listener": {"cert_file": "server.pem", "key_file": "server.key"},
         "trust_domains": [{"name": "corp.example", "bundle_file": "ca.pem"}],
-        "routes": [{"name": "a", "service": "a", "upstream": "http://127.0.0.1:1",
-                    "user": "none", "device": "none", **(route or {})}],
+        "routes": [
+            {
+                "name": "a",
+                "service": "a",
+                "upstream": "http://127.0.0.1:1",
+                "user": "none",
+                "device": "none",
+                **(route or {}),
+            }
+        ],
         "audit": {"dir": "audit", "signing_key": "audit.key"},
     }
     cfg.update(over)
@@ -52,14 +64,17 @@ def test_upstream_url_with_a_path_is_refused(files: Path) -> None:
     parse_config(_base({"upstream": "http://127.0.0.1:1/"}), str(files))
 
 
-@pytest.mark.parametrize("url,ok", [
-    ("http://opa.corp.example:8181", False),
-    ("http://10.0.0.5:8181", False),
-    ("http://127.0.0.1:8181", True),
-    ("http://localhost:8181", True),
-    ("http://[::1]:8181", True),
-    ("https://opa.corp.example:8181", True),
-])
+@pytest.mark.parametrize(
+    "url,ok",
+    [
+        ("http://opa.corp.example:8181", False),
+        ("http://10.0.0.5:8181", False),
+        ("http://127.0.0.1:8181", True),
+        ("http://localhost:8181", True),
+        ("http://[::1]:8181", True),
+        ("https://opa.corp.example:8181", True),
+    ],
+)
 def test_opa_url_plain_http_only_to_loopback(files: Path, url: str, ok: bool) -> None:
     raw = _base(policy={"engine": "opa", "opa_url": url})
     if ok:
@@ -69,8 +84,9 @@ def test_opa_url_plain_http_only_to_loopback(files: Path, url: str, ok: bool) ->
 
 
 def test_pass_headers_named_and_never_an_asserted_one(files: Path) -> None:
-    cfg = parse_config(_base({"pass_headers": ["X-Forwarded-Prefix", "x_ssl_client_cert"]}),
-                       str(files))
+    cfg = parse_config(
+        _base({"pass_headers": ["X-Forwarded-Prefix", "x_ssl_client_cert"]}), str(files)
+    )
     assert cfg.routes[0].pass_headers == {"x-forwarded-prefix", "x-ssl-client-cert"}
     problems = _problems(_base({"pass_headers": ["X-Client-Spiffe-Id", "bad name"]}), files)
     assert any(p.startswith("routes[0].pass_headers[0]:") for p in problems)
@@ -78,19 +94,37 @@ def test_pass_headers_named_and_never_an_asserted_one(files: Path) -> None:
 
 
 def test_new_limit_and_timeout_keys(files: Path) -> None:
-    cfg = parse_config(_base(
-        {"max_concurrent": 5},
-        limits={"max_concurrent_per_caller": 7, "max_header_phase_per_source": 3,
-                "max_chunk_extension_bytes": 64},
-        timeouts={"request_header_seconds": 1.5, "body_idle_seconds": 2,
-                  "body_total_seconds": 30}), str(files))
+    cfg = parse_config(
+        _base(
+            {"max_concurrent": 5},
+            limits={
+                "max_concurrent_per_caller": 7,
+                "max_header_phase_per_source": 3,
+                "max_chunk_extension_bytes": 64,
+            },
+            timeouts={
+                "request_header_seconds": 1.5,
+                "body_idle_seconds": 2,
+                "body_total_seconds": 30,
+            },
+        ),
+        str(files),
+    )
     assert cfg.routes[0].max_concurrent == 5
-    assert (cfg.limits.max_concurrent_per_caller, cfg.limits.max_header_phase_per_source,
-            cfg.limits.max_chunk_extension_bytes) == (7, 3, 64)
-    assert (cfg.timeouts.request_header_seconds, cfg.timeouts.body_idle_seconds,
-            cfg.timeouts.body_total_seconds) == (1.5, 2, 30)
-    problems = _problems(_base(timeouts={"request_header_seconds": 0},
-                               limits={"max_concurrent_per_caller": 0}), files)
+    assert (
+        cfg.limits.max_concurrent_per_caller,
+        cfg.limits.max_header_phase_per_source,
+        cfg.limits.max_chunk_extension_bytes,
+    ) == (7, 3, 64)
+    assert (
+        cfg.timeouts.request_header_seconds,
+        cfg.timeouts.body_idle_seconds,
+        cfg.timeouts.body_total_seconds,
+    ) == (1.5, 2, 30)
+    problems = _problems(
+        _base(timeouts={"request_header_seconds": 0}, limits={"max_concurrent_per_caller": 0}),
+        files,
+    )
     assert any(p.startswith("timeouts.request_header_seconds:") for p in problems)
     assert any(p.startswith("limits.max_concurrent_per_caller:") for p in problems)
 
@@ -102,11 +136,22 @@ def test_refuses_to_start_on_the_pure_python_parser(files: Path, command: str) -
     config = files / "ztproxy.yaml"
     config.write_text(yaml.safe_dump(_base()))
     env = {**os.environ, "AIOHTTP_NO_EXTENSIONS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "ztproxy", command, "--config", str(config)],
-                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ztproxy", command, "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 1
     assert "C HTTP parser is not in use" in proc.stderr
     assert "Traceback" not in proc.stderr
-    ok = subprocess.run([sys.executable, "-m", "ztproxy", "check-config", "--config",
-                         str(config)], capture_output=True, text=True, timeout=60, check=False)
+    ok = subprocess.run(
+        [sys.executable, "-m", "ztproxy", "check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert "C HTTP parser" not in ok.stderr

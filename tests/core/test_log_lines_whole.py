@@ -14,14 +14,19 @@ from ztproxy.server.logrelay import LineRelay
 
 
 def _lines(worker: int, n: int) -> list[bytes]:
-    return [json.dumps({"worker": worker, "i": i, "pad": "x" * (i * 37 % 300)}).encode() + b"\n"
-            for i in range(n)]
+    return [
+        json.dumps({"worker": worker, "i": i, "pad": "x" * (i * 37 % 300)}).encode() + b"\n"
+        for i in range(n)
+    ]
 
 
-@given(cuts=st.lists(st.tuples(st.integers(0, 1), st.integers(1, 700)), max_size=200),
-       counts=st.tuples(st.integers(0, 12), st.integers(0, 12)))
-def test_interleaved_chunks_come_out_as_whole_lines(cuts: list[tuple[int, int]],
-                                                    counts: tuple[int, int]) -> None:
+@given(
+    cuts=st.lists(st.tuples(st.integers(0, 1), st.integers(1, 700)), max_size=200),
+    counts=st.tuples(st.integers(0, 12), st.integers(0, 12)),
+)
+def test_interleaved_chunks_come_out_as_whole_lines(
+    cuts: list[tuple[int, int]], counts: tuple[int, int]
+) -> None:
     written: list[bytes] = []
     relay = LineRelay(written.append)
     streams = {w: b"".join(_lines(w, counts[w])) for w in (0, 1)}

@@ -14,14 +14,20 @@ BUCKETS = (*_STAGE_BUCKETS, 1e7)  # the real bounds, and one Go writes as 1e+07
 
 def _lines(registry: CollectorRegistry) -> list[str]:
     """Exposition lines without comments and prometheus_client's `_created` samples."""
-    return sorted(line for line in generate_latest(registry).decode().splitlines()
-                  if line and not line.startswith("#") and "_created" not in line)
+    return sorted(
+        line
+        for line in generate_latest(registry).decode().splitlines()
+        if line and not line.startswith("#") and "_created" not in line
+    )
 
 
-@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["x", "y"]),
-                          st.integers(1, 5)), max_size=30))
-def test_counter_exposition_matches_prometheus_client(incs: list[tuple[str, str, int]]
-                                                       ) -> None:
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["x", "y"]), st.integers(1, 5)),
+        max_size=30,
+    )
+)
+def test_counter_exposition_matches_prometheus_client(incs: list[tuple[str, str, int]]) -> None:
     ours, theirs = CollectorRegistry(), CollectorRegistry()
     mine = LoopCounter("t_requests", "doc", ["route", "result"], registry=ours)
     ref = Counter("t_requests", "doc", ["route", "result"], registry=theirs)
@@ -44,8 +50,10 @@ def test_histogram_exposition_matches_prometheus_client(values: list[float]) -> 
 
 def test_gauge_and_keyword_labels() -> None:
     ours, theirs = CollectorRegistry(), CollectorRegistry()
-    g, ref = LoopGauge("t_in_flight", "doc", registry=ours), Gauge("t_in_flight", "doc",
-                                                                   registry=theirs)
+    g, ref = (
+        LoopGauge("t_in_flight", "doc", registry=ours),
+        Gauge("t_in_flight", "doc", registry=theirs),
+    )
     for op in ("inc", "inc", "dec", "inc"):
         getattr(g, op)()
         getattr(ref, op)()

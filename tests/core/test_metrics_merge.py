@@ -21,14 +21,18 @@ def _worker(requests: int, in_flight: int, jwks_age: float, latency: float) -> s
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 def test_counters_histograms_and_gauges_merge_by_their_kind() -> None:
     registry = CollectorRegistry()
-    registry.register(Merged(merge_expositions(
-        [_worker(3, 1, 10.0, 0.002), _worker(5, 2, 40.0, 0.2)])))
+    registry.register(
+        Merged(merge_expositions([_worker(3, 1, 10.0, 0.002), _worker(5, 2, 40.0, 0.2)]))
+    )
     merged = _samples(generate_latest(registry).decode())
     route = (("decision", "allow"), ("reason", "policy_allow"), ("route", "payments-api"))
     assert merged[("ztproxy_requests_total", route)] == 8

@@ -13,16 +13,26 @@ from ztproxy.stages.audit_fields import attempted_path, audited_path, escaped
 from ztproxy.stages.headers import check_claims_header_safe
 from ztproxy.stages.request import build_request_facts
 
-ROUTES = (Route(name="all", service="web", upstream="http://127.0.0.1:1"),
-          Route(name="k", service="k", upstream="http://127.0.0.1:2", host="kelvin.internal"))
+ROUTES = (
+    Route(name="all", service="web", upstream="http://127.0.0.1:1"),
+    Route(name="k", service="k", upstream="http://127.0.0.1:2", host="kelvin.internal"),
+)
 
 
 def facts(*headers: tuple[str, str], method: str = "GET", target: str = "/x"):  # type: ignore[no-untyped-def]
     hs = CIMultiDictProxy(CIMultiDict(headers or (("Host", "payments.internal"),)))
-    return build_request_facts(request_id="r1", method=method, raw_target=target,
-                               version="HTTP/1.1", headers=hs, source_address="127.0.0.1",
-                               now=datetime(2026, 11, 28, tzinfo=UTC), routes=ROUTES,
-                               max_header_bytes=4096, hidden_headers=frozenset())
+    return build_request_facts(
+        request_id="r1",
+        method=method,
+        raw_target=target,
+        version="HTTP/1.1",
+        headers=hs,
+        source_address="127.0.0.1",
+        now=datetime(2026, 11, 28, tzinfo=UTC),
+        routes=ROUTES,
+        max_header_bytes=4096,
+        hidden_headers=frozenset(),
+    )
 
 
 @pytest.mark.parametrize("method", ["get", "GEt", "G\x00T", "GET ", ""])
@@ -36,8 +46,9 @@ def test_custom_uppercase_methods_pass() -> None:
     assert facts(method="PROPFIND").method == "PROPFIND"
 
 
-@pytest.mark.parametrize("host", ["\u212aelvin.internal", "caf\u00e9.internal",
-                                  "kelvin.internal..", "."])
+@pytest.mark.parametrize(
+    "host", ["\u212aelvin.internal", "caf\u00e9.internal", "kelvin.internal..", "."]
+)
 def test_non_ascii_or_doubly_dotted_host_refused(host: str) -> None:
     with pytest.raises(BadRequest) as err:
         facts(("Host", host))
@@ -57,22 +68,36 @@ def test_header_value_not_utf8_is_400() -> None:
 
 
 def test_upgrade_in_facts() -> None:
-    assert facts(("Host", "a"), ("Upgrade", "websocket"),
-                 ("Connection", "keep-alive, Upgrade")).upgrade == "websocket"
+    assert (
+        facts(
+            ("Host", "a"), ("Upgrade", "websocket"), ("Connection", "keep-alive, Upgrade")
+        ).upgrade
+        == "websocket"
+    )
     assert facts(("Host", "a"), ("Upgrade", "h2c"), ("Connection", "Upgrade")).upgrade is None
     assert facts(("Host", "a")).upgrade is None
 
 
 @pytest.mark.parametrize("sub", ["a\r\nb", "a\nb", "a\x00", "a\tb", "a\x7f", "a\ud800"])
 def test_claims_must_be_header_safe(sub: str) -> None:
-    user = Principal(kind="user", issuer="i", subject=sub, claims={}, token_sha256="x",
-                     expires_at=0)
+    user = Principal(
+        kind="user", issuer="i", subject=sub, claims={}, token_sha256="x", expires_at=0
+    )
     with pytest.raises(Unauthenticated) as err:
         check_claims_header_safe(Credentials(user=user))
     assert err.value.reason == "claim_not_header_safe"
-    check_claims_header_safe(Credentials(user=Principal(
-        kind="user", issuer="i", subject="alice \u00e9", claims={}, token_sha256="x",
-        expires_at=0)))
+    check_claims_header_safe(
+        Credentials(
+            user=Principal(
+                kind="user",
+                issuer="i",
+                subject="alice \u00e9",
+                claims={},
+                token_sha256="x",
+                expires_at=0,
+            )
+        )
+    )
 
 
 def test_audit_fields() -> None:

@@ -32,11 +32,14 @@ def _secret_parts(token: str) -> list[str]:
     return [p.rstrip("=").removesuffix("%3D%3D").removesuffix("%3D") for p in token.split(".")]
 
 
-@pytest.mark.parametrize("token", [
-    _padded(jwt.encode({"sub": "bob"}, KEY, algorithm="ES256")),
-    _padded(jwt.encode({"sub": "bob"}, KEY, algorithm="ES256"), "%3D"),
-    _spaced_header_token(),
-])
+@pytest.mark.parametrize(
+    "token",
+    [
+        _padded(jwt.encode({"sub": "bob"}, KEY, algorithm="ES256")),
+        _padded(jwt.encode({"sub": "bob"}, KEY, algorithm="ES256"), "%3D"),
+        _spaced_header_token(),
+    ],
+)
 def test_jwt_spellings_are_redacted_from_the_audited_path(token: str) -> None:
     for recorded in (audited_path(f"/api/t/{token}/x"), attempted_path(f"/api/t/{token}?q=1")):
         assert "[jwt:sha256:" in recorded

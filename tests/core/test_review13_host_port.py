@@ -17,23 +17,39 @@ ROUTES = (Route(name="all", service="web", upstream="http://127.0.0.1:1"),)
 
 def _host_of(host: str) -> str:
     facts = build_request_facts(
-        request_id="r1", method="GET", raw_target="/x", version="HTTP/1.1",
-        headers=CIMultiDictProxy(CIMultiDict(Host=host)), source_address="127.0.0.1",
-        now=datetime(2026, 11, 28, tzinfo=UTC), routes=ROUTES, max_header_bytes=65536,
-        hidden_headers=frozenset())
+        request_id="r1",
+        method="GET",
+        raw_target="/x",
+        version="HTTP/1.1",
+        headers=CIMultiDictProxy(CIMultiDict(Host=host)),
+        source_address="127.0.0.1",
+        now=datetime(2026, 11, 28, tzinfo=UTC),
+        routes=ROUTES,
+        max_header_bytes=65536,
+        hidden_headers=frozenset(),
+    )
     return facts.host
 
 
-@pytest.mark.parametrize("host", ["payments.internal:65536",
-                                  "payments.internal:99999999999999999999",
-                                  "payments.internal:0065535", "[::1]:70000", "a" * 300 + ":65536"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "payments.internal:65536",
+        "payments.internal:99999999999999999999",
+        "payments.internal:0065535",
+        "[::1]:70000",
+        "a" * 300 + ":65536",
+    ],
+)
 def test_host_port_out_of_range_is_refused(host: str) -> None:
     with pytest.raises(BadRequest) as exc:
         _host_of(host)
     assert exc.value.reason == "bad_host"
 
 
-@pytest.mark.parametrize("host", ["payments.internal:65535", "payments.internal:0",
-                                  "payments.internal:8443", "[::1]:443"])
+@pytest.mark.parametrize(
+    "host",
+    ["payments.internal:65535", "payments.internal:0", "payments.internal:8443", "[::1]:443"],
+)
 def test_host_port_in_range_is_kept_apart(host: str) -> None:
     assert _host_of(host) in ("payments.internal", "[::1]")

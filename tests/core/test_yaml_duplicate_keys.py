@@ -16,12 +16,17 @@ def test_same_result_as_safe_load_without_duplicates() -> None:
     assert read_yaml("") is None
 
 
-@pytest.mark.parametrize(("text", "problem"), [
-    ("user: required\nuser: none\n", "user: duplicate key (line 2; first at line 1)"),
-    ("routes:\n  - name: a\n    user: required\n    user: none\n",
-     "routes[0].user: duplicate key (line 4; first at line 3)"),
-    ("a:\n  b:\n    c: 1\n    c: 2\n", "a.b.c: duplicate key (line 4; first at line 3)"),
-])
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("user: required\nuser: none\n", "user: duplicate key (line 2; first at line 1)"),
+        (
+            "routes:\n  - name: a\n    user: required\n    user: none\n",
+            "routes[0].user: duplicate key (line 4; first at line 3)",
+        ),
+        ("a:\n  b:\n    c: 1\n    c: 2\n", "a.b.c: duplicate key (line 4; first at line 3)"),
+    ],
+)
 def test_duplicate_key_names_its_path(text: str, problem: str) -> None:
     with pytest.raises(ConfigError) as exc:
         read_yaml(text)

@@ -40,18 +40,30 @@ async def upstream() -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def start_proxy(pki: DevPki, tmp_path: Path, upstream: str,
-                      test_policy_dir: Path) -> AsyncIterator[StartProxy]:
+async def start_proxy(
+    pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path
+) -> AsyncIterator[StartProxy]:
     started: list[Proxy] = []
 
-    async def start(*, routes: list[dict[str, Any]] | None = None,
-                    upstreams: Mapping[str, str] | None = None,
-                    policy_dirs: list[Path] | None = None, extra: Mapping[str, Any] | None = None,
-                    policy: Mapping[str, Any] | None = None, **kwargs: Any) -> Running:
+    async def start(
+        *,
+        routes: list[dict[str, Any]] | None = None,
+        upstreams: Mapping[str, str] | None = None,
+        policy_dirs: list[Path] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        policy: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Running:
         audit_dir = tmp_path / f"audit{len(started)}"
-        raw = proxy_config(pki, upstreams=upstreams or {"payments": upstream},
-                           audit_dir=audit_dir, policy_dirs=policy_dirs or [test_policy_dir],
-                           routes=routes, policy=policy, extra=extra)
+        raw = proxy_config(
+            pki,
+            upstreams=upstreams or {"payments": upstream},
+            audit_dir=audit_dir,
+            policy_dirs=policy_dirs or [test_policy_dir],
+            routes=routes,
+            policy=policy,
+            extra=extra,
+        )
         config = parse_config(raw, str(tmp_path))
         proxy = Proxy(config, **kwargs)
         started.append(proxy)
@@ -64,8 +76,9 @@ async def start_proxy(pki: DevPki, tmp_path: Path, upstream: str,
             await proxy.stop()
 
 
-def pytest_asyncio_loop_factories(config: pytest.Config,
-                                  item: pytest.Item) -> dict[str, Callable[[], Any]]:
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], Any]]:
     """Every wire test runs on both event loops: `ztproxy run` uses uvloop when it is
     installed, and the two differ in how they hand over accepted connections."""
     import uvloop

@@ -58,24 +58,41 @@ class Running:
         return client_context(self.pki, workload)
 
     def user_token(self, sub: str = "alice", **claims: Any) -> str:
-        return mint_token(key=load_private_key(self.pki.user_key), kid=self.pki.user_kid,
-                          issuer=self.pki.user_issuer, audience=self.pki.audience,
-                          subject=sub, claims=claims)
+        return mint_token(
+            key=load_private_key(self.pki.user_key),
+            kid=self.pki.user_kid,
+            issuer=self.pki.user_issuer,
+            audience=self.pki.audience,
+            subject=sub,
+            claims=claims,
+        )
 
-    def device_token(self, workload: str = CHECKOUT, sub: str = "laptop-1",
-                     **claims: Any) -> str:
+    def device_token(self, workload: str = CHECKOUT, sub: str = "laptop-1", **claims: Any) -> str:
         cert = self.pki.workloads[workload][0].read_bytes()
-        return mint_token(key=load_private_key(self.pki.device_key), kid=self.pki.device_kid,
-                          issuer=self.pki.device_issuer, audience=self.pki.audience,
-                          subject=sub, claims=claims, bind_cert=cert)
+        return mint_token(
+            key=load_private_key(self.pki.device_key),
+            kid=self.pki.device_kid,
+            issuer=self.pki.device_issuer,
+            audience=self.pki.audience,
+            subject=sub,
+            claims=claims,
+            bind_cert=cert,
+        )
 
-    async def request(self, method: str, path: str, *, workload: str | None = CHECKOUT,
-                      headers: Mapping[str, str] | None = None, data: Any = None,
-                      ) -> tuple[int, CIMultiDict[str], bytes]:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        workload: str | None = CHECKOUT,
+        headers: Mapping[str, str] | None = None,
+        data: Any = None,
+    ) -> tuple[int, CIMultiDict[str], bytes]:
         self.sent += 1
         async with aiohttp.ClientSession() as s:
-            async with s.request(method, self.url + path, headers=headers, data=data,
-                                 ssl=self.ctx(workload)) as r:
+            async with s.request(
+                method, self.url + path, headers=headers, data=data, ssl=self.ctx(workload)
+            ) as r:
                 return r.status, CIMultiDict(r.headers), await r.read()
 
     async def records(self, at_least: int | None = None) -> list[dict[str, Any]]:
@@ -99,11 +116,11 @@ class Running:
         return out
 
 
-async def raw_exchange(port: int, ctx: ssl.SSLContext, data: bytes,
-                       timeout: float = 5.0) -> bytes:
+async def raw_exchange(port: int, ctx: ssl.SSLContext, data: bytes, timeout: float = 5.0) -> bytes:
     """Send raw bytes over TLS (no client library to normalize them); read the reply."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
-                                                   server_hostname="localhost")
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=ctx, server_hostname="localhost"
+    )
     writer.write(data)
     await writer.drain()
     chunks = []
@@ -125,7 +142,13 @@ StartProxy = Callable[..., Awaitable[Running]]
 
 def open_route(upstream: str, **over: Any) -> dict[str, Any]:
     """A route that needs no user or device token (mTLS + policy only)."""
-    route = {"name": "payments-api", "service": "payments", "path_prefix": "/payments",
-             "upstream": upstream, "user": "none", "device": "none"}
+    route = {
+        "name": "payments-api",
+        "service": "payments",
+        "path_prefix": "/payments",
+        "upstream": upstream,
+        "user": "none",
+        "device": "none",
+    }
     route.update(over)
     return route

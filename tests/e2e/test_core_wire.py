@@ -31,23 +31,27 @@ async def test_passthrough_sets_identity_headers(start_proxy: StartProxy, upstre
     assert got["x-forwarded-for"] == "127.0.0.1"
     assert got["x-tenant"] == "acme"  # policy header added ...
     assert [v for k, v in echo["headers"] if k.lower() == "x-client-spiffe-id"] == [
-        "spiffe://corp.example/ns/prod/sa/checkout"]  # ... but never over identity headers
+        "spiffe://corp.example/ns/prod/sa/checkout"
+    ]  # ... but never over identity headers
     assert headers["X-Policy"] == "yes"
-    records = (await run.records())
+    records = await run.records()
     assert records[-1]["decision"] == "allow" and records[-1]["status"] == 200
     assert records[-1]["path"] == "/payments/charges"
 
 
 async def test_spoofed_identity_headers_stripped_in_every_spelling(
-        start_proxy: StartProxy, upstream: str) -> None:
+    start_proxy: StartProxy, upstream: str
+) -> None:
     run = await start_proxy(routes=[open_route(upstream)])
     spoof = "spiffe://corp.example/ns/prod/sa/admin"
-    raw = (b"GET /payments/x HTTP/1.1\r\nHost: localhost\r\n"
-           b"X-Client-Spiffe-Id: " + spoof.encode() + b"\r\n"
-           b"x_client_spiffe_id: " + spoof.encode() + b"\r\n"
-           b"X-USER: root\r\nx_user: root\r\nX-User: root\r\n"
-           b"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Client-Cert: By=evil\r\n"
-           b"Connection: close\r\n\r\n")
+    raw = (
+        b"GET /payments/x HTTP/1.1\r\nHost: localhost\r\n"
+        b"X-Client-Spiffe-Id: " + spoof.encode() + b"\r\n"
+        b"x_client_spiffe_id: " + spoof.encode() + b"\r\n"
+        b"X-USER: root\r\nx_user: root\r\nX-User: root\r\n"
+        b"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Client-Cert: By=evil\r\n"
+        b"Connection: close\r\n\r\n"
+    )
     reply = await raw_exchange(run.proxy.port, run.ctx(), raw)
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
@@ -59,8 +63,7 @@ async def test_spoofed_identity_headers_stripped_in_every_spelling(
     assert names.count("x-client-spiffe-id") == 1 and "x-user" not in names
 
 
-async def test_policy_deny_is_403_with_generic_body(start_proxy: StartProxy,
-                                                    upstream: str) -> None:
+async def test_policy_deny_is_403_with_generic_body(start_proxy: StartProxy, upstream: str) -> None:
     run = await start_proxy(routes=[open_route(upstream)])
     status, _, body = await run.request("GET", "/payments/x", workload="reports")
     assert status == 403
@@ -84,29 +87,40 @@ async def test_unknown_route_is_404_and_audited(start_proxy: StartProxy, upstrea
     assert (await run.records())[-1]["reason"] == "no_route"
 
 
-@pytest.mark.parametrize("raw,reason", [
-    (b"GET /payments/a/../b HTTP/1.1\r\nHost: l\r\n\r\n", "dot_segment"),
-    (b"GET /payments/%2e%2e/b HTTP/1.1\r\nHost: l\r\n\r\n", "encoded_dot"),
-    (b"GET /payments/a%2fb HTTP/1.1\r\nHost: l\r\n\r\n", "encoded_separator"),
-    (b"GET /payments/a%5Cb HTTP/1.1\r\nHost: l\r\n\r\n", "encoded_separator"),
-    (b"GET /payments/a%00 HTTP/1.1\r\nHost: l\r\n\r\n", "control_byte"),
-    (b"GET /payments//x HTTP/1.1\r\nHost: l\r\n\r\n", "empty_segment"),
-    (b"GET /payments/x;a=b HTTP/1.1\r\nHost: l\r\n\r\n", "path_parameter"),
-    (b"GET http://payments.internal/payments/x HTTP/1.1\r\nHost: l\r\n\r\n",
-     "absolute_form_target"),
-    # aiohttp's parser refuses a second Host itself (reason bad_header); the request
-    # stage's duplicate_host check stands behind it (tests/core)
-    (b"GET /payments/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", None),
-    (b"POST /payments/x HTTP/1.1\r\nHost: l\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
-     None),
-    (b"POST /payments/x HTTP/1.1\r\nHost: l\r\nTransfer-Encoding: chunked\r\n"
-     b"Content-Length: 3\r\n\r\n0\r\n\r\n", None),
-    (b"GET /payments/x HTTP/1.1\r\nHost: l\r\nX-A: 1\r\n folded\r\n\r\n", None),
-    (b"GET /payments/a\\b HTTP/1.1\r\nHost: l\r\n\r\n", None),
-    (b"GET /payments/x#frag HTTP/1.1\r\nHost: l\r\n\r\n", None),
-])
+@pytest.mark.parametrize(
+    "raw,reason",
+    [
+        (b"GET /payments/a/../b HTTP/1.1\r\nHost: l\r\n\r\n", "dot_segment"),
+        (b"GET /payments/%2e%2e/b HTTP/1.1\r\nHost: l\r\n\r\n", "encoded_dot"),
+        (b"GET /payments/a%2fb HTTP/1.1\r\nHost: l\r\n\r\n", "encoded_separator"),
+        (b"GET /payments/a%5Cb HTTP/1.1\r\nHost: l\r\n\r\n", "encoded_separator"),
+        (b"GET /payments/a%00 HTTP/1.1\r\nHost: l\r\n\r\n", "control_byte"),
+        (b"GET /payments//x HTTP/1.1\r\nHost: l\r\n\r\n", "empty_segment"),
+        (b"GET /payments/x;a=b HTTP/1.1\r\nHost: l\r\n\r\n", "path_parameter"),
+        (
+            b"GET http://payments.internal/payments/x HTTP/1.1\r\nHost: l\r\n\r\n",
+            "absolute_form_target",
+        ),
+        # aiohttp's parser refuses a second Host itself (reason bad_header); the request
+        # stage's duplicate_host check stands behind it (tests/core)
+        (b"GET /payments/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", None),
+        (
+            b"POST /payments/x HTTP/1.1\r\nHost: l\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+            None,
+        ),
+        (
+            b"POST /payments/x HTTP/1.1\r\nHost: l\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Length: 3\r\n\r\n0\r\n\r\n",
+            None,
+        ),
+        (b"GET /payments/x HTTP/1.1\r\nHost: l\r\nX-A: 1\r\n folded\r\n\r\n", None),
+        (b"GET /payments/a\\b HTTP/1.1\r\nHost: l\r\n\r\n", None),
+        (b"GET /payments/x#frag HTTP/1.1\r\nHost: l\r\n\r\n", None),
+    ],
+)
 async def test_framing_and_path_rejected_with_400_and_audited(
-        start_proxy: StartProxy, upstream: str, raw: bytes, reason: str | None) -> None:
+    start_proxy: StartProxy, upstream: str, raw: bytes, reason: str | None
+) -> None:
     run = await start_proxy(routes=[open_route(upstream)])
     reply = await raw_exchange(run.proxy.port, run.ctx(), raw)
     assert reply.split(b"\r\n", 1)[0].split(b" ")[1] == b"400", reply[:200]
@@ -120,9 +134,10 @@ async def test_framing_and_path_rejected_with_400_and_audited(
 
 
 async def test_header_and_body_limits(start_proxy: StartProxy, upstream: str) -> None:
-    run = await start_proxy(routes=[open_route(upstream)],
-                            extra={"limits": {"max_header_bytes": 2048,
-                                              "max_body_bytes": 1000}})
+    run = await start_proxy(
+        routes=[open_route(upstream)],
+        extra={"limits": {"max_header_bytes": 2048, "max_body_bytes": 1000}},
+    )
     status, _, _ = await run.request("GET", "/payments/x", headers={"X-Big": "v" * 4000})
     assert status == 431
     status, _, _ = await run.request("POST", "/payments/x", data=b"x" * 5000)
@@ -140,6 +155,7 @@ async def test_header_and_body_limits(start_proxy: StartProxy, upstream: str) ->
 
 async def test_upstream_down_is_502(start_proxy: StartProxy) -> None:
     import socket
+
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -151,8 +167,10 @@ async def test_upstream_down_is_502(start_proxy: StartProxy) -> None:
 
 
 async def test_upstream_slow_is_504(start_proxy: StartProxy, upstream: str) -> None:
-    run = await start_proxy(routes=[open_route(upstream, path_prefix="/")],
-                            extra={"timeouts": {"upstream_read_seconds": 0.3}})
+    run = await start_proxy(
+        routes=[open_route(upstream, path_prefix="/")],
+        extra={"timeouts": {"upstream_read_seconds": 0.3}},
+    )
     status, _, _ = await run.request("GET", "/slow/3000")
     assert status == 504
     assert (await run.records())[-1]["reason"] == "upstream_timeout"
@@ -168,12 +186,15 @@ async def test_websocket_echo(start_proxy: StartProxy, upstream: str) -> None:
             assert (await ws.receive_bytes()) == b"\x00\x01"
 
 
-async def test_large_bodies_stream_with_bounded_memory(start_proxy: StartProxy,
-                                                       upstream: str) -> None:
+async def test_large_bodies_stream_with_bounded_memory(
+    start_proxy: StartProxy, upstream: str
+) -> None:
     # 256 MiB each way by default; ZTPROXY_LARGE_BODY_MIB=1024 for the 1 GiB run
     size = int(os.environ.get("ZTPROXY_LARGE_BODY_MIB", "256")) * 1024 * 1024
-    run = await start_proxy(routes=[open_route(upstream, path_prefix="/")],
-                            extra={"limits": {"max_body_bytes": 2 * size}})
+    run = await start_proxy(
+        routes=[open_route(upstream, path_prefix="/")],
+        extra={"limits": {"max_body_bytes": 2 * size}},
+    )
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     async def gen():
@@ -196,8 +217,7 @@ async def test_large_bodies_stream_with_bounded_memory(start_proxy: StartProxy,
     assert grown_mib < 100, f"peak RSS grew by {grown_mib:.0f} MiB"
 
 
-async def test_graceful_shutdown_drains_in_flight(start_proxy: StartProxy,
-                                                  upstream: str) -> None:
+async def test_graceful_shutdown_drains_in_flight(start_proxy: StartProxy, upstream: str) -> None:
     run = await start_proxy(routes=[open_route(upstream, path_prefix="/")])
     ctx = run.ctx()
 
@@ -213,14 +233,14 @@ async def test_graceful_shutdown_drains_in_flight(start_proxy: StartProxy,
     assert await task == 200
     with pytest.raises((aiohttp.ClientError, OSError, ssl.SSLError)):
         await run.request("GET", "/x")
-    assert any(r.get("path") == "/slow/600" and r["status"] == 200
-               for r in (await run.records()))
+    assert any(r.get("path") == "/slow/600" and r["status"] == 200 for r in (await run.records()))
 
 
 async def test_header_line_over_the_parser_limit_is_431_and_audited(
-        start_proxy: StartProxy, upstream: str) -> None:
+    start_proxy: StartProxy, upstream: str
+) -> None:
     run = await start_proxy(routes=[open_route(upstream)])
-    raw = (b"GET /payments/x HTTP/1.1\r\nHost: l\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n")
+    raw = b"GET /payments/x HTTP/1.1\r\nHost: l\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n"
     reply = await raw_exchange(run.proxy.port, run.ctx(), raw)
     assert reply.split(b"\r\n", 1)[0].split(b" ")[1] == b"431", reply[:200]
     assert b"request_id" in reply and b"aiohttp" not in reply
@@ -230,7 +250,8 @@ async def test_header_line_over_the_parser_limit_is_431_and_audited(
 
 
 async def test_unwritable_audit_log_refuses_requests_until_writable(
-        start_proxy: StartProxy, upstream: str, tmp_path: Path) -> None:
+    start_proxy: StartProxy, upstream: str, tmp_path: Path
+) -> None:
     blocker = tmp_path / "audit-blocked"
     blocker.write_text("a file where the audit directory should be")
     run = await start_proxy(routes=[open_route(upstream)])

@@ -35,8 +35,14 @@ def _dev_ca(pki: DevPki) -> DevCA:
     return DevCA(cert=cert, key=key, cert_pem=pki.ca_cert.read_bytes())  # type: ignore[arg-type]
 
 
-def _client(pki: DevPki, tmp: Path, issued: Issued, name: str = "client",
-            *, version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+def _client(
+    pki: DevPki,
+    tmp: Path,
+    issued: Issued,
+    name: str = "client",
+    *,
+    version: ssl.TLSVersion | None = None,
+) -> ssl.SSLContext:
     cert, key = issued.write(tmp, name)  # leaf, then the intermediates it presents
     ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
     ctx.load_cert_chain(str(cert), str(key))
@@ -47,8 +53,12 @@ def _client(pki: DevPki, tmp: Path, issued: Issued, name: str = "client",
 
 def _as_ca(issued: Issued) -> DevCA:
     """A CA:TRUE certificate used as an issuer (what the attacker does with it)."""
-    return DevCA(cert=issued.cert, key=issued.key, cert_pem=issued.cert_pem,  # type: ignore[arg-type]
-                 leaf_chain=(issued.cert, *issued.chain))
+    return DevCA(
+        cert=issued.cert,
+        key=issued.key,
+        cert_pem=issued.cert_pem,  # type: ignore[arg-type]
+        leaf_chain=(issued.cert, *issued.chain),
+    )
 
 
 async def _status(run_port: int, ctx: ssl.SSLContext, path: str = "/payments/x") -> int | None:
@@ -65,6 +75,7 @@ def _tls_reasons(run: Running | Path) -> list[str]:
     audit_dir = run if isinstance(run, Path) else run.audit_dir
     out = []
     import json
+
     for f in sorted(audit_dir.rglob("*.jsonl")):
         for line in f.read_text().splitlines():
             if line.strip():
@@ -87,10 +98,12 @@ async def _wait_reasons(run: Running | Path, count: int = 1) -> list[str]:
 
 # -- 1. a CA:TRUE workload certificate mints a grandchild --------------------------------
 async def test_grandchild_of_ca_true_workload_cert_refused(
-        start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path) -> None:
+    start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path
+) -> None:
     run = await start_proxy(routes=[open_route(upstream)])
-    web = _dev_ca(pki).issue_workload("spiffe://corp.example/ns/prod/sa/web", is_ca=True,
-                                      key_usage_cert_sign=True)
+    web = _dev_ca(pki).issue_workload(
+        "spiffe://corp.example/ns/prod/sa/web", is_ca=True, key_usage_cert_sign=True
+    )
     grandchild = _as_ca(web).issue_workload(CHECKOUT)  # the identity the policy allows
     assert await _status(run.proxy.port, _client(pki, tmp_path, grandchild)) is None
     assert set(await _wait_reasons(run)) == {"chain_ca_with_spiffe_path"}
@@ -99,12 +112,15 @@ async def test_grandchild_of_ca_true_workload_cert_refused(
 
 # -- 2. a federated partner's CA mints a corp ID -----------------------------------------
 async def test_cross_trust_domain_mint_refused(
-        start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path) -> None:
+    start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path
+) -> None:
     partner = DevCA.create("partner CA")
     partner_bundle = tmp_path / "partner.pem"
     partner_bundle.write_bytes(partner.cert_pem)
-    trust = [{"name": "corp.example", "bundle_file": str(pki.ca_cert)},
-             {"name": "partner.example", "bundle_file": str(partner_bundle)}]
+    trust = [
+        {"name": "corp.example", "bundle_file": str(pki.ca_cert)},
+        {"name": "partner.example", "bundle_file": str(partner_bundle)},
+    ]
     run = await start_proxy(routes=[open_route(upstream)], extra={"trust_domains": trust})
     forged = partner.issue_workload(CHECKOUT)
     assert await _status(run.proxy.port, _client(pki, tmp_path, forged)) is None
@@ -120,8 +136,9 @@ async def test_cross_trust_domain_mint_refused(
 def _short_lived(pki: DevPki, seconds: int = 2) -> tuple[Issued, float]:
     now = int(time.time())
     end = datetime.fromtimestamp(now + seconds, UTC)
-    leaf = _dev_ca(pki).issue_workload(CHECKOUT, not_before=datetime.now(UTC) - timedelta(
-        minutes=1), not_after=end)
+    leaf = _dev_ca(pki).issue_workload(
+        CHECKOUT, not_before=datetime.now(UTC) - timedelta(minutes=1), not_after=end
+    )
     return leaf, float(now + seconds)
 
 
@@ -130,8 +147,9 @@ async def _until(instant: float) -> None:
         await asyncio.sleep(0.1)
 
 
-def _get_over(port: int, ctx: ssl.SSLContext,
-              session: ssl.SSLSession | None) -> tuple[bytes, ssl.SSLSession | None, bool]:
+def _get_over(
+    port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None
+) -> tuple[bytes, ssl.SSLSession | None, bool]:
     """One GET over a blocking TLS socket offering `session` for resumption."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=5)
     try:
@@ -152,8 +170,9 @@ def _get_over(port: int, ctx: ssl.SSLContext,
     return data, new_session, reused
 
 
-async def _resumed_expiry(start_proxy: StartProxy, upstream: str, pki: DevPki,
-                          tmp_path: Path, version: ssl.TLSVersion) -> None:
+async def _resumed_expiry(
+    start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path, version: ssl.TLSVersion
+) -> None:
     run = await start_proxy(routes=[open_route(upstream)])
     leaf, expires = _short_lived(pki)
     ctx = _client(pki, tmp_path, leaf, version=version)
@@ -162,25 +181,27 @@ async def _resumed_expiry(start_proxy: StartProxy, upstream: str, pki: DevPki,
     second, session2, reused = await asyncio.to_thread(_get_over, run.proxy.port, ctx, session)
     assert not reused  # no ticket, no session cache: every handshake is a full one
     await _until(expires)
-    third, _, reused = await asyncio.to_thread(_get_over, run.proxy.port, ctx,
-                                               session2 or session)
+    third, _, reused = await asyncio.to_thread(_get_over, run.proxy.port, ctx, session2 or session)
     assert not reused
     assert not third.startswith(b"HTTP/1.1 200")
     assert "expired" in await _wait_reasons(run)
 
 
 async def test_expired_cert_over_resumed_session_tls12(
-        start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path) -> None:
+    start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path
+) -> None:
     await _resumed_expiry(start_proxy, upstream, pki, tmp_path, ssl.TLSVersion.TLSv1_2)
 
 
 async def test_expired_cert_over_resumed_session_tls13(
-        start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path) -> None:
+    start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path
+) -> None:
     await _resumed_expiry(start_proxy, upstream, pki, tmp_path, ssl.TLSVersion.TLSv1_3)
 
 
 async def test_expired_cert_on_keepalive_connection_refused(
-        start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path) -> None:
+    start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path
+) -> None:
     run = await start_proxy(routes=[open_route(upstream)])
     leaf, expires = _short_lived(pki)
     ctx = _client(pki, tmp_path, leaf)
@@ -191,8 +212,9 @@ async def test_expired_cert_on_keepalive_connection_refused(
         opened.append(1)
 
     trace.on_connection_create_end.append(on_conn)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1),
-                                     trace_configs=[trace]) as s:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=1), trace_configs=[trace]
+    ) as s:
         async with s.get(f"https://localhost:{run.proxy.port}/payments/x", ssl=ctx) as r:
             assert r.status == 200
         await _until(expires)
@@ -201,13 +223,13 @@ async def test_expired_cert_on_keepalive_connection_refused(
             assert len(opened) == 1  # the same connection: its identity was checked again
         assert await _status(run.proxy.port, ctx) is None  # and no new handshake passes
     recs = await run.records(2)
-    assert [r["reason"] for r in recs if r.get("kind") == "request"] == ["policy_allow",
-                                                                          "expired"]
+    assert [r["reason"] for r in recs if r.get("kind") == "request"] == ["policy_allow", "expired"]
 
 
 # -- 4. a SPIFFE ID over 2048 bytes ---------------------------------------------------------
 async def test_spiffe_id_2049_bytes_refused(
-        start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path) -> None:
+    start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path
+) -> None:
     run = await start_proxy(routes=[open_route(upstream)])
     base = "spiffe://corp.example/ns/prod/sa/"
     at_cap = _dev_ca(pki).issue_workload(base + "a" * (2048 - len(base)))
@@ -219,7 +241,8 @@ async def test_spiffe_id_2049_bytes_refused(
 
 # -- 5. a revoked intermediate --------------------------------------------------------------
 async def test_revoked_intermediate_refused(
-        start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path) -> None:
+    start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path
+) -> None:
     root = _dev_ca(pki)
     inter = root.issue_intermediate("workload issuing CA")
     leaf = inter.issue_workload(CHECKOUT)
@@ -232,7 +255,8 @@ async def test_revoked_intermediate_refused(
 
 
 async def test_intermediate_chain_accepted_and_crl_per_issuer(
-        start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path) -> None:
+    start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path
+) -> None:
     root = _dev_ca(pki)
     inter = root.issue_intermediate("workload issuing CA")
     good, revoked = inter.issue_workload(CHECKOUT), inter.issue_workload(CHECKOUT)
@@ -251,7 +275,8 @@ async def test_intermediate_chain_accepted_and_crl_per_issuer(
 
 # -- 6. reload: live connections keep working, held handshakes take the new CRL -----------
 async def test_keepalive_request_after_reload_still_200(
-        start_proxy: StartProxy, upstream: str, pki: DevPki) -> None:
+    start_proxy: StartProxy, upstream: str, pki: DevPki
+) -> None:
     run = await start_proxy(routes=[open_route(upstream)])
     opened: list[object] = []
     trace = aiohttp.TraceConfig()
@@ -260,8 +285,9 @@ async def test_keepalive_request_after_reload_still_200(
         opened.append(1)
 
     trace.on_connection_create_end.append(on_conn)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1),
-                                     trace_configs=[trace]) as s:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=1), trace_configs=[trace]
+    ) as s:
         url, ctx = f"https://localhost:{run.proxy.port}/payments/x", run.ctx()
         async with s.get(url, ssl=ctx) as r:
             assert r.status == 200
@@ -278,16 +304,24 @@ def _write_config(path: Path, raw: dict[str, Any]) -> Path:
 
 
 async def test_handshake_across_reload_under_new_crl(
-        pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path) -> None:
+    pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path
+) -> None:
     ca = _dev_ca(pki)
     leaf = ca.issue_workload(CHECKOUT)
     crl = tmp_path / "crl.pem"
     crl.write_bytes(ca.crl([]))
-    raw = proxy_config(pki, upstreams={}, audit_dir=tmp_path / "audit",
-                       policy_dirs=[test_policy_dir], routes=[open_route(upstream)],
-                       extra={"trust_domains": [{"name": "corp.example",
-                                                 "bundle_file": str(pki.ca_cert),
-                                                 "crl_file": str(crl)}]})
+    raw = proxy_config(
+        pki,
+        upstreams={},
+        audit_dir=tmp_path / "audit",
+        policy_dirs=[test_policy_dir],
+        routes=[open_route(upstream)],
+        extra={
+            "trust_domains": [
+                {"name": "corp.example", "bundle_file": str(pki.ca_cert), "crl_file": str(crl)}
+            ]
+        },
+    )
     proxy = Proxy(load_config(str(_write_config(tmp_path / "z.yaml", raw))))
     await proxy.start()
     try:
@@ -306,10 +340,12 @@ async def test_handshake_across_reload_under_new_crl(
         sock.setblocking(False)
         status: int | None = None
         try:
-            reader, writer = await asyncio.open_connection(sock=sock, ssl=ctx,
-                                                           server_hostname="localhost")
-            writer.write(b"GET /payments/x HTTP/1.1\r\nHost: localhost\r\n"
-                         b"Connection: close\r\n\r\n")
+            reader, writer = await asyncio.open_connection(
+                sock=sock, ssl=ctx, server_hostname="localhost"
+            )
+            writer.write(
+                b"GET /payments/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            )
             data = await asyncio.wait_for(reader.read(), 5)
             status = int(data.split()[1]) if data else None
             writer.close()
@@ -323,13 +359,18 @@ async def test_handshake_across_reload_under_new_crl(
 
 
 async def test_reload_with_broken_bundle_changes_nothing(
-        pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path) -> None:
+    pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path
+) -> None:
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes(pki.ca_cert.read_bytes())
-    raw = proxy_config(pki, upstreams={}, audit_dir=tmp_path / "audit",
-                       policy_dirs=[test_policy_dir], routes=[open_route(upstream)],
-                       extra={"trust_domains": [{"name": "corp.example",
-                                                 "bundle_file": str(bundle)}]})
+    raw = proxy_config(
+        pki,
+        upstreams={},
+        audit_dir=tmp_path / "audit",
+        policy_dirs=[test_policy_dir],
+        routes=[open_route(upstream)],
+        extra={"trust_domains": [{"name": "corp.example", "bundle_file": str(bundle)}]},
+    )
     cfg = _write_config(tmp_path / "z.yaml", raw)
     proxy = Proxy(load_config(str(cfg)))
     await proxy.start()
@@ -337,8 +378,9 @@ async def test_reload_with_broken_bundle_changes_nothing(
         assert proxy.runtime is not None
         before = proxy.runtime.current
         bundle.write_text("not a bundle")
-        raw["routes"].append(open_route(upstream, name="reports-api", service="reports",
-                                        path_prefix="/reports"))
+        raw["routes"].append(
+            open_route(upstream, name="reports-api", service="reports", path_prefix="/reports")
+        )
         _write_config(cfg, raw)
         assert await proxy.reload() is False
         assert proxy.runtime.current is before  # not one part swapped

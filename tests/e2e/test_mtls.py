@@ -26,6 +26,7 @@ def _ctx(pki: DevPki, tmp: Path, cert_pem: bytes, key_pem: bytes) -> ssl.SSLCont
 def _dev_ca(pki: DevPki) -> DevCA:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
+
     cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
     key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
     return DevCA(cert=cert, key=key, cert_pem=pki.ca_cert.read_bytes())  # type: ignore[arg-type]
@@ -57,8 +58,9 @@ async def test_no_client_certificate(start_proxy: StartProxy, upstream: str) -> 
     assert not [r for r in (await run.records()) if r.get("kind") == "request"]
 
 
-async def test_wrong_ca(start_proxy: StartProxy, upstream: str, pki: DevPki,
-                        tmp_path: Path) -> None:
+async def test_wrong_ca(
+    start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path
+) -> None:
     run = await start_proxy(routes=[open_route(upstream)])
     other = DevCA.create("some other CA")
     leaf = other.issue_workload("spiffe://corp.example/ns/prod/sa/checkout")
@@ -66,39 +68,54 @@ async def test_wrong_ca(start_proxy: StartProxy, upstream: str, pki: DevPki,
     assert await _last_tls_reason(run) == "client_cert_untrusted"
 
 
-@pytest.mark.parametrize("when,reason", [
-    ("expired", "expired"), ("future", "not_yet_valid")])
-async def test_certificate_validity_window(start_proxy: StartProxy, upstream: str,
-                                           pki: DevPki, tmp_path: Path, when: str,
-                                           reason: str) -> None:
+@pytest.mark.parametrize("when,reason", [("expired", "expired"), ("future", "not_yet_valid")])
+async def test_certificate_validity_window(
+    start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path, when: str, reason: str
+) -> None:
     run = await start_proxy(routes=[open_route(upstream)])
     now = datetime.now(UTC)
-    window = ((now - timedelta(days=10), now - timedelta(days=1)) if when == "expired"
-              else (now + timedelta(days=1), now + timedelta(days=10)))
-    leaf = _dev_ca(pki).issue_workload("spiffe://corp.example/ns/prod/sa/checkout",
-                                       not_before=window[0], not_after=window[1])
+    window = (
+        (now - timedelta(days=10), now - timedelta(days=1))
+        if when == "expired"
+        else (now + timedelta(days=1), now + timedelta(days=10))
+    )
+    leaf = _dev_ca(pki).issue_workload(
+        "spiffe://corp.example/ns/prod/sa/checkout", not_before=window[0], not_after=window[1]
+    )
     assert await _attempt(run, _ctx(pki, tmp_path, leaf.cert_pem, leaf.key_pem)) is None
     assert await _last_tls_reason(run) == reason
 
 
-@pytest.mark.parametrize("kwargs,reason", [
-    ({"spiffe_id": None, "uri_sans": []}, "svid_no_spiffe_id"),
-    ({"spiffe_id": None, "uri_sans": ["spiffe://corp.example/a", "spiffe://corp.example/b"]},
-     "svid_multiple_uri_sans"),
-    ({"spiffe_id": None, "uri_sans": ["https://corp.example/ns/prod"]}, "svid_bad_spiffe_id"),
-    ({"spiffe_id": "spiffe://evil.example/ns/prod/sa/checkout"}, "svid_untrusted_trust_domain"),
-    ({"spiffe_id": "spiffe://corp.example"}, "svid_spiffe_id_without_path"),
-    ({"spiffe_id": "spiffe://corp.example/ns/../sa/x"}, "svid_bad_spiffe_id"),
-    ({"spiffe_id": "spiffe://corp.example:443/ns/prod"}, "svid_bad_spiffe_id"),
-    ({"spiffe_id": "spiffe://user@corp.example/ns/prod"}, "svid_bad_spiffe_id"),
-    ({"spiffe_id": "spiffe://corp.example/ns/prod?x=1"}, "svid_bad_spiffe_id"),
-    ({"spiffe_id": "spiffe://corp.example/ns/prod#frag"}, "svid_bad_spiffe_id"),
-    ({"spiffe_id": "spiffe://CORP.example/ns/prod"}, "svid_bad_spiffe_id"),
-    ({"spiffe_id": "spiffe://corp.example/ns/prod/sa/checkout", "is_ca": True,
-      "key_usage_cert_sign": True}, "svid_leaf_is_ca"),
-])
-async def test_bad_svid_shapes_rejected(start_proxy: StartProxy, upstream: str, pki: DevPki,
-                                        tmp_path: Path, kwargs: dict, reason: str) -> None:
+@pytest.mark.parametrize(
+    "kwargs,reason",
+    [
+        ({"spiffe_id": None, "uri_sans": []}, "svid_no_spiffe_id"),
+        (
+            {"spiffe_id": None, "uri_sans": ["spiffe://corp.example/a", "spiffe://corp.example/b"]},
+            "svid_multiple_uri_sans",
+        ),
+        ({"spiffe_id": None, "uri_sans": ["https://corp.example/ns/prod"]}, "svid_bad_spiffe_id"),
+        ({"spiffe_id": "spiffe://evil.example/ns/prod/sa/checkout"}, "svid_untrusted_trust_domain"),
+        ({"spiffe_id": "spiffe://corp.example"}, "svid_spiffe_id_without_path"),
+        ({"spiffe_id": "spiffe://corp.example/ns/../sa/x"}, "svid_bad_spiffe_id"),
+        ({"spiffe_id": "spiffe://corp.example:443/ns/prod"}, "svid_bad_spiffe_id"),
+        ({"spiffe_id": "spiffe://user@corp.example/ns/prod"}, "svid_bad_spiffe_id"),
+        ({"spiffe_id": "spiffe://corp.example/ns/prod?x=1"}, "svid_bad_spiffe_id"),
+        ({"spiffe_id": "spiffe://corp.example/ns/prod#frag"}, "svid_bad_spiffe_id"),
+        ({"spiffe_id": "spiffe://CORP.example/ns/prod"}, "svid_bad_spiffe_id"),
+        (
+            {
+                "spiffe_id": "spiffe://corp.example/ns/prod/sa/checkout",
+                "is_ca": True,
+                "key_usage_cert_sign": True,
+            },
+            "svid_leaf_is_ca",
+        ),
+    ],
+)
+async def test_bad_svid_shapes_rejected(
+    start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path, kwargs: dict, reason: str
+) -> None:
     run = await start_proxy(routes=[open_route(upstream)])
     kwargs = dict(kwargs)
     spiffe_id = kwargs.pop("spiffe_id")
@@ -115,8 +132,9 @@ async def test_bad_svid_shapes_rejected(start_proxy: StartProxy, upstream: str, 
     assert rec["source_cert_sha256"] and len(rec["source_cert_sha256"]) == 64
 
 
-async def test_revoked_certificate_with_crl(start_proxy: StartProxy, upstream: str,
-                                            pki: DevPki, tmp_path: Path) -> None:
+async def test_revoked_certificate_with_crl(
+    start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path
+) -> None:
     ca = _dev_ca(pki)
     leaf = ca.issue_workload("spiffe://corp.example/ns/prod/sa/checkout")
     crl = tmp_path / "crl.pem"

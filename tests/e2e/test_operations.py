@@ -30,10 +30,13 @@ async def test_health_ready_and_metrics(start_proxy: StartProxy, upstream: str) 
             assert set(body["components"]) >= {"tls", "identity", "policy", "audit"}
         async with s.get(base + "/metrics") as r:
             text = await r.text()
-    assert 'ztproxy_requests_total{decision="allow",reason="policy_allow",route="payments-api"}' \
+    assert (
+        'ztproxy_requests_total{decision="allow",reason="policy_allow",route="payments-api"}'
         in text
-    assert 'ztproxy_requests_total{decision="deny",reason="policy_deny",route="payments-api"}' \
-        in text
+    )
+    assert (
+        'ztproxy_requests_total{decision="deny",reason="policy_deny",route="payments-api"}' in text
+    )
     assert "ztproxy_stage_seconds_bucket" in text
 
 
@@ -50,17 +53,24 @@ async def _get(port: int, ctx: ssl.SSLContext, path: str) -> int:
 
 
 async def _server_serial(port: int, ctx: ssl.SSLContext) -> str:
-    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
-                                              server_hostname="localhost")
+    _, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=ctx, server_hostname="localhost"
+    )
     serial = writer.get_extra_info("ssl_object").getpeercert()["serialNumber"]
     writer.close()
     return str(serial)
 
 
 async def test_reload_swaps_routes_and_server_cert_and_keeps_running_on_bad_config(
-        pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path) -> None:
-    raw = proxy_config(pki, upstreams={}, audit_dir=tmp_path / "audit",
-                       policy_dirs=[test_policy_dir], routes=[open_route(upstream)])
+    pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path
+) -> None:
+    raw = proxy_config(
+        pki,
+        upstreams={},
+        audit_dir=tmp_path / "audit",
+        policy_dirs=[test_policy_dir],
+        routes=[open_route(upstream)],
+    )
     cfg_file = _write(tmp_path / "ztproxy.yaml", raw)
     proxy = Proxy(load_config(str(cfg_file)))
     await proxy.start()
@@ -76,13 +86,17 @@ async def test_reload_swaps_routes_and_server_cert_and_keeps_running_on_bad_conf
         # new server certificate + a new route
         from cryptography import x509
         from cryptography.hazmat.primitives import serialization
-        ca = DevCA(cert=x509.load_pem_x509_certificate(pki.ca_cert.read_bytes()),
-                   key=serialization.load_pem_private_key(pki.ca_key.read_bytes(), None),
-                   cert_pem=pki.ca_cert.read_bytes())  # type: ignore[arg-type]
+
+        ca = DevCA(
+            cert=x509.load_pem_x509_certificate(pki.ca_cert.read_bytes()),
+            key=serialization.load_pem_private_key(pki.ca_key.read_bytes(), None),
+            cert_pem=pki.ca_cert.read_bytes(),
+        )  # type: ignore[arg-type]
         cert, key = ca.issue_server().write(tmp_path, "server2")
         raw["listener"]["cert_file"], raw["listener"]["key_file"] = str(cert), str(key)
-        raw["routes"].append(open_route(upstream, name="reports-api", service="reports",
-                                        path_prefix="/reports"))
+        raw["routes"].append(
+            open_route(upstream, name="reports-api", service="reports", path_prefix="/reports")
+        )
         _write(cfg_file, raw)
         assert await proxy.reload() is True
         assert await _get(proxy.port, ctx, "/reports/x") == 200

@@ -24,9 +24,14 @@ SOAK_SECONDS = float(os.environ.get("ZTPROXY_SOAK_SECONDS", "3"))
 
 
 def _config(pki: DevPki, tmp_path: Path, upstream: str, policy_dir: Path) -> Path:
-    raw = proxy_config(pki, upstreams={}, audit_dir=tmp_path / "audit",
-                       policy_dirs=[policy_dir], routes=[open_route(upstream, path_prefix="/")],
-                       admin_port=None)
+    raw = proxy_config(
+        pki,
+        upstreams={},
+        audit_dir=tmp_path / "audit",
+        policy_dirs=[policy_dir],
+        routes=[open_route(upstream, path_prefix="/")],
+        admin_port=None,
+    )
     raw["audit"]["checkpoint_every_records"] = 50
     raw["audit"]["checkpoint_interval_seconds"] = 0.2
     raw["logging"] = {"level": "warning", "format": "json"}
@@ -36,10 +41,21 @@ def _config(pki: DevPki, tmp_path: Path, upstream: str, policy_dir: Path) -> Pat
 
 
 async def _start(config: Path, workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
-    proc = subprocess.Popen([sys.executable, "-m", "ztproxy", "run", "--config", str(config),
-                             "--workers", str(workers)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)  # its own group: killpg reaches workers
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ztproxy",
+            "run",
+            "--config",
+            str(config),
+            "--workers",
+            str(workers),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # its own group: killpg reaches workers
     assert proc.stdout is not None
     loop = asyncio.get_running_loop()
     # the supervisor says so once, when every worker listens
@@ -52,14 +68,26 @@ async def _start(config: Path, workers: int = 1) -> tuple[subprocess.Popen[bytes
 
 
 def _verify(audit_dir: Path, pki: DevPki) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ztproxy", "audit", "verify", str(audit_dir),
-                           "--key", str(audit_public_key(pki))],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ztproxy",
+            "audit",
+            "verify",
+            str(audit_dir),
+            "--key",
+            str(audit_public_key(pki)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
-async def test_sigterm_drains_in_flight_and_exits_0(pki: DevPki, tmp_path: Path,
-                                                     upstream: str,
-                                                     test_policy_dir: Path) -> None:
+async def test_sigterm_drains_in_flight_and_exits_0(
+    pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path
+) -> None:
     proc, port = await _start(_config(pki, tmp_path, upstream, test_policy_dir))
     ctx = client_context(pki, "checkout")
     try:
@@ -81,7 +109,8 @@ async def test_sigterm_drains_in_flight_and_exits_0(pki: DevPki, tmp_path: Path,
 
 
 async def test_process_group_sigterm_still_signs_the_last_checkpoint(
-        pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path) -> None:
+    pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path
+) -> None:
     """`kill -TERM -PGID` (and systemd's KillMode=control-group) signals the workers too,
     and the supervisor relays another SIGTERM: the second one came while the worker was
     draining, with the default handler back, and killed it before its final checkpoint
@@ -114,6 +143,7 @@ async def _load(port: int, pki: DevPki, seconds: float, stop: asyncio.Event) -> 
     deadline = time.monotonic() + seconds
     connector = aiohttp.TCPConnector(limit=8)
     async with aiohttp.ClientSession(connector=connector) as s:
+
         async def one(i: int) -> None:
             nonlocal sent
             try:
@@ -131,9 +161,9 @@ async def _load(port: int, pki: DevPki, seconds: float, stop: asyncio.Event) -> 
 
 
 @pytest.mark.slow
-async def test_sigkill_under_load_then_restart_verifies(pki: DevPki, tmp_path: Path,
-                                                        upstream: str,
-                                                        test_policy_dir: Path) -> None:
+async def test_sigkill_under_load_then_restart_verifies(
+    pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path
+) -> None:
     config = _config(pki, tmp_path, upstream, test_policy_dir)
     proc, port = await _start(config)
     stop = asyncio.Event()
@@ -161,9 +191,9 @@ async def test_sigkill_under_load_then_restart_verifies(pki: DevPki, tmp_path: P
     assert "INVALID" not in result.stdout
 
 
-async def test_workers_share_the_port_each_with_its_own_chain(pki: DevPki, tmp_path: Path,
-                                                              upstream: str,
-                                                              test_policy_dir: Path) -> None:
+async def test_workers_share_the_port_each_with_its_own_chain(
+    pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path
+) -> None:
     proc, port = await _start(_config(pki, tmp_path, upstream, test_policy_dir), workers=2)
     ctx = client_context(pki, "checkout")
     try:
@@ -178,8 +208,7 @@ async def test_workers_share_the_port_each_with_its_own_chain(pki: DevPki, tmp_p
             proc.kill()
     chains = sorted(p.name for p in (tmp_path / "audit").glob("w*-000001.jsonl"))
     assert chains == ["w0-000001.jsonl", "w1-000001.jsonl"]
-    lines = sum(len(p.read_text().splitlines())
-                for p in (tmp_path / "audit").glob("w*-0*.jsonl"))
+    lines = sum(len(p.read_text().splitlines()) for p in (tmp_path / "audit").glob("w*-0*.jsonl"))
     assert lines == 40
     result = _verify(tmp_path / "audit", pki)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -21,9 +21,13 @@ from ztproxy.devtools.pki import DevPki
 
 
 def _config(tmp_path: Path, pki: DevPki, policy_dir: Path) -> Path:
-    raw = proxy_config(pki, upstreams={}, audit_dir=tmp_path / "audit",
-                       policy_dirs=[policy_dir],
-                       routes=[open_route("http://127.0.0.1:9", path_prefix="/")])
+    raw = proxy_config(
+        pki,
+        upstreams={},
+        audit_dir=tmp_path / "audit",
+        policy_dirs=[policy_dir],
+        routes=[open_route("http://127.0.0.1:9", path_prefix="/")],
+    )
     raw["listener"]["port"] = 0
     raw["admin"] = {"enabled": False}
     path = tmp_path / "ztproxy.yaml"
@@ -33,9 +37,13 @@ def _config(tmp_path: Path, pki: DevPki, policy_dir: Path) -> Path:
 
 def _start_then_stop(config: Path, *extra: str) -> str:
     """Run until the supervisor says it listens, then SIGTERM; its output."""
-    proc = subprocess.Popen([sys.executable, "-m", "ztproxy", "run", "--config", str(config),
-                             "--workers", "1", *extra], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ztproxy", "run", "--config", str(config), "--workers", "1", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     assert proc.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + 30
@@ -52,7 +60,8 @@ def _start_then_stop(config: Path, *extra: str) -> str:
 
 
 def test_unverifiable_checkpoint_refuses_start_unless_accepted(
-        pki: DevPki, tmp_path: Path, test_policy_dir: Path) -> None:
+    pki: DevPki, tmp_path: Path, test_policy_dir: Path
+) -> None:
     config = _config(tmp_path, pki, test_policy_dir)
     first = _start_then_stop(config)
     assert "ztproxy listening" in first, first
@@ -62,15 +71,18 @@ def test_unverifiable_checkpoint_refuses_start_unless_accepted(
     last = json.loads(lines[-1])
     sig_line = last["note"].rstrip("\n").rsplit("\n", 1)[1]
     name, sig = sig_line.rsplit(" ", 1)
-    flipped = ("A" if sig[5] != "A" else "B")
+    flipped = "A" if sig[5] != "A" else "B"
     last["note"] = last["note"].replace(sig_line, f"{name} {sig[:5]}{flipped}{sig[6:]}")
     lines[-1] = json.dumps(last)
     checkpoints.write_text("\n".join(lines) + "\n")
     segment_before = (audit / "w0-000001.jsonl").read_bytes()
 
-    refused = subprocess.run([sys.executable, "-m", "ztproxy", "run", "--config",
-                              str(config), "--workers", "1"],
-                             capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [sys.executable, "-m", "ztproxy", "run", "--config", str(config), "--workers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 1
     said = [ln for ln in refused.stderr.splitlines() if ln.startswith("ztproxy:")]
     assert len(said) == 1 and "does not verify" in said[0] and "--accept-recovery" in said[0]
@@ -82,7 +94,11 @@ def test_unverifiable_checkpoint_refuses_start_unless_accepted(
     assert "ztproxy listening" in accepted, accepted
     moved = list((audit / "quarantine").iterdir())
     assert moved and any(sig[6:20] in p.read_text() for p in moved)  # set aside, kept
-    records = [json.loads(ln) for p in sorted(audit.glob("w0-0*.jsonl"))
-               for ln in p.read_text().splitlines() if ln]
+    records = [
+        json.loads(ln)
+        for p in sorted(audit.glob("w0-0*.jsonl"))
+        for ln in p.read_text().splitlines()
+        if ln
+    ]
     (recovery,) = [r for r in records if r["kind"] == "recovery"]
     assert recovery["accept_recovery"] is True

@@ -24,19 +24,26 @@ def _ctx(pki: DevPki) -> ssl.SSLContext:
     return ctx
 
 
-async def _get(port: int, ctx: ssl.SSLContext, path: str,
-               headers: dict[str, str] | None = None) -> int:
+async def _get(
+    port: int, ctx: ssl.SSLContext, path: str, headers: dict[str, str] | None = None
+) -> int:
     async with aiohttp.ClientSession() as s:
         async with s.get(f"https://localhost:{port}{path}", ssl=ctx, headers=headers) as r:
             await r.read()
             return r.status
 
 
-async def _proxy(pki: DevPki, tmp_path: Path, upstream: str,
-                 policy_dir: Path) -> tuple[Proxy, Path, dict[str, Any]]:
-    raw = proxy_config(pki, upstreams={}, audit_dir=tmp_path / "audit",
-                       policy_dirs=[policy_dir], routes=[open_route(upstream)],
-                       policy={"watch": False})
+async def _proxy(
+    pki: DevPki, tmp_path: Path, upstream: str, policy_dir: Path
+) -> tuple[Proxy, Path, dict[str, Any]]:
+    raw = proxy_config(
+        pki,
+        upstreams={},
+        audit_dir=tmp_path / "audit",
+        policy_dirs=[policy_dir],
+        routes=[open_route(upstream)],
+        policy={"watch": False},
+    )
     cfg = tmp_path / "z.yaml"
     cfg.write_text(yaml.safe_dump(raw))
     proxy = Proxy(load_config(str(cfg)))
@@ -44,8 +51,9 @@ async def _proxy(pki: DevPki, tmp_path: Path, upstream: str,
     return proxy, cfg, raw
 
 
-async def test_reload_applies_new_limits(pki: DevPki, tmp_path: Path, upstream: str,
-                                         test_policy_dir: Path) -> None:
+async def test_reload_applies_new_limits(
+    pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path
+) -> None:
     proxy, cfg, raw = await _proxy(pki, tmp_path, upstream, test_policy_dir)
     try:
         big = {"x-filler": "a" * 3000}
@@ -60,13 +68,15 @@ async def test_reload_applies_new_limits(pki: DevPki, tmp_path: Path, upstream: 
 
 
 async def test_reload_with_a_broken_policy_changes_nothing(
-        pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path) -> None:
+    pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path
+) -> None:
     proxy, cfg, raw = await _proxy(pki, tmp_path, upstream, test_policy_dir)
     try:
         assert proxy.runtime is not None
         before = proxy.runtime.current
-        raw["routes"].append(open_route(upstream, name="reports-api", service="reports",
-                                        path_prefix="/reports"))
+        raw["routes"].append(
+            open_route(upstream, name="reports-api", service="reports", path_prefix="/reports")
+        )
         cfg.write_text(yaml.safe_dump(raw))
         (test_policy_dir / "broken.rego").write_text("package ztproxy.authz\n\nthis is not rego\n")
         assert await proxy.reload() is False
@@ -80,8 +90,9 @@ async def test_reload_with_a_broken_policy_changes_nothing(
         await proxy.stop()
 
 
-async def test_reload_refuses_a_listener_move(pki: DevPki, tmp_path: Path, upstream: str,
-                                              test_policy_dir: Path) -> None:
+async def test_reload_refuses_a_listener_move(
+    pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path
+) -> None:
     proxy, cfg, raw = await _proxy(pki, tmp_path, upstream, test_policy_dir)
     try:
         raw["listener"]["port"] = 1

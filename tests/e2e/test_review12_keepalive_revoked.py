@@ -27,7 +27,8 @@ CHECKOUT = "spiffe://corp.example/ns/prod/sa/checkout"
 
 
 async def test_keepalive_connection_after_reload_revoking_its_cert(
-        pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path) -> None:
+    pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path
+) -> None:
     cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
     key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
     ca = DevCA(cert=cert, key=key, cert_pem=pki.ca_cert.read_bytes())  # type: ignore[arg-type]
@@ -35,11 +36,18 @@ async def test_keepalive_connection_after_reload_revoking_its_cert(
     certfile, keyfile = leaf.write(tmp_path, "leaf")
     crl = tmp_path / "crl.pem"
     crl.write_bytes(ca.crl([]))
-    raw = proxy_config(pki, upstreams={}, audit_dir=tmp_path / "audit",
-                       policy_dirs=[test_policy_dir], routes=[open_route(upstream)],
-                       extra={"trust_domains": [{"name": "corp.example",
-                                                 "bundle_file": str(pki.ca_cert),
-                                                 "crl_file": str(crl)}]})
+    raw = proxy_config(
+        pki,
+        upstreams={},
+        audit_dir=tmp_path / "audit",
+        policy_dirs=[test_policy_dir],
+        routes=[open_route(upstream)],
+        extra={
+            "trust_domains": [
+                {"name": "corp.example", "bundle_file": str(pki.ca_cert), "crl_file": str(crl)}
+            ]
+        },
+    )
     cfg = tmp_path / "z.yaml"
     cfg.write_text(yaml.safe_dump(raw))
     proxy = Proxy(load_config(str(cfg)))
@@ -55,8 +63,9 @@ async def test_keepalive_connection_after_reload_revoking_its_cert(
     trace.on_connection_create_end.append(on_conn)
     url = f"https://localhost:{proxy.port}/payments/x"
     try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1),
-                                         trace_configs=[trace]) as s:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1), trace_configs=[trace]
+        ) as s:
             async with s.get(url, ssl=ctx) as r:
                 assert r.status == 200
             crl.write_bytes(ca.crl([leaf]))
@@ -72,9 +81,12 @@ async def test_keepalive_connection_after_reload_revoking_its_cert(
             assert status is None  # a new handshake is refused too
     finally:
         await proxy.stop()
-    recs = [json.loads(line) for f in sorted((tmp_path / "audit").rglob("*.jsonl"))
-            for line in f.read_text().splitlines() if line.strip()]
+    recs = [
+        json.loads(line)
+        for f in sorted((tmp_path / "audit").rglob("*.jsonl"))
+        for line in f.read_text().splitlines()
+        if line.strip()
+    ]
     requests = [r["reason"] for r in recs if r.get("kind") == "request"]
     assert requests == ["policy_allow", "client_cert_revoked"]
-    assert "client_cert_revoked" in [r["reason"] for r in recs
-                                     if r.get("kind") == "tls_rejected"]
+    assert "client_cert_revoked" in [r["reason"] for r in recs if r.get("kind") == "tls_rejected"]

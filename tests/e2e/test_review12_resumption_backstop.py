@@ -19,8 +19,9 @@ from ztproxy.tls import context as tls_context
 CHECKOUT = "checkout"
 
 
-def _get(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None
-         ) -> tuple[bytes, ssl.SSLSession | None, bool]:
+def _get(
+    port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None
+) -> tuple[bytes, ssl.SSLSession | None, bool]:
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
         tls = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
@@ -40,8 +41,8 @@ def _get(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None
 
 
 async def test_tls12_session_id_resumption_refused_without_cache_switch_off(
-        start_proxy: StartProxy, upstream: str, pki: DevPki,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    start_proxy: StartProxy, upstream: str, pki: DevPki, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(tls_context, "disable_session_cache", lambda ctx: False)
     run = await start_proxy(routes=[open_route(upstream)])
     ctx = client_context(pki, CHECKOUT)

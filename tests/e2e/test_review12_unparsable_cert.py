@@ -28,8 +28,9 @@ from ztproxy.tls.spiffe import SvidError
 from ztproxy.tls.trust import TrustStore, validate_chain
 
 CHECKOUT = "spiffe://corp.example/ns/prod/sa/checkout"
-BAD_IAN = x509.UnrecognizedExtension(ExtensionOID.ISSUER_ALTERNATIVE_NAME,
-                                     b"\x30\x03\x86\x01\xff")  # URI with a non-IA5 byte
+BAD_IAN = x509.UnrecognizedExtension(
+    ExtensionOID.ISSUER_ALTERNATIVE_NAME, b"\x30\x03\x86\x01\xff"
+)  # URI with a non-IA5 byte
 
 
 def _dev_ca(pki: DevPki) -> DevCA:
@@ -50,20 +51,26 @@ def malformed_leaf(issuer: DevCA, spiffe_id: str = CHECKOUT) -> Issued:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + timedelta(hours=1))
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-            issuer.key.public_key()), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
-                       critical=False)
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.UniformResourceIdentifier(spiffe_id)]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), critical=False
+        )
         .add_extension(BAD_IAN, critical=False)
         .sign(issuer.key, hashes.SHA256())
     )
-    return Issued(cert=cert, key=key, cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-                  key_pem=key_pem(key), chain=issuer.leaf_chain)
+    return Issued(
+        cert=cert,
+        key=key,
+        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
+        key_pem=key_pem(key),
+        chain=issuer.leaf_chain,
+    )
 
 
 def _exchange(port: int, ctx: ssl.SSLContext) -> bytes | str:
@@ -90,12 +97,18 @@ def _exchange(port: int, ctx: ssl.SSLContext) -> bytes | str:
 
 
 async def test_malformed_extension_grandchild_refused_audited_and_closed(
-        start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path) -> None:
+    start_proxy: StartProxy, upstream: str, pki: DevPki, tmp_path: Path
+) -> None:
     run = await start_proxy(routes=[open_route(upstream)])
-    web = _dev_ca(pki).issue_workload("spiffe://corp.example/ns/prod/sa/web", is_ca=True,
-                                      key_usage_cert_sign=True)
-    minter = DevCA(cert=web.cert, key=web.key, cert_pem=web.cert_pem,  # type: ignore[arg-type]
-                   leaf_chain=(web.cert,))
+    web = _dev_ca(pki).issue_workload(
+        "spiffe://corp.example/ns/prod/sa/web", is_ca=True, key_usage_cert_sign=True
+    )
+    minter = DevCA(
+        cert=web.cert,
+        key=web.key,
+        cert_pem=web.cert_pem,  # type: ignore[arg-type]
+        leaf_chain=(web.cert,),
+    )
     cert, key = malformed_leaf(minter).write(tmp_path, "bad")
     ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
     ctx.load_cert_chain(str(cert), str(key))
@@ -109,7 +122,8 @@ async def test_malformed_extension_grandchild_refused_audited_and_closed(
             break
         await asyncio.sleep(0.025)
     assert [r["reason"] for r in recs if r.get("kind") == "tls_rejected"] == [
-        "svid_unparsable_certificate"]
+        "svid_unparsable_certificate"
+    ]
     assert not [r for r in recs if r.get("kind") == "request"]
     assert (await run.request("GET", "/payments/x"))[0] == 200  # still serving
 
@@ -119,7 +133,8 @@ def test_validate_chain_turns_parse_errors_into_a_reason(pki: DevPki, tmp_path: 
     from ztproxy.tls.trust import load_trust_store
 
     store: TrustStore = load_trust_store(
-        [TrustDomainConfig("corp.example", str(pki.ca_cert), None)])
+        [TrustDomainConfig("corp.example", str(pki.ca_cert), None)]
+    )
     root = _dev_ca(pki)
     der = serialization.Encoding.DER
     chain = [malformed_leaf(root).cert.public_bytes(der), root.cert.public_bytes(der)]

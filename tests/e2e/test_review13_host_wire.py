@@ -22,15 +22,15 @@ async def _upstream_host(run, host: str, *extra: str) -> str:  # type: ignore[no
 
 
 async def test_connection_header_naming_host_cannot_replace_the_host(
-        start_proxy: StartProxy, upstream: str) -> None:
+    start_proxy: StartProxy, upstream: str
+) -> None:
     # "Connection: close, host" used to drop the client's Host, so the upstream got the
     # client library's default (its own address) while the policy decided on "localhost".
     run = await start_proxy(routes=[open_route(upstream, host="localhost")])
     assert await _upstream_host(run, "localhost", "Connection: close, host") == "localhost"
 
 
-async def test_upstream_host_is_the_normalized_host(start_proxy: StartProxy,
-                                                    upstream: str) -> None:
+async def test_upstream_host_is_the_normalized_host(start_proxy: StartProxy, upstream: str) -> None:
     # The router and the policy saw "localhost"; the upstream used to get "LOCALHOST.".
     run = await start_proxy(routes=[open_route(upstream)])
     assert await _upstream_host(run, "LOCALHOST.") == "localhost"

@@ -11,25 +11,36 @@ from e2e_harness import StartProxy, open_route, raw_exchange
 
 TRUSTED = [
     # AWS ALB mTLS passthrough: only x-amzn-mtls-clientcert is listed, not its siblings
-    "X-Amzn-Mtls-Clientcert-Leaf: spoof", "X-Amzn-Mtls-Clientcert-Subject: CN=spoof",
+    "X-Amzn-Mtls-Clientcert-Leaf: spoof",
+    "X-Amzn-Mtls-Clientcert-Subject: CN=spoof",
     # Authelia / Authentik forward-auth identity
-    "Remote-Groups: admins", "Remote-Email: a@b", "Remote-Name: admin",
+    "Remote-Groups: admins",
+    "Remote-Email: a@b",
+    "Remote-Name: admin",
     # Kong consumer identity
-    "X-Consumer-Username: admin", "X-Consumer-ID: 1", "X-Credential-Identifier: admin",
-    "X-Authenticated-Scope: admin", "X-Userinfo: e30",
+    "X-Consumer-Username: admin",
+    "X-Consumer-ID: 1",
+    "X-Credential-Identifier: admin",
+    "X-Authenticated-Scope: admin",
+    "X-Userinfo: e30",
     # client address and scheme spoofs read by Rack, Django, request-ip, Spring
-    "X-Client-IP: 10.0.0.1", "True-Client-IP: 10.0.0.1", "X-Cluster-Client-IP: 10.0.0.1",
-    "X-Forwarded-Ssl: off", "X-Forwarded-Scheme: http", "Front-End-Https: off",
-    "X-Url-Scheme: http", "X-Original-Host: admin.internal",
+    "X-Client-IP: 10.0.0.1",
+    "True-Client-IP: 10.0.0.1",
+    "X-Cluster-Client-IP: 10.0.0.1",
+    "X-Forwarded-Ssl: off",
+    "X-Forwarded-Scheme: http",
+    "Front-End-Https: off",
+    "X-Url-Scheme: http",
+    "X-Original-Host: admin.internal",
     "X-Envoy-Original-Path: /admin",
 ]
 
 
-async def test_default_strip_list_covers_more_trusted_headers(start_proxy: StartProxy,
-                                                              upstream: str) -> None:
+async def test_default_strip_list_covers_more_trusted_headers(
+    start_proxy: StartProxy, upstream: str
+) -> None:
     run = await start_proxy(routes=[open_route(upstream)])
-    lines = ["GET /payments/x HTTP/1.1", "Host: localhost", *TRUSTED, "Connection: close",
-             "", ""]
+    lines = ["GET /payments/x HTTP/1.1", "Host: localhost", *TRUSTED, "Connection: close", "", ""]
     reply = await raw_exchange(run.proxy.port, run.ctx(), "\r\n".join(lines).encode())
     got = {k.lower() for k, _ in json.loads(reply.partition(b"\r\n\r\n")[2])["headers"]}
     leaked = [h for h in TRUSTED if h.split(":")[0].lower() in got]

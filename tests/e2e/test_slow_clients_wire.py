@@ -10,8 +10,9 @@ from e2e_harness import Running, StartProxy, open_route
 
 
 async def _connect(run: Running) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection("127.0.0.1", run.proxy.port, ssl=run.ctx(),
-                                         server_hostname="localhost")
+    return await asyncio.open_connection(
+        "127.0.0.1", run.proxy.port, ssl=run.ctx(), server_hostname="localhost"
+    )
 
 
 async def _read_rest(reader: asyncio.StreamReader, first: bytes = b"") -> bytes:
@@ -25,8 +26,9 @@ async def _read_rest(reader: asyncio.StreamReader, first: bytes = b"") -> bytes:
     return b"".join(out)
 
 
-async def _dribble_until_closed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                                data: bytes, gap: float) -> bytes:
+async def _dribble_until_closed(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes, gap: float
+) -> bytes:
     """Send `data` one byte every `gap` seconds until the server answers or closes;
     return what it sent. Bounded by len(data) * gap."""
     for byte in data:
@@ -46,9 +48,11 @@ async def _dribble_until_closed(reader: asyncio.StreamReader, writer: asyncio.St
 
 
 async def test_slowloris_headers_get_408_and_the_connection_closed(
-        start_proxy: StartProxy, upstream: str) -> None:
-    run = await start_proxy(routes=[open_route(upstream)],
-                            extra={"timeouts": {"request_header_seconds": 0.4}})
+    start_proxy: StartProxy, upstream: str
+) -> None:
+    run = await start_proxy(
+        routes=[open_route(upstream)], extra={"timeouts": {"request_header_seconds": 0.4}}
+    )
     reader, writer = await _connect(run)
     slow = b"GET /payments/x HTTP/1.1\r\nHost: localhost\r\nX-A: " + b"a" * 200
     reply = await _dribble_until_closed(reader, writer, slow, 0.05)
@@ -57,34 +61,48 @@ async def test_slowloris_headers_get_408_and_the_connection_closed(
     run.sent += 1
     rec = [r for r in await run.records() if r["kind"] == "request"][-1]
     assert (rec["reason"], rec["status"], rec["decision"]) == (
-        "request_header_timeout", 408, "deny")
+        "request_header_timeout",
+        408,
+        "deny",
+    )
     assert rec["source_spiffe_id"].endswith("/sa/checkout")
     assert run.proxy.pipeline is not None and run.proxy.pipeline.header_phase == {}
 
 
 async def test_keepalive_connection_dribbling_its_next_request_is_cut(
-        start_proxy: StartProxy, upstream: str) -> None:
-    run = await start_proxy(routes=[open_route(upstream)],
-                            extra={"timeouts": {"request_header_seconds": 0.4}})
+    start_proxy: StartProxy, upstream: str
+) -> None:
+    run = await start_proxy(
+        routes=[open_route(upstream)], extra={"timeouts": {"request_header_seconds": 0.4}}
+    )
     reader, writer = await _connect(run)
     writer.write(b"GET /payments/x HTTP/1.1\r\nHost: localhost\r\n\r\n")
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length")))
+    length = int(
+        next(
+            line.split(b":")[1]
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+    )
     await reader.readexactly(length)
-    reply = await _dribble_until_closed(reader, writer, b"GET /payments/y HTTP/1.1\r\n" * 8,
-                                        0.05)
+    reply = await _dribble_until_closed(reader, writer, b"GET /payments/y HTTP/1.1\r\n" * 8, 0.05)
     writer.close()
     assert reply.startswith(b"HTTP/1.1 408"), reply[:80]
 
 
-async def test_header_phase_connections_capped_per_source(start_proxy: StartProxy,
-                                                          upstream: str) -> None:
-    run = await start_proxy(routes=[open_route(upstream)],
-                            extra={"limits": {"max_header_phase_per_source": 2},
-                                   "timeouts": {"request_header_seconds": 30}})
+async def test_header_phase_connections_capped_per_source(
+    start_proxy: StartProxy, upstream: str
+) -> None:
+    run = await start_proxy(
+        routes=[open_route(upstream)],
+        extra={
+            "limits": {"max_header_phase_per_source": 2},
+            "timeouts": {"request_header_seconds": 30},
+        },
+    )
     assert run.proxy.pipeline is not None
     held = []
     for _ in range(2):
@@ -112,11 +130,13 @@ async def test_header_phase_connections_capped_per_source(start_proxy: StartProx
 
 
 async def test_slow_body_gets_408(start_proxy: StartProxy, upstream: str) -> None:
-    run = await start_proxy(routes=[open_route(upstream)],
-                            extra={"timeouts": {"body_idle_seconds": 0.3}})
+    run = await start_proxy(
+        routes=[open_route(upstream)], extra={"timeouts": {"body_idle_seconds": 0.3}}
+    )
     reader, writer = await _connect(run)
-    writer.write(b"POST /payments/upload HTTP/1.1\r\nHost: localhost\r\n"
-                 b"Content-Length: 100\r\n\r\nabc")
+    writer.write(
+        b"POST /payments/upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nabc"
+    )
     await writer.drain()
     reply = await _dribble_until_closed(reader, writer, b"d" * 97, 0.6)
     writer.close()
@@ -127,12 +147,14 @@ async def test_slow_body_gets_408(start_proxy: StartProxy, upstream: str) -> Non
 
 
 async def test_body_total_timeout(start_proxy: StartProxy, upstream: str) -> None:
-    run = await start_proxy(routes=[open_route(upstream)],
-                            extra={"timeouts": {"body_idle_seconds": 5,
-                                                "body_total_seconds": 0.5}})
+    run = await start_proxy(
+        routes=[open_route(upstream)],
+        extra={"timeouts": {"body_idle_seconds": 5, "body_total_seconds": 0.5}},
+    )
     reader, writer = await _connect(run)
-    writer.write(b"POST /payments/upload HTTP/1.1\r\nHost: localhost\r\n"
-                 b"Content-Length: 1000\r\n\r\n")
+    writer.write(
+        b"POST /payments/upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n"
+    )
     await writer.drain()
     reply = await _dribble_until_closed(reader, writer, b"d" * 1000, 0.05)
     writer.close()
@@ -144,9 +166,11 @@ async def test_body_total_timeout(start_proxy: StartProxy, upstream: str) -> Non
 
 async def _chunked(run: Running, extension: bytes) -> tuple[bytes, bytes]:
     reader, writer = await _connect(run)
-    writer.write(b"POST /payments/upload HTTP/1.1\r\nHost: localhost\r\n"
-                 b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-                 b"5" + extension + b"\r\nhello\r\n0\r\n\r\n")
+    writer.write(
+        b"POST /payments/upload HTTP/1.1\r\nHost: localhost\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"5" + extension + b"\r\nhello\r\n0\r\n\r\n"
+    )
     await writer.drain()
     reply = await _read_rest(reader)
     writer.close()

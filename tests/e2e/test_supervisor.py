@@ -26,12 +26,26 @@ from ztproxy.devtools.lab import client_context, proxy_config
 from ztproxy.devtools.pki import DevPki
 
 
-def _config(pki: DevPki, tmp_path: Path, upstream: str, policy_dir: Path, *,
-            port: int = 0, admin_port: int | None = 0, name: str = "ztproxy.yaml",
-            level: str = "warning") -> Path:
-    raw = proxy_config(pki, upstreams={}, audit_dir=tmp_path / f"audit-{name}",
-                       policy_dirs=[policy_dir], routes=[open_route(upstream, path_prefix="/")],
-                       port=port, admin_port=admin_port)
+def _config(
+    pki: DevPki,
+    tmp_path: Path,
+    upstream: str,
+    policy_dir: Path,
+    *,
+    port: int = 0,
+    admin_port: int | None = 0,
+    name: str = "ztproxy.yaml",
+    level: str = "warning",
+) -> Path:
+    raw = proxy_config(
+        pki,
+        upstreams={},
+        audit_dir=tmp_path / f"audit-{name}",
+        policy_dirs=[policy_dir],
+        routes=[open_route(upstream, path_prefix="/")],
+        port=port,
+        admin_port=admin_port,
+    )
     raw["logging"] = {"level": level, "format": "json"}
     path = tmp_path / name
     path.write_text(yaml.safe_dump(raw))
@@ -53,16 +67,20 @@ class Running:
 
 
 def _run(config: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "ztproxy", "run", "--config", str(config),
-                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ztproxy", "run", "--config", str(config), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 async def _start(config: Path, workers: int) -> Running:
     proc = _run(config, "--workers", str(workers))
     assert proc.stdout is not None and proc.stderr is not None
     line = await asyncio.wait_for(
-        asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline), 60)
+        asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline), 60
+    )
     if b"listening on" not in line:
         proc.kill()
         raise AssertionError(f"did not start: {line!r} {proc.stderr.read()!r}")
@@ -89,8 +107,11 @@ async def _admin(admin: int, path: str) -> tuple[int, str]:
 
 
 def _requests_total(metrics: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-               if line.startswith("ztproxy_requests_total{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("ztproxy_requests_total{")
+    )
 
 
 def _free_port() -> int:
@@ -101,43 +122,65 @@ def _free_port() -> int:
 
 @pytest.mark.parametrize("workers", [None, "1"], ids=["default-workers", "one-worker"])
 async def test_second_instance_on_the_same_port_fails_in_one_line(
-        pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path,
-        procs: list[Running], workers: str | None) -> None:
+    pki: DevPki,
+    tmp_path: Path,
+    upstream: str,
+    test_policy_dir: Path,
+    procs: list[Running],
+    workers: str | None,
+) -> None:
     """The old workers bound with SO_REUSEPORT: a second instance (say, with an old
     policy) started silently and took half the connections."""
     first = await _start(_config(pki, tmp_path, upstream, test_policy_dir), 2)
     procs.append(first)
-    second = _config(pki, tmp_path, upstream, test_policy_dir, port=first.port,
-                     name="second.yaml")
-    result = subprocess.run([sys.executable, "-m", "ztproxy", "run", "--config", str(second),
-                             *(["--workers", workers] if workers else [])],
-                            capture_output=True, text=True, timeout=60)
+    second = _config(pki, tmp_path, upstream, test_policy_dir, port=first.port, name="second.yaml")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ztproxy",
+            "run",
+            "--config",
+            str(second),
+            *(["--workers", workers] if workers else []),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert lines == [f"ztproxy: error: listener 127.0.0.1:{first.port}: address in use"], \
+    assert lines == [f"ztproxy: error: listener 127.0.0.1:{first.port}: address in use"], (
         result.stderr
+    )
     assert "Traceback" not in result.stderr + result.stdout
     assert first.proc.poll() is None  # the first one is untouched
     assert first.stop() == 0
 
 
-async def test_busy_admin_port_fails_in_one_line(pki: DevPki, tmp_path: Path,
-                                                 upstream: str, test_policy_dir: Path) -> None:
+async def test_busy_admin_port_fails_in_one_line(
+    pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path
+) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         admin = busy.getsockname()[1]
         config = _config(pki, tmp_path, upstream, test_policy_dir, admin_port=admin)
-        result = subprocess.run([sys.executable, "-m", "ztproxy", "run", "--config",
-                                 str(config)], capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "ztproxy", "run", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"ztproxy: error: admin 127.0.0.1:{admin}: address in use"]
+        f"ztproxy: error: admin 127.0.0.1:{admin}: address in use"
+    ]
 
 
-async def test_metrics_add_up_over_all_workers(pki: DevPki, tmp_path: Path, upstream: str,
-                                               test_policy_dir: Path,
-                                               procs: list[Running]) -> None:
+async def test_metrics_add_up_over_all_workers(
+    pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path, procs: list[Running]
+) -> None:
     """Old: each scrape reached one worker (six scrapes summed to 3, 3, 3, 3, 3, 5 for
     20 requests)."""
     run = await _start(_config(pki, tmp_path, upstream, test_policy_dir), 2)
@@ -164,9 +207,9 @@ async def test_metrics_add_up_over_all_workers(pki: DevPki, tmp_path: Path, upst
     assert chains == ["w0-000001.jsonl", "w1-000001.jsonl"]
 
 
-async def test_crashed_worker_is_forked_again(pki: DevPki, tmp_path: Path, upstream: str,
-                                              test_policy_dir: Path,
-                                              procs: list[Running]) -> None:
+async def test_crashed_worker_is_forked_again(
+    pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path, procs: list[Running]
+) -> None:
     """Old: a worker that died stayed dead (and its share of connections went with it
     only because the kernel stopped picking its socket)."""
     run = await _start(_config(pki, tmp_path, upstream, test_policy_dir), 2)
@@ -196,8 +239,9 @@ async def test_crashed_worker_is_forked_again(pki: DevPki, tmp_path: Path, upstr
     assert run.stop() == 0
 
 
-async def test_every_log_line_is_whole(pki: DevPki, tmp_path: Path, upstream: str,
-                                       test_policy_dir: Path, procs: list[Running]) -> None:
+async def test_every_log_line_is_whole(
+    pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path, procs: list[Running]
+) -> None:
     """Old: two workers' JSON lines were glued together (2 of 26 lines held two
     objects). Every stderr line of a two-worker run at info level is one JSON object."""
     run = await _start(_config(pki, tmp_path, upstream, test_policy_dir, level="info"), 2)
@@ -218,8 +262,8 @@ async def test_every_log_line_is_whole(pki: DevPki, tmp_path: Path, upstream: st
 
 
 async def test_sighup_to_the_supervisor_reloads_every_worker(
-        pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path,
-        procs: list[Running]) -> None:
+    pki: DevPki, tmp_path: Path, upstream: str, test_policy_dir: Path, procs: list[Running]
+) -> None:
     config = _config(pki, tmp_path, upstream, test_policy_dir)
     raw = yaml.safe_load(config.read_text())
     raw["policy"]["watch"] = False  # only the signal may reload

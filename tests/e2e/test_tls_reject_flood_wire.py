@@ -18,8 +18,9 @@ FLOOD = 40
 
 async def _fail_handshake(port: int, ctx: ssl.SSLContext) -> None:
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
-                                                       server_hostname="localhost")
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=ctx, server_hostname="localhost"
+        )
         writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         await asyncio.wait_for(reader.read(), 5)
         writer.close()
@@ -28,7 +29,8 @@ async def _fail_handshake(port: int, ctx: ssl.SSLContext) -> None:
 
 
 async def test_tls_rejected_flood_makes_two_records_with_the_count(
-        start_proxy: StartProxy, upstream: str) -> None:
+    start_proxy: StartProxy, upstream: str
+) -> None:
     run = await start_proxy(routes=[open_route(upstream)])
     no_cert = run.ctx(None)
     for _ in range(FLOOD):
@@ -45,7 +47,9 @@ async def test_tls_rejected_flood_makes_two_records_with_the_count(
     assert first["policy_reasons"] == [] and first["source_address"] == "127.0.0.1"
     assert aggregate["policy_reasons"] == [f"count={FLOOD - 1}"]
     assert (aggregate["reason"], aggregate["source_address"]) == (
-        "no_client_certificate", "127.0.0.1")
+        "no_client_certificate",
+        "127.0.0.1",
+    )
     assert failures._value.get() == FLOOD
 
 

@@ -42,10 +42,13 @@ def _policy(tmp_path: Path, text: str) -> Path:
     return d
 
 
-async def test_policy_sees_the_upgrade(start_proxy: StartProxy, upstream: str,
-                                       tmp_path: Path) -> None:
-    run = await start_proxy(routes=[open_route(upstream, path_prefix="/")],
-                            policy_dirs=[_policy(tmp_path, UPGRADE_ONLY)])
+async def test_policy_sees_the_upgrade(
+    start_proxy: StartProxy, upstream: str, tmp_path: Path
+) -> None:
+    run = await start_proxy(
+        routes=[open_route(upstream, path_prefix="/")],
+        policy_dirs=[_policy(tmp_path, UPGRADE_ONLY)],
+    )
     async with aiohttp.ClientSession() as s:
         async with s.ws_connect(run.url + "/ws", ssl=run.ctx()) as ws:
             await ws.send_str("hi")
@@ -54,16 +57,25 @@ async def test_policy_sees_the_upgrade(start_proxy: StartProxy, upstream: str,
     assert status == 403  # the same path without the upgrade
 
 
-async def test_session_closes_when_the_token_expires(start_proxy: StartProxy, upstream: str,
-                                                      tmp_path: Path) -> None:
-    run = await start_proxy(routes=[open_route(upstream, path_prefix="/", user="required")],
-                            policy_dirs=[_policy(tmp_path, UPGRADE_ONLY)])
-    token = mint_token(key=load_private_key(run.pki.user_key), kid=run.pki.user_kid,
-                       issuer=run.pki.user_issuer, audience=run.pki.audience,
-                       subject="alice", ttl=2)
+async def test_session_closes_when_the_token_expires(
+    start_proxy: StartProxy, upstream: str, tmp_path: Path
+) -> None:
+    run = await start_proxy(
+        routes=[open_route(upstream, path_prefix="/", user="required")],
+        policy_dirs=[_policy(tmp_path, UPGRADE_ONLY)],
+    )
+    token = mint_token(
+        key=load_private_key(run.pki.user_key),
+        kid=run.pki.user_kid,
+        issuer=run.pki.user_issuer,
+        audience=run.pki.audience,
+        subject="alice",
+        ttl=2,
+    )
     async with aiohttp.ClientSession() as s:
-        async with s.ws_connect(run.url + "/ws", ssl=run.ctx(),
-                                headers={"Authorization": f"Bearer {token}"}) as ws:
+        async with s.ws_connect(
+            run.url + "/ws", ssl=run.ctx(), headers={"Authorization": f"Bearer {token}"}
+        ) as ws:
             await ws.send_str("hi")
             assert (await ws.receive_str()) == "payments:hi"
             msg = await ws.receive(timeout=10)  # nothing more is sent: only the close
@@ -72,10 +84,10 @@ async def test_session_closes_when_the_token_expires(start_proxy: StartProxy, up
 
 
 async def test_reload_recheck_closes_sessions_the_new_policy_denies(
-        start_proxy: StartProxy, upstream: str, tmp_path: Path) -> None:
+    start_proxy: StartProxy, upstream: str, tmp_path: Path
+) -> None:
     policy = _policy(tmp_path, UPGRADE_ONLY)
-    run = await start_proxy(routes=[open_route(upstream, path_prefix="/")],
-                            policy_dirs=[policy])
+    run = await start_proxy(routes=[open_route(upstream, path_prefix="/")], policy_dirs=[policy])
     pipeline = run.proxy.pipeline
     assert pipeline is not None
     async with aiohttp.ClientSession() as s:
@@ -96,11 +108,15 @@ def test_deadline_is_the_earliest_of_tokens_and_certificate() -> None:
     now = int(time.time())
 
     def principal(kind: str, exp: int) -> Principal:
-        return Principal(kind=kind, issuer="i", subject="s", claims={}, token_sha256="x",
-                         expires_at=exp)
+        return Principal(
+            kind=kind, issuer="i", subject="s", claims={}, token_sha256="x", expires_at=exp
+        )
+
     cert_end = datetime.fromtimestamp(now + 100, UTC)
     creds = Credentials(user=principal("user", now + 300), device=principal("device", now + 50))
     assert session_deadline(creds, cert_end) == now + 50
-    assert session_deadline(Credentials(user=principal("user", now + 300)), cert_end) == \
-        cert_end.timestamp()
+    assert (
+        session_deadline(Credentials(user=principal("user", now + 300)), cert_end)
+        == cert_end.timestamp()
+    )
     assert session_deadline(Credentials(), cert_end - timedelta(seconds=10)) == now + 90

@@ -52,8 +52,15 @@ def cli(*args: str) -> Done:
 def ztproxy(*args: str, cwd: Path | None = None, timeout: float = 60) -> Done:
     """`ztproxy ARGS` in a subprocess (the same interpreter, so the same install)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "ztproxy", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ztproxy", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     return Done(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -106,7 +113,7 @@ def ztproxy_invocations(commands: Sequence[str]) -> list[str]:
         while at >= 0:
             if at == 0 or command[at - 1] in " ($;&|":
                 rest = command[at:].split(" #", 1)[0]
-                if command[max(0, at - 2):at] == "$(":
+                if command[max(0, at - 2) : at] == "$(":
                     rest = rest.split(")", 1)[0]
                 found.append(rest.split(" | ", 1)[0].split(" > ", 1)[0].strip())
             at = command.find("ztproxy ", at + 1)

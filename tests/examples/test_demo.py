@@ -56,8 +56,9 @@ async def test_a_tampered_log_fails_the_verdict(demo_run: DemoRun) -> None:
 
 async def test_an_unexpected_status_fails_the_demo(demo_pki: DevPki, tmp_path: Path) -> None:
     wrong = dataclasses.replace(SCENARIOS[2], expect_status=200)  # the intruder, denied
-    report = await run_demo(demo_pki, tmp_path / "audit", find_policies(),
-                            scenarios=[SCENARIOS[0], wrong])
+    report = await run_demo(
+        demo_pki, tmp_path / "audit", find_policies(), scenarios=[SCENARIOS[0], wrong]
+    )
     assert report.verdict.ok
     assert [o.expected for o in report.outcomes] == [True, False]
     assert not report.ok
@@ -67,7 +68,8 @@ def _lax_policies(tmp: Path) -> Path:
     lax = tmp / "lax" / "ztproxy"
     lax.mkdir(parents=True)
     (lax / "authz.rego").write_text(
-        "package ztproxy.authz\n\ndefault decision := {\"allowed\": true}\n")
+        'package ztproxy.authz\n\ndefault decision := {"allowed": true}\n'
+    )
     return tmp / "lax"
 
 
@@ -92,18 +94,30 @@ def test_match_outcomes_by_request_id_and_handshake_order() -> None:
     a, b, c = SCENARIOS[0], SCENARIOS[7], SCENARIOS[9]
     sent = [Sent(a, 200, "r1"), Sent(b, None, None), Sent(c, 400, "r-missing")]
     records = [
-        {"kind": "tls_rejected", "request_id": "t1", "decision": "deny",
-         "reason": "no_client_certificate"},
-        {"kind": "request", "request_id": "r1", "decision": "allow", "reason": "policy_allow",
-         "policy_reasons": []},
+        {
+            "kind": "tls_rejected",
+            "request_id": "t1",
+            "decision": "deny",
+            "reason": "no_client_certificate",
+        },
+        {
+            "kind": "request",
+            "request_id": "r1",
+            "decision": "allow",
+            "reason": "policy_allow",
+            "policy_reasons": [],
+        },
     ]
     got = match_outcomes(sent, records)
     assert [(o.request_id, o.decision, o.reason) for o in got] == [
-        ("r1", "allow", "policy_allow"), ("t1", "deny", "no_client_certificate"),
-        ("r-missing", "-", "not audited")]
+        ("r1", "allow", "policy_allow"),
+        ("t1", "deny", "no_client_certificate"),
+        ("r-missing", "-", "not audited"),
+    ]
 
 
 # -- the command --------------------------------------------------------------------------
+
 
 def test_command_runs_verifies_and_leaves_nothing(tmp_path: Path) -> None:
     audit = tmp_path / "kept"
@@ -157,8 +171,12 @@ def _commands(text: str) -> dict[str, str]:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 def test_keep_prints_curl_commands_that_work(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "ztproxy", "demo", "--keep"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ztproxy", "demo", "--keep"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         out = _read_until(proc, "Ctrl-C", 60)
         work = Path(re.search(r"^\(cd (\S+);", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
@@ -166,8 +184,14 @@ def test_keep_prints_curl_commands_that_work(tmp_path: Path) -> None:
 
         def code(title: str, *extra: str) -> str:
             command = cmds[title] + " -o /dev/null -w '%{http_code}' " + " ".join(extra)
-            done = subprocess.run(["bash", "-c", command], cwd=work, capture_output=True,
-                                  text=True, timeout=20, check=False)
+            done = subprocess.run(
+                ["bash", "-c", command],
+                cwd=work,
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
+            )
             return done.stdout.strip()
 
         assert code("allowed: checkout, alice, laptop-1") == "200"

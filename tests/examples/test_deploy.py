@@ -32,8 +32,12 @@ def _tool(name: str) -> str:
 
 
 def test_containerfile_passes_hadolint() -> None:
-    result = subprocess.run([_tool("hadolint"), "--no-color", str(DEPLOY / "Containerfile")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [_tool("hadolint"), "--no-color", str(DEPLOY / "Containerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -50,9 +54,17 @@ def test_containerfile_copies_what_exists_and_the_context_lets_it_through() -> N
 
 
 def test_kubernetes_sidecar_passes_strict_schema_validation() -> None:
-    result = subprocess.run([_tool("kubernetes-validate"), "--strict", "--quiet",
-                             str(DEPLOY / "kubernetes" / "sidecar.yaml")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            _tool("kubernetes-validate"),
+            "--strict",
+            "--quiet",
+            str(DEPLOY / "kubernetes" / "sidecar.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -70,8 +82,12 @@ def test_kubernetes_sidecar_config_loads_but_for_the_mounted_files() -> None:
     proxy = containers["ztproxy"]
     assert proxy["readinessProbe"]["httpGet"]["path"] == "/readyz"
     mounts = {m["mountPath"] for m in proxy["volumeMounts"]}
-    for path in (raw["listener"]["cert_file"], raw["identity"]["issuers"][0]["jwks_file"],
-                 raw["audit"]["signing_key"], raw["policy"]["policy_dirs"][0]):
+    for path in (
+        raw["listener"]["cert_file"],
+        raw["identity"]["issuers"][0]["jwks_file"],
+        raw["audit"]["signing_key"],
+        raw["policy"]["policy_dirs"][0],
+    ):
         assert any(path.startswith(m + "/") for m in mounts), path
     assert raw["routes"][0]["upstream"].startswith("http://127.0.0.1:")  # the app, same pod
 
@@ -84,7 +100,12 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert "ExecStart=/usr/local/bin/ztproxy run --config" in unit
     copy = tmp_path / "ztproxy.service"  # verify checks that the command exists
     copy.write_text(unit.replace("/usr/local/bin/ztproxy", ztproxy))
-    result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,
-                            timeout=60, env=dict(os.environ, SYSTEMD_LOG_COLOR="0"))
+    result = subprocess.run(
+        [analyze, "verify", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, SYSTEMD_LOG_COLOR="0"),
+    )
     # verify exits 0 on unknown keys and bad values, but says so: nothing may be said
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr

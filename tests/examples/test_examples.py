@@ -73,8 +73,9 @@ async def test_quickstart_serves_the_readme_requests(tmp_path: Path) -> None:
         routes = yaml.safe_load((EXAMPLES / "quickstart" / "config.yaml").read_text())["routes"]
         for route, (_, port) in zip(routes, runners, strict=True):
             route["upstream"] = f"http://127.0.0.1:{port}"
-        path = _install("quickstart", tmp_path, listener={"port": 0}, admin={"port": 0},
-                        routes=routes)
+        path = _install(
+            "quickstart", tmp_path, listener={"port": 0}, admin={"port": 0}, routes=routes
+        )
         proxy = Proxy(load_config(str(path)))
         await proxy.start()
         try:
@@ -84,10 +85,19 @@ async def test_quickstart_serves_the_readme_requests(tmp_path: Path) -> None:
     finally:
         for runner, _ in runners:
             await runner.cleanup()
-    assert statuses == {"allowed": 200, "segmentation": 403, "no user token": 401,
-                        "other certificate": 401}
-    verify = cli("audit", "verify", str(tmp_path / "audit-log"), "--key",
-                     str(tmp_path / "certs/dev/audit/audit-public.pem"))
+    assert statuses == {
+        "allowed": 200,
+        "segmentation": 403,
+        "no user token": 401,
+        "other certificate": 401,
+    }
+    verify = cli(
+        "audit",
+        "verify",
+        str(tmp_path / "audit-log"),
+        "--key",
+        str(tmp_path / "certs/dev/audit/audit-public.pem"),
+    )
     assert verify.returncode == 0, verify.stdout
 
 
@@ -99,35 +109,41 @@ async def _readme_requests(tmp: Path, port: int) -> dict[str, int]:
     with contextlib.chdir(tmp):  # the README's paths are relative to the example
         user, device = (cli(*shlex.split(c)[1:]).stdout.strip() for c in mints)
     assert user.count(".") == 2 and device.count(".") == 2
+
     def tls(workload: str) -> ssl.SSLContext:  # curl --cacert --cert --key
         ctx = ssl.create_default_context(cafile=str(tmp / "certs/dev/ca.pem"))
-        ctx.load_cert_chain(tmp / f"certs/dev/workloads/{workload}.pem",
-                            tmp / f"certs/dev/workloads/{workload}.key")
+        ctx.load_cert_chain(
+            tmp / f"certs/dev/workloads/{workload}.pem", tmp / f"certs/dev/workloads/{workload}.key"
+        )
         return ctx
 
     both = {"Authorization": f"Bearer {user}", "Device-Authorization": f"Bearer {device}"}
     cases = {
         "allowed": ("checkout", "/api/v1/charges", both),
         "segmentation": ("checkout", "/reports/daily", both),
-        "no user token": ("checkout", "/api/v1/charges",
-                          {"Device-Authorization": both["Device-Authorization"]}),
+        "no user token": (
+            "checkout",
+            "/api/v1/charges",
+            {"Device-Authorization": both["Device-Authorization"]},
+        ),
         "other certificate": ("batch", "/api/v1/charges", both),
     }
     out = {}
     async with aiohttp.ClientSession() as session:
         for name, (workload, target, headers) in cases.items():
-            async with session.get(f"https://localhost:{port}{target}", headers=headers,
-                                   ssl=tls(workload)) as resp:
+            async with session.get(
+                f"https://localhost:{port}{target}", headers=headers, ssl=tls(workload)
+            ) as resp:
                 out[name] = resp.status
     return out
 
 
-@pytest.mark.parametrize("example", ["quickstart", "sidecar-remote-opa", "segmentation",
-                                     "auditors"])
+@pytest.mark.parametrize(
+    "example", ["quickstart", "sidecar-remote-opa", "segmentation", "auditors"]
+)
 def test_readme_commands_parse(example: str) -> None:
     """Every `ztproxy ...` a README tells people to type is a valid command line."""
-    invocations = ztproxy_invocations(sh_commands((EXAMPLES / example / "README.md")
-                                                  .read_text()))
+    invocations = ztproxy_invocations(sh_commands((EXAMPLES / example / "README.md").read_text()))
     assert invocations
     parser = build_parser()
     for command in invocations:
@@ -142,7 +158,8 @@ def _policy_copy(tmp: Path, *, with_service: bool) -> Path:
         data_file = root / "ztproxy" / "segmentation" / "data.json"
         data = json.loads(data_file.read_text())
         data["services"]["inventory"] = json.loads(
-            (EXAMPLES / "segmentation" / "inventory.service.json").read_text())
+            (EXAMPLES / "segmentation" / "inventory.service.json").read_text()
+        )
         data_file.write_text(json.dumps(data, indent=2))
     shutil.copy(EXAMPLES / "segmentation" / "inventory_test.rego", root / "ztproxy")
     return root
@@ -177,8 +194,9 @@ async def test_auditor_walkthrough(demo_run: DemoRun, tmp_path: Path) -> None:
     as_json = cli("audit", "show", d, "--reason", "policy_deny", "--json")
     rows = [json.loads(line) for line in as_json.stdout.splitlines()]
     assert len(rows) == 4 and {r["reason"] for r in rows} == {"policy_deny"}
-    intruder = cli("audit", "show", d, "--json", "--source",
-                       "spiffe://corp.example/ns/dev/sa/intruder")
+    intruder = cli(
+        "audit", "show", d, "--json", "--source", "spiffe://corp.example/ns/dev/sa/intruder"
+    )
     assert len(intruder.stdout.splitlines()) == 1
 
     proof = tmp_path / "proof-2.json"

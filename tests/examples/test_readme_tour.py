@@ -45,8 +45,9 @@ def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
         pytest.skip("the tour uses bash and curl")
     script = tour_commands((REPO / "README.md").read_text())
     root = tmp_path / "repo"
-    shutil.copytree(REPO / "policies", root / "policies",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "policies", root / "policies", ignore=shutil.ignore_patterns("__pycache__")
+    )
     quickstart = root / "examples" / "quickstart"
     quickstart.mkdir(parents=True)
     config = (REPO / "examples" / "quickstart" / "config.yaml").read_text()
@@ -56,9 +57,15 @@ def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
         config = config.replace(f"port: {old}", f"port: {new}").replace(f":{old}", f":{new}")
     (quickstart / "config.yaml").write_text(config)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    proc = subprocess.Popen(["bash", "-e", "-c", script], cwd=root, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", "-e", "-c", script],
+        cwd=root,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=150)
     finally:  # the tour's background jobs, whatever happened

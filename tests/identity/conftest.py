@@ -58,26 +58,38 @@ def other_peer() -> PeerIdentity:
 
 
 @pytest.fixture
-async def jwks_server(user_key: SigningKey, rsa_key: SigningKey,
-                      device_key: SigningKey) -> AsyncIterator[JwksServer]:
-    server = JwksServer(docs={"/user/jwks": [user_key.jwk(alg="ES256"), rsa_key.jwk(alg="RS256")],
-                              "/device/jwks": [device_key.jwk(alg="ES256")]})
+async def jwks_server(
+    user_key: SigningKey, rsa_key: SigningKey, device_key: SigningKey
+) -> AsyncIterator[JwksServer]:
+    server = JwksServer(
+        docs={
+            "/user/jwks": [user_key.jwk(alg="ES256"), rsa_key.jwk(alg="RS256")],
+            "/device/jwks": [device_key.jwk(alg="ES256")],
+        }
+    )
     await server.start()
     yield server
     await server.stop()
 
 
 @pytest.fixture
-async def make_auth(jwks_server: JwksServer, clock: FakeClock
-                    ) -> AsyncIterator[Callable[..., Any]]:
+async def make_auth(jwks_server: JwksServer, clock: FakeClock) -> AsyncIterator[Callable[..., Any]]:
     """Build and start authenticators against the test server; all closed at the end."""
     made: list[TokenAuthenticator] = []
 
-    async def factory(config: IdentityConfig | None = None, *, start: bool = True,
-                      metrics: Metrics | None = None, poll: float = 3600.0
-                      ) -> TokenAuthenticator:
-        auth = TokenAuthenticator(config or issuers_for(jwks_server.base), metrics=metrics,
-                                  clock=clock, refresh_poll_seconds=poll)
+    async def factory(
+        config: IdentityConfig | None = None,
+        *,
+        start: bool = True,
+        metrics: Metrics | None = None,
+        poll: float = 3600.0,
+    ) -> TokenAuthenticator:
+        auth = TokenAuthenticator(
+            config or issuers_for(jwks_server.base),
+            metrics=metrics,
+            clock=clock,
+            refresh_poll_seconds=poll,
+        )
         made.append(auth)
         if start:
             await auth.start()

@@ -65,18 +65,32 @@ class SigningKey:
 
     def public_pem(self) -> bytes:
         return self.private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
 
 def ec_key(kid: str) -> SigningKey:
     return SigningKey(kid, "ES256", ec.generate_private_key(ec.SECP256R1()))
 
 
-def mint(key: SigningKey, claims: dict[str, Any] | None = None, *, iss: str = USER_ISS,
-         aud: Any = USER_AUD, now: float = T0, headers: dict[str, Any] | None = None,
-         alg: str | None = None, drop: tuple[str, ...] = ()) -> str:
-    payload: dict[str, Any] = {"iss": iss, "aud": aud, "sub": "alice", "iat": int(now),
-                               "exp": int(now) + 300}
+def mint(
+    key: SigningKey,
+    claims: dict[str, Any] | None = None,
+    *,
+    iss: str = USER_ISS,
+    aud: Any = USER_AUD,
+    now: float = T0,
+    headers: dict[str, Any] | None = None,
+    alg: str | None = None,
+    drop: tuple[str, ...] = (),
+) -> str:
+    payload: dict[str, Any] = {
+        "iss": iss,
+        "aud": aud,
+        "sub": "alice",
+        "iat": int(now),
+        "exp": int(now) + 300,
+    }
     payload.update(claims or {})
     for name in drop:
         payload.pop(name, None)
@@ -85,10 +99,17 @@ def mint(key: SigningKey, claims: dict[str, Any] | None = None, *, iss: str = US
     return jwt.encode(payload, key.private, algorithm=alg or key.alg, headers=hdr)
 
 
-def mint_device(key: SigningKey, thumbprint: str | None, claims: dict[str, Any] | None = None,
-                **kw: Any) -> str:
-    body: dict[str, Any] = {"device_id": "dev-42", "sub": "dev-42", "trust_level": "high",
-                            "managed": True, "os": "linux", "patch_level": "2026-10"}
+def mint_device(
+    key: SigningKey, thumbprint: str | None, claims: dict[str, Any] | None = None, **kw: Any
+) -> str:
+    body: dict[str, Any] = {
+        "device_id": "dev-42",
+        "sub": "dev-42",
+        "trust_level": "high",
+        "managed": True,
+        "os": "linux",
+        "patch_level": "2026-10",
+    }
     if thumbprint is not None:
         body["cnf"] = {"x5t#S256": thumbprint}
     body.update(claims or {})
@@ -102,23 +123,46 @@ def make_peer(name: str = "workload") -> PeerIdentity:
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     spiffe = f"spiffe://corp.example/ns/prod/sa/{name}"
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=365))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(spiffe)]), critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe)]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
     digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
-    return PeerIdentity(spiffe_id=spiffe, trust_domain="corp.example", x5t_s256=b64u(digest),
-                        fingerprint_sha256=digest.hex(), subject=f"CN={name}",
-                        issuer=f"CN={name}", not_before=now,
-                        not_after=now + dt.timedelta(days=365), uri_sans=(spiffe,))
+    return PeerIdentity(
+        spiffe_id=spiffe,
+        trust_domain="corp.example",
+        x5t_s256=b64u(digest),
+        fingerprint_sha256=digest.hex(),
+        subject=f"CN={name}",
+        issuer=f"CN={name}",
+        not_before=now,
+        not_after=now + dt.timedelta(days=365),
+        uri_sans=(spiffe,),
+    )
 
 
-def route(user: Requirement = Requirement.REQUIRED, device: Requirement = Requirement.NONE,
-          binding: Binding = Binding.REQUIRED) -> Route:
-    return Route(name="payments-api", service="payments", upstream="http://127.0.0.1:9",
-                 user=user, device=device, device_binding=binding)
+def route(
+    user: Requirement = Requirement.REQUIRED,
+    device: Requirement = Requirement.NONE,
+    binding: Binding = Binding.REQUIRED,
+) -> Route:
+    return Route(
+        name="payments-api",
+        service="payments",
+        upstream="http://127.0.0.1:9",
+        user=user,
+        device=device,
+        device_binding=binding,
+    )
 
 
 def headers(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
@@ -154,8 +198,9 @@ class JwksServer:
         if keys is None:
             return web.Response(status=404)
         hdrs = {"Cache-Control": self.cache_control} if self.cache_control else {}
-        return web.Response(body=json.dumps({"keys": keys}).encode(), headers=hdrs,
-                            content_type="application/json")
+        return web.Response(
+            body=json.dumps({"keys": keys}).encode(), headers=hdrs, content_type="application/json"
+        )
 
     async def start(self) -> None:
         app = web.Application()
@@ -173,18 +218,33 @@ class JwksServer:
 
 
 def issuers_for(base: str, **overrides: Any) -> IdentityConfig:
-    user = IssuerConfig(name="corp-idp", kind="user", issuer=USER_ISS, audiences=(USER_AUD,),
-                        algorithms=("ES256", "RS256", "PS256"), jwks_uri=f"{base}/user/jwks")
-    device = IssuerConfig(name="device-trust", kind="device", issuer=DEVICE_ISS,
-                          audiences=(DEVICE_AUD,), algorithms=("ES256",),
-                          jwks_uri=f"{base}/device/jwks",
-                          required_claims=("exp", "iat", "device_id"),
-                          device_id_claim="device_id")
+    user = IssuerConfig(
+        name="corp-idp",
+        kind="user",
+        issuer=USER_ISS,
+        audiences=(USER_AUD,),
+        algorithms=("ES256", "RS256", "PS256"),
+        jwks_uri=f"{base}/user/jwks",
+    )
+    device = IssuerConfig(
+        name="device-trust",
+        kind="device",
+        issuer=DEVICE_ISS,
+        audiences=(DEVICE_AUD,),
+        algorithms=("ES256",),
+        jwks_uri=f"{base}/device/jwks",
+        required_claims=("exp", "iat", "device_id"),
+        device_id_claim="device_id",
+    )
     return IdentityConfig(issuers=(user, device), **overrides)
 
 
-def sign_raw(header: bytes | dict[str, Any], payload: bytes | dict[str, Any],
-             key: SigningKey | None, alg: str = "ES256") -> str:
+def sign_raw(
+    header: bytes | dict[str, Any],
+    payload: bytes | dict[str, Any],
+    key: SigningKey | None,
+    alg: str = "ES256",
+) -> str:
     """A compact JWS from exact header and payload bytes (for crafted attacks)."""
     from jwt.algorithms import get_default_algorithms
 
@@ -196,8 +256,13 @@ def sign_raw(header: bytes | dict[str, Any], payload: bytes | dict[str, Any],
 
 
 def claims(now: float = T0, **extra: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"iss": USER_ISS, "aud": USER_AUD, "sub": "alice", "iat": int(now),
-                           "exp": int(now) + 300}
+    out: dict[str, Any] = {
+        "iss": USER_ISS,
+        "aud": USER_AUD,
+        "sub": "alice",
+        "iat": int(now),
+        "exp": int(now) + 300,
+    }
     out.update(extra)
     return out
 

@@ -26,12 +26,10 @@ REQ, NONE = Requirement.REQUIRED, Requirement.NONE
 
 
 def hits(metrics: Metrics) -> float:
-    return metrics.registry.get_sample_value("ztproxy_token_cache_total",
-                                             {"result": "hit"}) or 0.0
+    return metrics.registry.get_sample_value("ztproxy_token_cache_total", {"result": "hit"}) or 0.0
 
 
-async def test_second_use_is_a_hit(make_auth, user_key: SigningKey,
-                                   peer: PeerIdentity) -> None:
+async def test_second_use_is_a_hit(make_auth, user_key: SigningKey, peer: PeerIdentity) -> None:
     metrics = Metrics()
     auth = await make_auth(metrics=metrics)
     token = mint(user_key)
@@ -40,8 +38,9 @@ async def test_second_use_is_a_hit(make_auth, user_key: SigningKey,
     assert hits(metrics) == 1 and first.user == second.user
 
 
-async def test_entry_never_outlives_exp(make_auth, jwks_server, user_key: SigningKey,
-                                        clock: FakeClock, peer: PeerIdentity) -> None:
+async def test_entry_never_outlives_exp(
+    make_auth, jwks_server, user_key: SigningKey, clock: FakeClock, peer: PeerIdentity
+) -> None:
     """With leeway 0 the cache is the only thing that could still accept the token."""
     base = issuers_for(jwks_server.base)
     user = dataclasses.replace(base.issuers[0], leeway_seconds=0)
@@ -58,9 +57,9 @@ async def test_entry_never_outlives_exp(make_auth, jwks_server, user_key: Signin
     assert err.value.reason == "expired" and hits(metrics) == 1
 
 
-async def test_keyed_by_client_certificate(make_auth, device_key: SigningKey,
-                                           peer: PeerIdentity,
-                                           other_peer: PeerIdentity) -> None:
+async def test_keyed_by_client_certificate(
+    make_auth, device_key: SigningKey, peer: PeerIdentity, other_peer: PeerIdentity
+) -> None:
     """A device token cached for its own certificate is refused for another one."""
     auth = await make_auth()
     token = mint_device(device_key, peer.x5t_s256)
@@ -71,8 +70,9 @@ async def test_keyed_by_client_certificate(make_auth, device_key: SigningKey,
     assert err.value.reason == "cert_binding_mismatch"
 
 
-async def test_binding_rule_applies_to_hits(make_auth, device_key: SigningKey,
-                                            peer: PeerIdentity) -> None:
+async def test_binding_rule_applies_to_hits(
+    make_auth, device_key: SigningKey, peer: PeerIdentity
+) -> None:
     auth = await make_auth()
     token = mint_device(device_key, None)
     hdrs = bearer(token, "Device-Authorization")
@@ -82,20 +82,19 @@ async def test_binding_rule_applies_to_hits(make_auth, device_key: SigningKey,
     assert err.value.reason == "unbound_device_token"
 
 
-async def test_kind_is_part_of_the_key(make_auth, user_key: SigningKey,
-                                       peer: PeerIdentity) -> None:
+async def test_kind_is_part_of_the_key(make_auth, user_key: SigningKey, peer: PeerIdentity) -> None:
     auth = await make_auth()
     token = mint(user_key, {"cnf": {"x5t#S256": peer.x5t_s256}})
     await auth.authenticate(bearer(token), "", route(), peer)
     with pytest.raises(Unauthenticated) as err:
-        await auth.authenticate(bearer(token, "Device-Authorization"), "", route(NONE, REQ),
-                                peer)
+        await auth.authenticate(bearer(token, "Device-Authorization"), "", route(NONE, REQ), peer)
     assert err.value.reason == "wrong_token_kind"
 
 
 def _principal(exp: int, sub: str = "a") -> Principal:
-    return Principal(kind="user", issuer="i", subject=sub, claims={}, token_sha256="0" * 64,
-                     expires_at=exp)
+    return Principal(
+        kind="user", issuer="i", subject=sub, claims={}, token_sha256="0" * 64, expires_at=exp
+    )
 
 
 def test_bounded_lru() -> None:

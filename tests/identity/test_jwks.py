@@ -46,10 +46,9 @@ async def reason(auth: TokenAuthenticator, token: str, peer: PeerIdentity) -> st
     return f"{err.value.status}:{err.value.reason}"
 
 
-async def test_rotation_new_key_accepted_without_restart(auth, jwks_server: JwksServer,
-                                                         user_key: SigningKey,
-                                                         clock: FakeClock,
-                                                         peer: PeerIdentity) -> None:
+async def test_rotation_new_key_accepted_without_restart(
+    auth, jwks_server: JwksServer, user_key: SigningKey, clock: FakeClock, peer: PeerIdentity
+) -> None:
     new = ec_key("user-2")
     jwks_server.docs[USER] = [user_key.jwk(alg="ES256"), new.jwk(alg="ES256")]
     token = mint(new)
@@ -60,10 +59,9 @@ async def test_rotation_new_key_accepted_without_restart(auth, jwks_server: Jwks
     assert jwks_server.fetches(USER) == 2
 
 
-async def test_removed_key_stops_once_the_ttl_has_passed(auth, jwks_server: JwksServer,
-                                                         user_key: SigningKey,
-                                                         clock: FakeClock,
-                                                         peer: PeerIdentity) -> None:
+async def test_removed_key_stops_once_the_ttl_has_passed(
+    auth, jwks_server: JwksServer, user_key: SigningKey, clock: FakeClock, peer: PeerIdentity
+) -> None:
     token = mint(user_key, {"exp": int(clock.now) + 7200})
     await ok(auth, token, peer)  # now cached too
     new = ec_key("user-2")
@@ -75,9 +73,9 @@ async def test_removed_key_stops_once_the_ttl_has_passed(auth, jwks_server: Jwks
     await ok(auth, mint(new, now=clock.now), peer)
 
 
-async def test_cache_control_max_age_shortens_the_ttl(make_auth, jwks_server: JwksServer,
-                                                      user_key: SigningKey, clock: FakeClock,
-                                                      peer: PeerIdentity) -> None:
+async def test_cache_control_max_age_shortens_the_ttl(
+    make_auth, jwks_server: JwksServer, user_key: SigningKey, clock: FakeClock, peer: PeerIdentity
+) -> None:
     jwks_server.cache_control = "public, max-age=60"
     auth = await make_auth()
     before = jwks_server.fetches(USER)
@@ -89,11 +87,18 @@ async def test_cache_control_max_age_shortens_the_ttl(make_auth, jwks_server: Jw
     assert jwks_server.fetches(USER) == before + 1
 
 
-@pytest.mark.parametrize(("header", "ttl"), [("max-age=5", 30), ("no-store", 30),
-                                             ("max-age=999999", 600), (None, 600)])
-async def test_cache_control_is_bounded(make_auth, jwks_server: JwksServer, clock: FakeClock,
-                                        user_key: SigningKey, peer: PeerIdentity,
-                                        header: str | None, ttl: int) -> None:
+@pytest.mark.parametrize(
+    ("header", "ttl"), [("max-age=5", 30), ("no-store", 30), ("max-age=999999", 600), (None, 600)]
+)
+async def test_cache_control_is_bounded(
+    make_auth,
+    jwks_server: JwksServer,
+    clock: FakeClock,
+    user_key: SigningKey,
+    peer: PeerIdentity,
+    header: str | None,
+    ttl: int,
+) -> None:
     jwks_server.cache_control = header
     auth = await make_auth()
     before = jwks_server.fetches(USER)
@@ -114,9 +119,9 @@ def test_parse_cache_control() -> None:
     assert parse_cache_control(None) is None
 
 
-async def test_endpoint_down_within_the_stale_window(auth, jwks_server: JwksServer,
-                                                     user_key: SigningKey, clock: FakeClock,
-                                                     peer: PeerIdentity) -> None:
+async def test_endpoint_down_within_the_stale_window(
+    auth, jwks_server: JwksServer, user_key: SigningKey, clock: FakeClock, peer: PeerIdentity
+) -> None:
     jwks_server.status = 503
     clock.advance(601)  # past the TTL: refresh fails, the last good keys still serve
     await ok(auth, mint(user_key, now=clock.now), peer)
@@ -129,13 +134,12 @@ async def test_endpoint_down_within_the_stale_window(auth, jwks_server: JwksServ
     assert auth.stats()["jwks_age_seconds:corp-idp"] == 0
 
 
-async def test_endpoint_down_beyond_the_stale_window(auth, jwks_server: JwksServer,
-                                                     user_key: SigningKey, clock: FakeClock,
-                                                     peer: PeerIdentity) -> None:
+async def test_endpoint_down_beyond_the_stale_window(
+    auth, jwks_server: JwksServer, user_key: SigningKey, clock: FakeClock, peer: PeerIdentity
+) -> None:
     jwks_server.status = 500
     clock.advance(600 + 3600)
-    assert await reason(auth, mint(user_key, now=clock.now), peer) == \
-        "503:issuer_keys_unavailable"
+    assert await reason(auth, mint(user_key, now=clock.now), peer) == "503:issuer_keys_unavailable"
     assert auth.readiness()["jwks:corp-idp"] is False
     jwks_server.status = 200
     clock.advance(30)
@@ -144,8 +148,8 @@ async def test_endpoint_down_beyond_the_stale_window(auth, jwks_server: JwksServ
 
 
 async def test_never_loaded_is_503_and_not_ready_until_it_loads(
-        make_auth, jwks_server: JwksServer, user_key: SigningKey, clock: FakeClock,
-        peer: PeerIdentity) -> None:
+    make_auth, jwks_server: JwksServer, user_key: SigningKey, clock: FakeClock, peer: PeerIdentity
+) -> None:
     jwks_server.status = 502
     auth = await make_auth(poll=0.01)  # start() must not fail hard
     assert auth.readiness() == {"jwks:corp-idp": False, "jwks:device-trust": False}
@@ -163,9 +167,9 @@ async def test_never_loaded_is_503_and_not_ready_until_it_loads(
     await ok(auth, mint(user_key, now=clock.now), peer)
 
 
-async def test_concurrent_refreshes_share_one_fetch(auth, jwks_server: JwksServer,
-                                                    user_key: SigningKey, clock: FakeClock,
-                                                    peer: PeerIdentity) -> None:
+async def test_concurrent_refreshes_share_one_fetch(
+    auth, jwks_server: JwksServer, user_key: SigningKey, clock: FakeClock, peer: PeerIdentity
+) -> None:
     jwks_server.delay = 0.05
     clock.advance(601)
     before = jwks_server.fetches(USER)
@@ -174,8 +178,9 @@ async def test_concurrent_refreshes_share_one_fetch(auth, jwks_server: JwksServe
     assert jwks_server.fetches(USER) == before + 1
 
 
-async def test_slow_endpoint_times_out_after_two_seconds(make_auth, jwks_server: JwksServer,
-                                                         peer: PeerIdentity) -> None:
+async def test_slow_endpoint_times_out_after_two_seconds(
+    make_auth, jwks_server: JwksServer, peer: PeerIdentity
+) -> None:
     jwks_server.delay = 3.0
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -185,8 +190,9 @@ async def test_slow_endpoint_times_out_after_two_seconds(make_auth, jwks_server:
     assert not any(auth.readiness().values())
 
 
-async def test_redirects_are_not_followed(make_auth, user_key: SigningKey,
-                                          clock: FakeClock, peer: PeerIdentity) -> None:
+async def test_redirects_are_not_followed(
+    make_auth, user_key: SigningKey, clock: FakeClock, peer: PeerIdentity
+) -> None:
     target = JwksServer(docs={USER: [user_key.jwk(alg="ES256")]})
     await target.start()
     app = web.Application()
@@ -205,10 +211,17 @@ async def test_redirects_are_not_followed(make_auth, user_key: SigningKey,
         await target.stop()
 
 
-@pytest.mark.parametrize("body", [b"not json", b'{"keys": 1}', b"[1, 2",
-                                  b'{"keys": [], "keys": [{"kty": "oct", "k": "AA"}]}',
-                                  b'{"keys": [' + b"{}," * 200 + b"{}]}",
-                                  b'{"keys": []' + b" " * 600_000 + b"}"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b'{"keys": 1}',
+        b"[1, 2",
+        b'{"keys": [], "keys": [{"kty": "oct", "k": "AA"}]}',
+        b'{"keys": [' + b"{}," * 200 + b"{}]}",
+        b'{"keys": []' + b" " * 600_000 + b"}",
+    ],
+)
 async def test_bad_documents_are_not_loaded(make_auth, clock: FakeClock, body: bytes) -> None:
     runner, port = await serve(static_app(USER, body))
     try:
@@ -223,19 +236,21 @@ def test_keyset_skips_keys_that_cannot_be_trust_anchors(rsa_key: SigningKey) -> 
     private = good.jwk(alg="ES256", kid="private")
     private["d"] = "AAAA"
     small = SigningKey("small", "RS256", rsa.generate_private_key(65537, 1024))
-    doc = {"keys": [
-        good.jwk(alg="ES256"),
-        private,
-        {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac", "alg": "HS256"},
-        small.jwk(alg="RS256"),
-        good.jwk(alg="ES256", kid="enc", use="enc"),
-        good.jwk(alg="ES256", kid="ops", key_ops=["sign"]),
-        good.jwk(alg="ES384", kid="alg384"),  # P-256 key claiming ES384
-        good.jwk(kid=""),
-        {"kid": "junk"},
-        "not a key",
-        rsa_key.jwk(kid="rsa-any"),  # no alg: usable for every RSA alg configured
-    ]}
+    doc = {
+        "keys": [
+            good.jwk(alg="ES256"),
+            private,
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac", "alg": "HS256"},
+            small.jwk(alg="RS256"),
+            good.jwk(alg="ES256", kid="enc", use="enc"),
+            good.jwk(alg="ES256", kid="ops", key_ops=["sign"]),
+            good.jwk(alg="ES384", kid="alg384"),  # P-256 key claiming ES384
+            good.jwk(kid=""),
+            {"kid": "junk"},
+            "not a key",
+            rsa_key.jwk(kid="rsa-any"),  # no alg: usable for every RSA alg configured
+        ]
+    }
     keys = build_keyset(doc, ("ES256", "ES384", "RS256", "PS256"))
     assert keys.kids == {"good", "rsa-any"}
     assert keys.find("good", "ES256") is not None
@@ -247,14 +262,16 @@ def test_keyset_skips_keys_that_cannot_be_trust_anchors(rsa_key: SigningKey) -> 
         build_keyset("keys", ("ES256",))
 
 
-async def test_jwks_file_source_follows_the_file(tmp_path: Path, user_key: SigningKey,
-                                                 clock: FakeClock, peer: PeerIdentity) -> None:
+async def test_jwks_file_source_follows_the_file(
+    tmp_path: Path, user_key: SigningKey, clock: FakeClock, peer: PeerIdentity
+) -> None:
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps({"keys": [user_key.jwk(alg="ES256")]}))
     base = issuers_for("http://unused")
     user = dataclasses.replace(base.issuers[0], jwks_uri=None, jwks_file=str(path))
-    auth = TokenAuthenticator(dataclasses.replace(base, issuers=(user,)), clock=clock,
-                              refresh_poll_seconds=3600)
+    auth = TokenAuthenticator(
+        dataclasses.replace(base, issuers=(user,)), clock=clock, refresh_poll_seconds=3600
+    )
     await auth.start()
     try:
         await ok(auth, mint(user_key), peer)
@@ -271,8 +288,9 @@ async def test_jwks_file_source_follows_the_file(tmp_path: Path, user_key: Signi
 
 async def test_inline_jwks(user_key: SigningKey, clock: FakeClock, peer: PeerIdentity) -> None:
     base = issuers_for("http://unused")
-    user = dataclasses.replace(base.issuers[0], jwks_uri=None,
-                               jwks={"keys": [user_key.jwk(alg="ES256")]})
+    user = dataclasses.replace(
+        base.issuers[0], jwks_uri=None, jwks={"keys": [user_key.jwk(alg="ES256")]}
+    )
     auth = TokenAuthenticator(dataclasses.replace(base, issuers=(user,)), clock=clock)
     await auth.start()
     try:
@@ -282,8 +300,9 @@ async def test_inline_jwks(user_key: SigningKey, clock: FakeClock, peer: PeerIde
         await auth.close()
 
 
-async def test_https_jwks_with_a_private_ca(tmp_path: Path, user_key: SigningKey,
-                                            clock: FakeClock, peer: PeerIdentity) -> None:
+async def test_https_jwks_with_a_private_ca(
+    tmp_path: Path, user_key: SigningKey, clock: FakeClock, peer: PeerIdentity
+) -> None:
     ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
@@ -307,13 +326,23 @@ async def test_https_jwks_with_a_private_ca(tmp_path: Path, user_key: SigningKey
         await runner.cleanup()
 
 
-LOG_FIELDS = {"event", "log_level", "issuer", "reason", "have_keys", "keys", "skipped",
-              "ttl_seconds", "age_seconds", "until_seconds"}
+LOG_FIELDS = {
+    "event",
+    "log_level",
+    "issuer",
+    "reason",
+    "have_keys",
+    "keys",
+    "skipped",
+    "ttl_seconds",
+    "age_seconds",
+    "until_seconds",
+}
 
 
 async def test_outage_is_said_in_the_log_with_allow_listed_fields(
-        auth, jwks_server: JwksServer, user_key: SigningKey, clock: FakeClock,
-        peer: PeerIdentity) -> None:
+    auth, jwks_server: JwksServer, user_key: SigningKey, clock: FakeClock, peer: PeerIdentity
+) -> None:
     from structlog.testing import capture_logs
 
     token_text: list[str] = []
@@ -324,14 +353,20 @@ async def test_outage_is_said_in_the_log_with_allow_listed_fields(
         token_text.append(token)
         await ok(auth, token, peer)
         clock.advance(3600)
-        assert await reason(auth, mint(user_key, now=clock.now), peer) == \
-            "503:issuer_keys_unavailable"
+        assert (
+            await reason(auth, mint(user_key, now=clock.now), peer) == "503:issuer_keys_unavailable"
+        )
         jwks_server.status = 200
         clock.advance(30)
         await ok(auth, mint(user_key, now=clock.now), peer)
     events = [entry["event"] for entry in logs]
-    assert events == ["jwks_fetch_failed", "jwks_using_stale_keys", "jwks_fetch_failed",
-                      "jwks_stale_window_passed", "jwks_recovered"]
+    assert events == [
+        "jwks_fetch_failed",
+        "jwks_using_stale_keys",
+        "jwks_fetch_failed",
+        "jwks_stale_window_passed",
+        "jwks_recovered",
+    ]
     for entry in logs:
         assert set(entry) <= LOG_FIELDS, entry
         assert entry.get("issuer") == "corp-idp"

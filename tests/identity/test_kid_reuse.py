@@ -14,9 +14,14 @@ from ztproxy.model import PeerIdentity
 
 
 @pytest.mark.parametrize("rounds", [1, 2])  # 2: the credentials memo has seen it twice
-async def test_kid_reused_with_a_new_key(make_auth, jwks_server: JwksServer,
-                                         user_key: SigningKey, clock: FakeClock,
-                                         peer: PeerIdentity, rounds: int) -> None:
+async def test_kid_reused_with_a_new_key(
+    make_auth,
+    jwks_server: JwksServer,
+    user_key: SigningKey,
+    clock: FakeClock,
+    peer: PeerIdentity,
+    rounds: int,
+) -> None:
     auth = await make_auth()
     old_token = mint(user_key, {"exp": int(T0) + 7200})
     for _ in range(rounds):
@@ -41,10 +46,15 @@ def test_thumbprint_is_the_key_not_the_kid(user_key: SigningKey) -> None:
     assert a.kids == b.kids
     assert a.thumbprint(user_key.kid, "ES256") != b.thumbprint(user_key.kid, "ES256")
     # RFC 7638 section 3.1's example key and thumbprint
-    rsa = {"kty": "RSA", "e": "AQAB", "alg": "RS256", "kid": "2011-04-29", "n":
-           "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6t"
-           "Soc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-"
-           "65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08q"
-           "NLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8aw"
-           "apJzKnqDKgw"}
+    rsa = {
+        "kty": "RSA",
+        "e": "AQAB",
+        "alg": "RS256",
+        "kid": "2011-04-29",
+        "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6t"
+        "Soc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-"
+        "65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08q"
+        "NLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8aw"
+        "apJzKnqDKgw",
+    }
     assert jwk_thumbprint(rsa) == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"

@@ -29,18 +29,19 @@ USER = "/user/jwks"  # the user issuer's JWKS path on the test server
 
 
 def both(user_token: str, device_token: str) -> object:
-    return headers(("Authorization", f"Bearer {user_token}"),
-                   ("Device-Authorization", f"Bearer {device_token}"))
+    return headers(
+        ("Authorization", f"Bearer {user_token}"),
+        ("Device-Authorization", f"Bearer {device_token}"),
+    )
 
 
 def hits(metrics: Metrics) -> float:
-    return metrics.registry.get_sample_value("ztproxy_token_cache_total",
-                                             {"result": "hit"}) or 0.0
+    return metrics.registry.get_sample_value("ztproxy_token_cache_total", {"result": "hit"}) or 0.0
 
 
 async def test_the_same_request_is_answered_whole_and_counted_per_token(
-        make_auth, user_key: SigningKey, device_key: SigningKey,
-        peer: PeerIdentity) -> None:
+    make_auth, user_key: SigningKey, device_key: SigningKey, peer: PeerIdentity
+) -> None:
     metrics = Metrics()
     auth = await make_auth(metrics=metrics)
     rt = route(REQ, REQ)
@@ -50,19 +51,30 @@ async def test_the_same_request_is_answered_whole_and_counted_per_token(
     third = await auth.authenticate(hdrs, "", rt, peer)
     assert second is first and third is first  # the per-token path builds a new one
     assert hits(metrics) == 4  # two tokens, two hits each
-    assert metrics.registry.get_sample_value(
-        "ztproxy_token_verifications_total", {"kind": "device", "result": "ok"}) == 3
+    assert (
+        metrics.registry.get_sample_value(
+            "ztproxy_token_verifications_total", {"kind": "device", "result": "ok"}
+        )
+        == 3
+    )
 
 
-async def test_never_past_the_earliest_exp(make_auth, jwks_server: JwksServer,
-                                           user_key: SigningKey, device_key: SigningKey,
-                                           clock: FakeClock, peer: PeerIdentity) -> None:
+async def test_never_past_the_earliest_exp(
+    make_auth,
+    jwks_server: JwksServer,
+    user_key: SigningKey,
+    device_key: SigningKey,
+    clock: FakeClock,
+    peer: PeerIdentity,
+) -> None:
     base = issuers_for(jwks_server.base)
     strict = tuple(dataclasses.replace(i, leeway_seconds=0) for i in base.issuers)
     auth = await make_auth(dataclasses.replace(base, issuers=strict))
     rt = route(REQ, REQ)
-    hdrs = both(mint(user_key, {"exp": int(T0) + 600}),
-                mint_device(device_key, peer.x5t_s256, {"exp": int(T0) + 100}))
+    hdrs = both(
+        mint(user_key, {"exp": int(T0) + 600}),
+        mint_device(device_key, peer.x5t_s256, {"exp": int(T0) + 100}),
+    )
     first = await auth.authenticate(hdrs, "", rt, peer)
     clock.advance(99)
     assert await auth.authenticate(hdrs, "", rt, peer) is first
@@ -72,10 +84,9 @@ async def test_never_past_the_earliest_exp(make_auth, jwks_server: JwksServer,
     assert err.value.reason == "expired"
 
 
-async def test_a_key_removed_from_the_jwks_ends_it(make_auth, jwks_server: JwksServer,
-                                                   user_key: SigningKey,
-                                                   clock: FakeClock,
-                                                   peer: PeerIdentity) -> None:
+async def test_a_key_removed_from_the_jwks_ends_it(
+    make_auth, jwks_server: JwksServer, user_key: SigningKey, clock: FakeClock, peer: PeerIdentity
+) -> None:
     auth = await make_auth()
     rt = route(REQ)
     hdrs = headers(("Authorization", f"Bearer {mint(user_key, {'exp': int(T0) + 7200})}"))
@@ -90,8 +101,8 @@ async def test_a_key_removed_from_the_jwks_ends_it(make_auth, jwks_server: JwksS
 
 
 async def test_another_certificate_or_route_is_not_answered_from_it(
-        make_auth, device_key: SigningKey, peer: PeerIdentity,
-        other_peer: PeerIdentity) -> None:
+    make_auth, device_key: SigningKey, peer: PeerIdentity, other_peer: PeerIdentity
+) -> None:
     auth = await make_auth()
     relaxed = route(Requirement.NONE, REQ, Binding.RELAXED)
     unbound = headers(("Device-Authorization", f"Bearer {mint_device(device_key, None)}"))
@@ -102,16 +113,16 @@ async def test_another_certificate_or_route_is_not_answered_from_it(
     with pytest.raises(Unauthenticated) as err:
         await auth.authenticate(unbound, "", strict, peer)
     assert err.value.reason == "unbound_device_token"
-    bound = headers(("Device-Authorization",
-                     f"Bearer {mint_device(device_key, peer.x5t_s256)}"))
+    bound = headers(("Device-Authorization", f"Bearer {mint_device(device_key, peer.x5t_s256)}"))
     await auth.authenticate(bound, "", strict, peer)
     with pytest.raises(Unauthenticated) as err:
         await auth.authenticate(bound, "", strict, other_peer)
     assert err.value.reason == "cert_binding_mismatch"
 
 
-async def test_refusals_are_never_remembered(make_auth, user_key: SigningKey,
-                                             peer: PeerIdentity) -> None:
+async def test_refusals_are_never_remembered(
+    make_auth, user_key: SigningKey, peer: PeerIdentity
+) -> None:
     auth = await make_auth()
     rt = route(REQ)
     token = mint(user_key)
@@ -127,9 +138,9 @@ async def test_refusals_are_never_remembered(make_auth, user_key: SigningKey,
     assert auth._pairs == {}
 
 
-async def test_bounded_and_off_with_the_token_cache(make_auth, jwks_server: JwksServer,
-                                                    user_key: SigningKey,
-                                                    peer: PeerIdentity) -> None:
+async def test_bounded_and_off_with_the_token_cache(
+    make_auth, jwks_server: JwksServer, user_key: SigningKey, peer: PeerIdentity
+) -> None:
     base = issuers_for(jwks_server.base)
     small = await make_auth(dataclasses.replace(base, token_cache_size=3))
     off = await make_auth(dataclasses.replace(base, token_cache_size=0))

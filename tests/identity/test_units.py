@@ -17,9 +17,11 @@ from ztproxy.model import Binding
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner,
-                                                                max_size=4),
-    max_leaves=20)
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=200)
@@ -34,8 +36,17 @@ def test_strictjson_duplicates(doc: bytes) -> None:
         strictjson.loads(doc)
 
 
-@pytest.mark.parametrize("doc", [b"NaN", b'{"exp": Infinity}', b"[-Infinity]", b"\xff",
-                                 b"[" * 40 + b"]" * 40, b'{"a":' * 40 + b"1" + b"}" * 40])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        b"NaN",
+        b'{"exp": Infinity}',
+        b"[-Infinity]",
+        b"\xff",
+        b"[" * 40 + b"]" * 40,
+        b'{"a":' * 40 + b"1" + b"}" * 40,
+    ],
+)
 def test_strictjson_refuses_non_json(doc: bytes) -> None:
     with pytest.raises(ValueError):
         strictjson.loads(doc)
@@ -56,10 +67,8 @@ def test_binding_rules() -> None:
     assert check_binding({}, "device", Binding.RELAXED, PEER) is False
     cases = [
         ({}, "device", Binding.REQUIRED, "unbound_device_token"),
-        ({"cnf": {"x5t#S256": PEER + "="}}, "device", Binding.REQUIRED,
-         "cert_binding_mismatch"),
-        ({"cnf": {"x5t#S256": PEER.lower()}}, "user", Binding.RELAXED,
-         "cert_binding_mismatch"),
+        ({"cnf": {"x5t#S256": PEER + "="}}, "device", Binding.REQUIRED, "cert_binding_mismatch"),
+        ({"cnf": {"x5t#S256": PEER.lower()}}, "user", Binding.RELAXED, "cert_binding_mismatch"),
         ({"cnf": {"x5t#S256": 1}}, "device", Binding.RELAXED, "cert_binding_mismatch"),
         ({"cnf": "x"}, "device", Binding.REQUIRED, "invalid_claim"),
         ({"cnf": {"jkt": "abc"}}, "device", Binding.RELAXED, "unsupported_binding"),
@@ -75,10 +84,11 @@ def test_binding_rules() -> None:
 
 def test_bearer_token_parsing() -> None:
     assert bearer_token(headers(), "authorization") is None
-    assert bearer_token(headers(("Authorization", "Bearer abc.def.ghi")), "authorization") \
+    assert (
+        bearer_token(headers(("Authorization", "Bearer abc.def.ghi")), "authorization")
         == "abc.def.ghi"
-    assert bearer_token(headers(("authorization", "BEARER  a.b.c ")), "Authorization") \
-        == "a.b.c"
+    )
+    assert bearer_token(headers(("authorization", "BEARER  a.b.c ")), "Authorization") == "a.b.c"
     for value in ("Bearer", "Token a.b.c", "Bearer a b", "Bearer a,b", "Bearer\ta.b.c"):
         with pytest.raises(Unauthenticated) as err:
             bearer_token(headers(("Authorization", value)), "authorization")
@@ -90,21 +100,36 @@ PAYLOAD = b64u(json.dumps({"sub": "alice"}).encode())
 NOT_A_HEADER = b64u(json.dumps({"name": "x"}).encode())
 
 
-@pytest.mark.parametrize("query", [
-    f"t={HEADER}.{PAYLOAD}.sig", f"t={HEADER}.{PAYLOAD}.", f"{HEADER}.{PAYLOAD}.sig=1",
-    f"a=1;x=prefix%20{HEADER}%2E{PAYLOAD}%2Esig", "access_token=opaque", "Id_Token=1",
-    f"t={b64u(json.dumps({'alg': 'RSA-OAEP', 'enc': 'A256GCM'}).encode())}.e.k.iv.tag",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"t={HEADER}.{PAYLOAD}.sig",
+        f"t={HEADER}.{PAYLOAD}.",
+        f"{HEADER}.{PAYLOAD}.sig=1",
+        f"a=1;x=prefix%20{HEADER}%2E{PAYLOAD}%2Esig",
+        "access_token=opaque",
+        "Id_Token=1",
+        f"t={b64u(json.dumps({'alg': 'RSA-OAEP', 'enc': 'A256GCM'}).encode())}.e.k.iv.tag",
+    ],
+)
 def test_query_tokens_found(query: str) -> None:
     with pytest.raises(Unauthenticated) as err:
         check_query(query)
     assert err.value.reason == "token_in_query"
 
 
-@pytest.mark.parametrize("query", [
-    "", "limit=10&offset=20", "q=eyes.open.now", "file=report.v2.final.pdf",
-    f"t={NOT_A_HEADER}.abc.def", "token=abc", "sort=-created_at",
-    "ey" * 5000 + "." * 3,
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "limit=10&offset=20",
+        "q=eyes.open.now",
+        "file=report.v2.final.pdf",
+        f"t={NOT_A_HEADER}.abc.def",
+        "token=abc",
+        "sort=-created_at",
+        "ey" * 5000 + "." * 3,
+    ],
+)
 def test_query_without_tokens(query: str) -> None:
     check_query(query)

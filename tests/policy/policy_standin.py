@@ -26,8 +26,7 @@ from ztproxy.policy.engine import EngineError
 
 
 class StandInOpa:
-    def __init__(self, policy_dirs: list[str], ssl_context: ssl.SSLContext | None = None
-                 ) -> None:
+    def __init__(self, policy_dirs: list[str], ssl_context: ssl.SSLContext | None = None) -> None:
         self.engine = EmbeddedEngine(policy_dirs)
         self.mode = "normal"
         self.delay = 1.0
@@ -89,9 +88,9 @@ class StandInOpa:
         try:
             raw = self.engine.evaluate_sync(request.match_info["path"], body.get("input"))
         except EngineError as exc:
-            return web.json_response({"code": "internal_error", "message": exc.detail},
-                                     status=500)
+            return web.json_response({"code": "internal_error", "message": exc.detail}, status=500)
         if not raw.defined:
             return web.Response(body=b"{}", content_type="application/json")
-        return web.Response(body=json.dumps({"result": raw.value}).encode(),
-                            content_type="application/json")
+        return web.Response(
+            body=json.dumps({"result": raw.value}).encode(), content_type="application/json"
+        )

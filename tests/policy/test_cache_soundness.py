@@ -86,21 +86,37 @@ decision if input.request.method == "DELETE"
 }
 
 _scalars = st.sampled_from([None, True, 1, 2, 3, "x", "GET"])
-_claims = st.one_of(_scalars, st.fixed_dictionaries({}, optional={
-    "blocked": st.sampled_from([True, False, None]), "level": st.sampled_from([1, 2, 3, "3"])}))
-doc_strategy = st.fixed_dictionaries({
-    "request": st.one_of(
-        st.fixed_dictionaries({
-            "id": st.sampled_from(["1", "7"]),
-            "time": st.sampled_from(["t0", "t1"]),
-            "method": st.sampled_from(["GET", "DELETE"]),
-        }),
-        _scalars, st.lists(_scalars, max_size=2)),
-    "field": st.sampled_from(["id", "time", "method"]),
-}, optional={
-    "user": st.one_of(_scalars, st.fixed_dictionaries({}, optional={
-        "claims": _claims, "name": _scalars})),
-})
+_claims = st.one_of(
+    _scalars,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "blocked": st.sampled_from([True, False, None]),
+            "level": st.sampled_from([1, 2, 3, "3"]),
+        },
+    ),
+)
+doc_strategy = st.fixed_dictionaries(
+    {
+        "request": st.one_of(
+            st.fixed_dictionaries(
+                {
+                    "id": st.sampled_from(["1", "7"]),
+                    "time": st.sampled_from(["t0", "t1"]),
+                    "method": st.sampled_from(["GET", "DELETE"]),
+                }
+            ),
+            _scalars,
+            st.lists(_scalars, max_size=2),
+        ),
+        "field": st.sampled_from(["id", "time", "method"]),
+    },
+    optional={
+        "user": st.one_of(
+            _scalars, st.fixed_dictionaries({}, optional={"claims": _claims, "name": _scalars})
+        ),
+    },
+)
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
@@ -121,12 +137,15 @@ async def _answer(d: PolicyDecider, doc: dict[str, Any]) -> tuple[Any, ...]:
 
 
 async def _run(root: Path, docs: list[dict[str, Any]]) -> None:
-    cfg = PolicyConfig(policy_dirs=(str(root),), decision_path="t/decision",
-                       cache_ttl_ms=3_600_000, watch=False)
+    cfg = PolicyConfig(
+        policy_dirs=(str(root),), decision_path="t/decision", cache_ttl_ms=3_600_000, watch=False
+    )
     cached = build_decider(cfg)
-    uncached = build_decider(PolicyConfig(policy_dirs=(str(root),),
-                                          decision_path="t/decision", cache_ttl_ms=0,
-                                          watch=False))
+    uncached = build_decider(
+        PolicyConfig(
+            policy_dirs=(str(root),), decision_path="t/decision", cache_ttl_ms=0, watch=False
+        )
+    )
     assert isinstance(cached, PolicyDecider) and isinstance(uncached, PolicyDecider)
     await cached.start()
     await uncached.start()
@@ -141,13 +160,15 @@ async def _run(root: Path, docs: list[dict[str, Any]]) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
-def test_cached_decision_equals_uncached(tmp_path_factory: pytest.TempPathFactory,
-                                         name: str) -> None:
+def test_cached_decision_equals_uncached(
+    tmp_path_factory: pytest.TempPathFactory, name: str
+) -> None:
     root = tmp_path_factory.mktemp(name)
     (root / "t.rego").write_text(HEAD + POLICIES[name], encoding="utf-8")
 
-    @settings(max_examples=25, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
     @given(st.lists(doc_strategy, min_size=2, max_size=12))
     def check(docs: list[dict[str, Any]]) -> None:
         asyncio.run(_run(root, docs))

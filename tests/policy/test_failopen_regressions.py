@@ -44,12 +44,22 @@ def _write(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-async def _decider(policy_dir: Path, *, cache_ms: int = 0, path: str = "t/decision",
-                   data_dirs: tuple[str, ...] = (), watch_ms: int | None = None
-                   ) -> PolicyDecider:
-    cfg = PolicyConfig(policy_dirs=(str(policy_dir),), data_dirs=data_dirs,
-                       decision_path=path, cache_ttl_ms=cache_ms,
-                       watch=watch_ms is not None, watch_interval_ms=watch_ms or 2000)
+async def _decider(
+    policy_dir: Path,
+    *,
+    cache_ms: int = 0,
+    path: str = "t/decision",
+    data_dirs: tuple[str, ...] = (),
+    watch_ms: int | None = None,
+) -> PolicyDecider:
+    cfg = PolicyConfig(
+        policy_dirs=(str(policy_dir),),
+        data_dirs=data_dirs,
+        decision_path=path,
+        cache_ttl_ms=cache_ms,
+        watch=watch_ms is not None,
+        watch_interval_ms=watch_ms or 2000,
+    )
     d = build_decider(cfg, clock=FakeClock())
     await d.start()  # type: ignore[attr-defined]
     assert isinstance(d, PolicyDecider)
@@ -108,7 +118,8 @@ def test_vm_ref_head_rule_under_not_is_refused_at_load(tmp_path: Path) -> None:
 
 
 async def test_vm_ref_head_rule_after_32_decisions_never_allows_what_opa_denies(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     d = await _decider(_write(tmp_path, {"t.rego": REF_HEAD_BOUND}))
     try:
         for _ in range(40):  # past the old VM's 32 checked decisions
@@ -122,8 +133,8 @@ async def test_vm_ref_head_rule_after_32_decisions_never_allows_what_opa_denies(
 
 # 2. A data file replaced the decision rule -----------------------------------------------
 
-async def test_data_json_replacing_the_decision_rule_is_refused_at_start(
-        tmp_path: Path) -> None:
+
+async def test_data_json_replacing_the_decision_rule_is_refused_at_start(tmp_path: Path) -> None:
     root = tmp_path / "policies"
     shutil.copytree(SHIPPED, root)
     _write(root, {"ztproxy/authz/data.json": json.dumps({"decision": {"allowed": True}})})
@@ -134,8 +145,7 @@ async def test_data_json_replacing_the_decision_rule_is_refused_at_start(
     assert "\n" not in text
 
 
-async def test_data_json_replacing_the_decision_rule_is_refused_on_reload(
-        tmp_path: Path) -> None:
+async def test_data_json_replacing_the_decision_rule_is_refused_on_reload(tmp_path: Path) -> None:
     root = tmp_path / "policies"
     shutil.copytree(SHIPPED, root)
     d = await _decider(root, path=PATH)
@@ -154,16 +164,26 @@ async def test_data_json_replacing_the_decision_rule_is_refused_on_reload(
 
 # 3. Builtins regorus lacks loaded silently -----------------------------------------------
 
-@pytest.mark.parametrize(("call", "name"), [
-    ('http.send({"method": "GET", "url": "https://blocklist.internal/x"}).body.blocked',
-     "http.send"),
-    ("rego.metadata.rule().title", "rego.metadata.rule"),
-    ('strings.render_template("{{.x}}", {"x": 1}) == "1"', "strings.render_template"),
-    ('strings.count("aa", "a") > 1', "strings.count"),
-])
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (
+            'http.send({"method": "GET", "url": "https://blocklist.internal/x"}).body.blocked',
+            "http.send",
+        ),
+        ("rego.metadata.rule().title", "rego.metadata.rule"),
+        ('strings.render_template("{{.x}}", {"x": 1}) == "1"', "strings.render_template"),
+        ('strings.count("aa", "a") > 1', "strings.count"),
+    ],
+)
 def test_builtin_the_engine_cannot_evaluate_as_opa_is_refused_at_load(
-        tmp_path: Path, call: str, name: str) -> None:
-    _write(tmp_path, {"t.rego": f"""package t
+    tmp_path: Path, call: str, name: str
+) -> None:
+    _write(
+        tmp_path,
+        {
+            "t.rego": f"""package t
 import rego.v1
 
 blocked if {call}
@@ -171,7 +191,9 @@ blocked if {call}
 default decision := false
 
 decision if not blocked
-"""})
+"""
+        },
+    )
     with pytest.raises(LoadError) as info:
         load([str(tmp_path)], decision_paths=["t/decision"])
     text = str(info.value)
@@ -212,8 +234,7 @@ decision if {
 
 
 @pytest.mark.parametrize("rego", [NEWLINE, SURROGATE], ids=["newline", "surrogate_pair"])
-async def test_reads_scan_constructs_get_the_whole_input_and_key(tmp_path: Path,
-                                                                   rego: str) -> None:
+async def test_reads_scan_constructs_get_the_whole_input_and_key(tmp_path: Path, rego: str) -> None:
     d = await _decider(_write(tmp_path, {"t.rego": rego}), cache_ms=60_000)
     try:
         get = {"request": {"method": "GET", "id": "1"}}
@@ -230,13 +251,18 @@ async def test_reads_scan_constructs_get_the_whole_input_and_key(tmp_path: Path,
 
 # 5. Remote OPA answers with duplicate members -------------------------------------------
 
-@pytest.mark.parametrize("body", [
-    b'{"result": false, "result": true}',
-    b'{"result": {"allowed": false, "allowed": true}}',
-    b'{"result": {"allowed": true, "reasons": [], "reasons": ["x"], "allowed": false}}',
-])
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"result": false, "result": true}',
+        b'{"result": {"allowed": false, "allowed": true}}',
+        b'{"result": {"allowed": true, "reasons": [], "reasons": ["x"], "allowed": false}}',
+    ],
+)
 async def test_remote_duplicate_members_are_an_invalid_result_not_an_allow(
-        standin: StandInOpa, body: bytes) -> None:
+    standin: StandInOpa, body: bytes
+) -> None:
     d = build_decider(PolicyConfig(engine="opa", opa_url=standin.url, cache_ttl_ms=0))
     await d.start()  # type: ignore[attr-defined]
     try:
@@ -267,8 +293,12 @@ decision if {
 async def test_same_request_same_answer_whatever_came_before(tmp_path: Path) -> None:
     # OPA: a builtin given a bad value is undefined (403); regorus raises (503). What
     # matters here: the same request gets the same answer whatever came before.
-    bad = [{"path": 7, "roles": ["admin"]}, {"path": "/api", "roles": 5},
-           {"path": "/api", "roles": None}, {"path": None, "roles": ["admin"]}]
+    bad = [
+        {"path": 7, "roles": ["admin"]},
+        {"path": "/api", "roles": 5},
+        {"path": "/api", "roles": None},
+        {"path": None, "roles": ["admin"]},
+    ]
     fresh = await _decider(_write(tmp_path / "a", {"t.rego": BAD_VALUES}))
     used = await _decider(_write(tmp_path / "b", {"t.rego": BAD_VALUES}))
     try:
@@ -365,10 +395,14 @@ async def test_input_integer_past_2_53_is_refused_not_rounded(tmp_path: Path) ->
 
     d = await _decider(_write(tmp_path, {"t.rego": BIG}))
     try:
-        for doc in ({"n": 2**53 + 1}, PreparedInput({"n": 2**53 + 1}, no_floats=True),
-                    {"n": [1, {"m": -(2**64)}]}):
+        for doc in (
+            {"n": 2**53 + 1},
+            PreparedInput({"n": 2**53 + 1}, no_floats=True),
+            {"n": [1, {"m": -(2**64)}]},
+        ):
             assert await _outcome(d, doc) == "503:policy_input_unsupported_number"
-        assert await _outcome(d, PreparedInput({"n": 2**53 - 1}, no_floats=True)) \
-            == "deny:policy_deny"
+        assert (
+            await _outcome(d, PreparedInput({"n": 2**53 - 1}, no_floats=True)) == "deny:policy_deny"
+        )
     finally:
         await d.close()

@@ -67,41 +67,49 @@ def _refused(tmp_path: Path, body: str, files: dict[str, str] | None = None) -> 
 
 # The KNOWN_OPEN constructs, refused at load ---------------------------------------------
 
-@pytest.mark.parametrize(("body", "line", "construct"), [
-    ("point_three if 0.1 * 3 <= 0.3\n", 3, "operator *"),            # numbers/point_three
-    ("sum_point_three := 0.1 + 0.2\n", 3, "number 0.1"),              # numbers/sum_point_three
-    ("x := 1.0\n", 3, "number 1.0"),                                  # 1.0 is not 1 to OPA
-    ("x := 1e3\n", 3, "number 1e3"),
-    ("x := -0.5\n", 3, "number -0.5"),
-    ("x := 9007199254740993\n", 3, "number 9007199254740993"),        # >= 2^53
-    ("big_product := 4294967296 * 4294967296\n", 3, "operator *"),    # numbers/big_product
-    ("times_three := input.n * 3\n", 3, "operator *"),                # numbers/times_three
-    ("third := 1 / 3\n", 3, "operator /"),
-    ("half := input.n / 2\n", 3, "operator /"),
-    ("sum_ab(a, b) := a + b\n", 3, "operator +"),                     # functions/sum_ab
-    ("plus_one := input.n + 1\n", 3, "operator +"),
-    ("x := 1\ny := x + x\n", 4, "operator +"),                        # a chain via a rule
-    ("total := sum(input.xs)\n", 3, "builtin sum"),
-    ("a := {1}\nx := y if {\n a := 5\n y := a - 1\n}\n", 6, "operator -"),  # shadowed set
-])
-def test_number_construct_refused_at_load(tmp_path: Path, body: str, line: int,
-                                          construct: str) -> None:
+
+@pytest.mark.parametrize(
+    ("body", "line", "construct"),
+    [
+        ("point_three if 0.1 * 3 <= 0.3\n", 3, "operator *"),  # numbers/point_three
+        ("sum_point_three := 0.1 + 0.2\n", 3, "number 0.1"),  # numbers/sum_point_three
+        ("x := 1.0\n", 3, "number 1.0"),  # 1.0 is not 1 to OPA
+        ("x := 1e3\n", 3, "number 1e3"),
+        ("x := -0.5\n", 3, "number -0.5"),
+        ("x := 9007199254740993\n", 3, "number 9007199254740993"),  # >= 2^53
+        ("big_product := 4294967296 * 4294967296\n", 3, "operator *"),  # numbers/big_product
+        ("times_three := input.n * 3\n", 3, "operator *"),  # numbers/times_three
+        ("third := 1 / 3\n", 3, "operator /"),
+        ("half := input.n / 2\n", 3, "operator /"),
+        ("sum_ab(a, b) := a + b\n", 3, "operator +"),  # functions/sum_ab
+        ("plus_one := input.n + 1\n", 3, "operator +"),
+        ("x := 1\ny := x + x\n", 4, "operator +"),  # a chain via a rule
+        ("total := sum(input.xs)\n", 3, "builtin sum"),
+        ("a := {1}\nx := y if {\n a := 5\n y := a - 1\n}\n", 6, "operator -"),  # shadowed set
+    ],
+)
+def test_number_construct_refused_at_load(
+    tmp_path: Path, body: str, line: int, construct: str
+) -> None:
     message = _refused(tmp_path, body)
     assert f"t.rego:{line}: {construct}" in message
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("body", [
-    "x := 3\ny := -7\nz := 0\n",
-    "n := count(input.xs) + 1\n",
-    "n := count(input.xs) - count(input.ys) + 2\n",
-    "r := input.n % 3\n",
-    "r := (input.n % 10) + 5\n",
-    "a := {x | some x in input.a}\nb := {x | some x in input.b}\nd := a - b\n",  # sets/difference
-    "b contains x if some x in input.b\nd := {x | some x in input.a} - b\n",
-    "ok if input.n >= 9007199254740991\n",
-    "m := max([1, 2, input.n])\n",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "x := 3\ny := -7\nz := 0\n",
+        "n := count(input.xs) + 1\n",
+        "n := count(input.xs) - count(input.ys) + 2\n",
+        "r := input.n % 3\n",
+        "r := (input.n % 10) + 5\n",
+        "a := {x | some x in input.a}\nb := {x | some x in input.b}\nd := a - b\n",  # sets/difference
+        "b contains x if some x in input.b\nd := {x | some x in input.a} - b\n",
+        "ok if input.n >= 9007199254740991\n",
+        "m := max([1, 2, input.n])\n",
+    ],
+)
 def test_integer_and_set_constructs_still_load(tmp_path: Path, body: str) -> None:
     _load(tmp_path, body)
 
@@ -113,16 +121,25 @@ def test_shipped_policies_still_load() -> None:
 
 # Data: any non-integer refused, with the line --------------------------------------------
 
-@pytest.mark.parametrize(("name", "text", "where"), [
-    ("d/data.json", '{"a": {"s": "x 1.5",\n "xs": [1,\n 1.0]}}', "d/data.json:3: JSON: number 1.0"),
-    ("d/data.json", '{"limit": 0.3}', "d/data.json:1: JSON: number 0.3"),
-    ("d/data.json", '{"k": 1e3}', "d/data.json:1: JSON: number 1e3"),
-    ("d/data.yaml", "a:\n  b: 1.5\n", "d/data.yaml:2: YAML: number 1.5"),
-    ("d/data.yaml", "a: 1e3\n", "d/data.yaml:1: YAML: number 1e3"),
-    ("d/data.yaml", "a: 99999999999999999999\n", "d/data.yaml:1: YAML: number 9999"),
-])
-def test_non_integer_data_refused_with_line(tmp_path: Path, name: str, text: str,
-                                            where: str) -> None:
+
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        (
+            "d/data.json",
+            '{"a": {"s": "x 1.5",\n "xs": [1,\n 1.0]}}',
+            "d/data.json:3: JSON: number 1.0",
+        ),
+        ("d/data.json", '{"limit": 0.3}', "d/data.json:1: JSON: number 0.3"),
+        ("d/data.json", '{"k": 1e3}', "d/data.json:1: JSON: number 1e3"),
+        ("d/data.yaml", "a:\n  b: 1.5\n", "d/data.yaml:2: YAML: number 1.5"),
+        ("d/data.yaml", "a: 1e3\n", "d/data.yaml:1: YAML: number 1e3"),
+        ("d/data.yaml", "a: 99999999999999999999\n", "d/data.yaml:1: YAML: number 9999"),
+    ],
+)
+def test_non_integer_data_refused_with_line(
+    tmp_path: Path, name: str, text: str, where: str
+) -> None:
     assert where in _refused(tmp_path, "x := 1\n", {name: text})
 
 
@@ -137,8 +154,9 @@ idx := ["x", "y"][input.i]
 
 
 async def _decider(policy_dir: Path) -> PolicyDecider:
-    cfg = PolicyConfig(policy_dirs=(str(policy_dir),), decision_path="t/decision",
-                       cache_ttl_ms=0, watch=False)
+    cfg = PolicyConfig(
+        policy_dirs=(str(policy_dir),), decision_path="t/decision", cache_ttl_ms=0, watch=False
+    )
     d = build_decider(cfg)
     await d.start()  # type: ignore[attr-defined]
     assert isinstance(d, PolicyDecider)
@@ -158,12 +176,17 @@ async def test_input_float_is_refused_not_merged_with_an_integer(tmp_path: Path)
     (tmp_path / "t.rego").write_text(HEAD + SETS, encoding="utf-8")
     d = await _decider(tmp_path)
     try:
-        for doc in ({"a": [1], "b": [1.0]}, PreparedInput({"a": [1], "b": [1.0]}),
-                    {"a": [1], "b": [[{"x": 3.5}]]}):
+        for doc in (
+            {"a": [1], "b": [1.0]},
+            PreparedInput({"a": [1], "b": [1.0]}),
+            {"a": [1], "b": [[{"x": 3.5}]]},
+        ):
             assert await _outcome(d, doc) == "503:policy_input_unsupported_number"
         assert await _outcome(d, {"a": [1], "b": [1]}) == "allow"
-        assert await _outcome(d, PreparedInput({"a": [1], "b": [2]}, no_floats=True)) \
+        assert (
+            await _outcome(d, PreparedInput({"a": [1], "b": [2]}, no_floats=True))
             == "deny:policy_deny"
+        )
     finally:
         await d.close()  # type: ignore[attr-defined]
 
@@ -179,13 +202,13 @@ def test_input_float_index_is_refused(tmp_path: Path) -> None:
 def test_token_claim_float_is_seen_by_the_input_flag() -> None:
     """The input stage's `no_floats` is what lets a normal request skip the walk: a float
     in a user or device claim clears it, and the input is refused."""
-    plain = build_policy_input(facts(), peer(),
-                               Credentials(user=user(), device=device()))
+    plain = build_policy_input(facts(), peer(), Credentials(user=user(), device=device()))
     assert plain.no_floats and unsupported_number(plain) is None
-    for creds in (Credentials(user=user(), device=device(trust_level=3.0)),  # type: ignore[arg-type]
-                  Credentials(user=user(), device=device(trust_level=2.5))):  # type: ignore[arg-type]
-        doc = build_policy_input(facts(), peer(),
-                                 creds)
+    for creds in (
+        Credentials(user=user(), device=device(trust_level=3.0)),  # type: ignore[arg-type]
+        Credentials(user=user(), device=device(trust_level=2.5)),
+    ):  # type: ignore[arg-type]
+        doc = build_policy_input(facts(), peer(), creds)
         assert not doc.no_floats
         assert "non-integer" in (unsupported_number(doc) or "")
 
@@ -211,6 +234,7 @@ def _tree(children: Any) -> Any:
         if op == "%":
             return f"({lt} % {rt})", None if rv == 0 else _mod(lv, rv)
         return f"({lt} {op} {rt})", lv + rv if op == "+" else lv - rv
+
     return st.tuples(children, st.sampled_from("+-%"), children).map(combine)
 
 
@@ -240,18 +264,21 @@ async def test_refused_number_on_reload_keeps_policy_and_counts(tmp_path: Path) 
     `ztproxy_policy_reload_failures_total` (issue 11, "Bad input")."""
     from ztproxy.metrics import Metrics
 
-    (tmp_path / "t.rego").write_text(HEAD + "default decision := false\n"
-                                     "decision if input.n > 2\n", encoding="utf-8")
+    (tmp_path / "t.rego").write_text(
+        HEAD + "default decision := false\ndecision if input.n > 2\n", encoding="utf-8"
+    )
     metrics = Metrics()
-    cfg = PolicyConfig(policy_dirs=(str(tmp_path),), decision_path="t/decision",
-                       cache_ttl_ms=0, watch=False)
+    cfg = PolicyConfig(
+        policy_dirs=(str(tmp_path),), decision_path="t/decision", cache_ttl_ms=0, watch=False
+    )
     d = build_decider(cfg, metrics=metrics)
     await d.start()  # type: ignore[attr-defined]
     assert isinstance(d, PolicyDecider)
     try:
         good = d.revision
-        (tmp_path / "t.rego").write_text(HEAD + "default decision := false\n"
-                                         "decision if input.n > 2.5\n", encoding="utf-8")
+        (tmp_path / "t.rego").write_text(
+            HEAD + "default decision := false\ndecision if input.n > 2.5\n", encoding="utf-8"
+        )
         assert await d.reload() is False
         assert d.revision == good
         assert await _outcome(d, {"n": 3}) == "allow"

@@ -46,13 +46,13 @@ VECTORS = Path(os.environ.get("ZTPROXY_OPA_VECTORS", REPO.parent / "shared" / "o
 # the outcome's detail -> reason. Also in docs/rego-authors.md, "Differences from OPA".
 KNOWN_SAFER: dict[str, str] = {
     "ours error": "regorus raises where OPA's default mode makes the expression undefined "
-                  "(a failing builtin, a type error: OPA's --strict-builtin-errors "
-                  "behaviour); the decision is an evaluation error, so 503, never an allow",
+    "(a failing builtin, a type error: OPA's --strict-builtin-errors "
+    "behaviour); the decision is an evaluation error, so 503, never an allow",
     "input integer": "an input integer from 2^53 on: regorus would round it, so the proxy "
-                     "refuses the input (503) instead of deciding on a rounded value",
+    "refuses the input (503) instead of deciding on a rounded value",
     "input number": "an input non-integer number (1.0, 0.1, 3.5): regorus computes it in "
-                    "float64 where OPA is exact, so the proxy refuses the input "
-                    "(503, policy_input_unsupported_number)",
+    "float64 where OPA is exact, so the proxy refuses the input "
+    "(503, policy_input_unsupported_number)",
 }
 
 # Known OPEN differences (ours gives a value where OPA gives another): none. The 11
@@ -86,9 +86,16 @@ def cases(policy_dir: Path) -> Iterator[Case]:
         if not line.strip():
             continue
         raw = json.loads(line, parse_float=_dec, parse_int=_dec)
-        yield Case(policy_dir.name, raw["id"], raw.get("query"), "input" in raw,
-                   raw.get("input"), raw["expect"], tuple(raw.get("flags", ())),
-                   raw.get("note", ""))
+        yield Case(
+            policy_dir.name,
+            raw["id"],
+            raw.get("query"),
+            "input" in raw,
+            raw.get("input"),
+            raw["expect"],
+            tuple(raw.get("flags", ())),
+            raw.get("note", ""),
+        )
 
 
 def to_json(value: Any) -> str:
@@ -106,19 +113,27 @@ def to_json(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ",".join(to_json(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ",".join(json.dumps(k, ensure_ascii=False) + ":" + to_json(v)
-                              for k, v in value.items()) + "}"
+        return (
+            "{"
+            + ",".join(
+                json.dumps(k, ensure_ascii=False) + ":" + to_json(v) for k, v in value.items()
+            )
+            + "}"
+        )
     raise TypeError(type(value).__name__)
 
 
 def _number_kind(value: Any) -> str:
-    """"int" when the input holds an integer the proxy refuses (>= 2^53, as
+    """ "int" when the input holds an integer the proxy refuses (>= 2^53, as
     `embedded.inexact_number`), "decimal" for any non-integer number as written (`1.0`
     and `1e3` too: JSON gives Python a float, `embedded.holds_float`), else ""."""
     if isinstance(value, Decimal):
         text = str(value)
-        if value.is_finite() and value == value.to_integral_value() and \
-                not any(c in text for c in ".eE"):
+        if (
+            value.is_finite()
+            and value == value.to_integral_value()
+            and not any(c in text for c in ".eE")
+        ):
             return "int" if inexact_number(int(value)) else ""
         return "decimal"
     if isinstance(value, dict):
@@ -133,11 +148,17 @@ def same(ours: Any, theirs: Any) -> bool:
     if isinstance(theirs, Decimal) or isinstance(ours, Decimal):
         return isinstance(ours, Decimal) and isinstance(theirs, Decimal) and ours == theirs
     if isinstance(theirs, list):
-        return isinstance(ours, list) and len(ours) == len(theirs) and all(
-            same(a, b) for a, b in zip(ours, theirs, strict=True))
+        return (
+            isinstance(ours, list)
+            and len(ours) == len(theirs)
+            and all(same(a, b) for a, b in zip(ours, theirs, strict=True))
+        )
     if isinstance(theirs, dict):
-        return isinstance(ours, dict) and ours.keys() == theirs.keys() and all(
-            same(ours[k], theirs[k]) for k in theirs)
+        return (
+            isinstance(ours, dict)
+            and ours.keys() == theirs.keys()
+            and all(same(ours[k], theirs[k]) for k in theirs)
+        )
     return type(ours) is type(theirs) and ours == theirs
 
 
@@ -190,12 +211,14 @@ def run_case(case: Case) -> tuple[str, str]:
         if expect.get("undefined"):
             return "agree", ""
         return "FAIL", f"ours undefined, OPA {json.dumps(expect, default=str)[:160]}"
-    ours = json.loads(out.text, parse_float=_dec, parse_int=_dec) if out.text else \
-        json.loads(json.dumps(out.value), parse_float=_dec, parse_int=_dec)
+    ours = (
+        json.loads(out.text, parse_float=_dec, parse_int=_dec)
+        if out.text
+        else json.loads(json.dumps(out.value), parse_float=_dec, parse_int=_dec)
+    )
     if "value" in expect and same(ours, expect["value"]):
         return "agree", ""
-    return "FAIL", (f"ours {to_json(ours)[:120]}, OPA "
-                    f"{json.dumps(expect, default=str)[:160]}")
+    return "FAIL", (f"ours {to_json(ours)[:120]}, OPA {json.dumps(expect, default=str)[:160]}")
 
 
 def all_policies() -> list[str]:
@@ -214,8 +237,9 @@ def test_opa_vectors(policy: str) -> None:
     results = outcomes(policy)
     fails = [(c.id, d) for c, o, d in results if o == "FAIL" and c.id not in KNOWN_OPEN]
     assert not fails, f"{len(fails)} case(s) disagree with OPA: {fails[:5]}"
-    unlisted = [(c.id, d) for c, o, d in results
-                if o == "safer" and not d.startswith(tuple(KNOWN_SAFER))]
+    unlisted = [
+        (c.id, d) for c, o, d in results if o == "safer" and not d.startswith(tuple(KNOWN_SAFER))
+    ]
     assert not unlisted, f"safer differences of no known class: {unlisted[:3]}"
     stale = [c.id for c, o, _ in results if c.id in KNOWN_OPEN and o != "FAIL"]
     assert not stale, f"KNOWN_OPEN cases that no longer differ: {stale}"
@@ -227,8 +251,10 @@ def report() -> None:
         res = outcomes(policy)
         count = Counter(o for _, o, _ in res)
         total.update(count)
-        print(f"{policy:28} {count['agree']:4}/{len(res):<4} refused={count['refused']:<4}"
-              f" safer={count['safer']:<4} n/a={count['n/a']:<3} FAIL={count['FAIL']}")
+        print(
+            f"{policy:28} {count['agree']:4}/{len(res):<4} refused={count['refused']:<4}"
+            f" safer={count['safer']:<4} n/a={count['n/a']:<3} FAIL={count['FAIL']}"
+        )
         if "-v" in sys.argv:
             for c, o, detail in res:
                 if o in ("FAIL", "safer") and (o == "FAIL" or "-vv" in sys.argv):

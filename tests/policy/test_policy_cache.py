@@ -55,7 +55,8 @@ VARIANTS = {
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 async def test_other_request_never_gets_the_cached_allow(
-        decider: PolicyDecider, variant: str) -> None:
+    decider: PolicyDecider, variant: str
+) -> None:
     first = await decider.decide(PATH, make_input())
     assert first.allowed and not first.cached
     again = await decider.decide(PATH, make_input(request_id="other"))
@@ -84,12 +85,14 @@ async def test_ttl_expiry(decider: PolicyDecider, clock: FakeClock) -> None:
     assert not (await decider.decide(PATH, make_input())).cached
 
 
-async def test_errors_and_invalid_results_never_cached(policies_dir: Path,
-                                                       clock: FakeClock) -> None:
+async def test_errors_and_invalid_results_never_cached(
+    policies_dir: Path, clock: FakeClock
+) -> None:
     (policies_dir / "ztproxy" / "bad.rego").write_text(
         "package ztproxy.bad\nimport rego.v1\n"
-        "decision := 1 % input.zero if input.mode == \"error\"\n"
-        "decision := \"yes\" if input.mode == \"invalid\"\n")
+        'decision := 1 % input.zero if input.mode == "error"\n'
+        'decision := "yes" if input.mode == "invalid"\n'
+    )
     d = build_decider(PolicyConfig(policy_dirs=(str(policies_dir),), watch=False), clock=clock)
     await d.start()
     try:
@@ -113,8 +116,7 @@ async def test_reload_clears_the_cache(decider: PolicyDecider) -> None:
 
 
 async def test_cache_disabled_with_zero_ttl(policies_dir: Path) -> None:
-    d = build_decider(PolicyConfig(policy_dirs=(str(policies_dir),), watch=False,
-                                   cache_ttl_ms=0))
+    d = build_decider(PolicyConfig(policy_dirs=(str(policies_dir),), watch=False, cache_ttl_ms=0))
     await d.start()
     try:
         await d.decide(PATH, make_input())

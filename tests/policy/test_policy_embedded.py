@@ -46,7 +46,8 @@ async def test_revision_is_deterministic_and_follows_content(policies_dir: Path)
 
 async def test_policy_error_at_evaluation_is_503(policies_dir: Path) -> None:
     (policies_dir / "ztproxy" / "boom.rego").write_text(
-        "package ztproxy.boom\nimport rego.v1\ndecision := 10 % count(input.request.query)\n")
+        "package ztproxy.boom\nimport rego.v1\ndecision := 10 % count(input.request.query)\n"
+    )
     d = build_decider(_cfg(policies_dir))
     await d.start()
     try:
@@ -61,7 +62,8 @@ async def test_policy_error_at_evaluation_is_503(policies_dir: Path) -> None:
 
 async def test_null_decision_is_told_apart_from_undefined(policies_dir: Path) -> None:
     (policies_dir / "ztproxy" / "nul.rego").write_text(
-        "package ztproxy.nul\nimport rego.v1\ndecision := null if input.x\n")
+        "package ztproxy.nul\nimport rego.v1\ndecision := null if input.x\n"
+    )
     engine = EmbeddedEngine([str(policies_dir)])
     await engine.start()
     defined = await engine.evaluate("ztproxy/nul/decision", {"x": True})
@@ -90,7 +92,8 @@ async def test_unsafe_variable_fails_the_load_not_the_requests(policies_dir: Pat
     await d.start()
     try:
         (policies_dir / "ztproxy" / "unsafe.rego").write_text(
-            "package ztproxy.unsafe\nimport rego.v1\nx := y if true\n")
+            "package ztproxy.unsafe\nimport rego.v1\nx := y if true\n"
+        )
         assert await d.reload() is False
     finally:
         await d.close()
@@ -106,15 +109,17 @@ async def test_broken_policy_at_start_is_a_config_error(policies_dir: Path) -> N
 
 
 async def test_file_change_is_picked_up_by_the_watcher(policies_dir: Path) -> None:
-    d = build_decider(PolicyConfig(policy_dirs=(str(policies_dir),), watch=True,
-                                   watch_interval_ms=50))
+    d = build_decider(
+        PolicyConfig(policy_dirs=(str(policies_dir),), watch=True, watch_interval_ms=50)
+    )
     await d.start()
     try:
         first = d.revision
         assert (await d.decide(PATH, make_input())).allowed
         (policies_dir / AUTHZ).write_text(
             "package ztproxy.authz\nimport rego.v1\n"
-            "decision := {\"allowed\": false, \"reasons\": [\"closed\"]}\n")
+            'decision := {"allowed": false, "reasons": ["closed"]}\n'
+        )
         for _ in range(100):  # bounded: 5 s
             if d.revision != first:
                 break
@@ -142,8 +147,9 @@ async def test_readiness_and_stats(policies_dir: Path) -> None:
 async def test_no_blocking_call_on_the_loop(policies_dir: Path) -> None:
     from blockbuster import blockbuster_ctx
 
-    d = build_decider(PolicyConfig(policy_dirs=(str(policies_dir),), watch=True,
-                                   watch_interval_ms=50))
+    d = build_decider(
+        PolicyConfig(policy_dirs=(str(policies_dir),), watch=True, watch_interval_ms=50)
+    )
     with blockbuster_ctx():
         await d.start()
         assert (await d.decide(PATH, make_input())).allowed

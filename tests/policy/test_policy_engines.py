@@ -41,8 +41,9 @@ async def embedded(policies_dir: Path) -> AsyncIterator[Decider]:
 
 @pytest.fixture
 async def remote(standin: StandInOpa) -> AsyncIterator[Decider]:
-    d = build_decider(PolicyConfig(engine="opa", opa_url=standin.url, cache_ttl_ms=0,
-                                   timeout_ms=500))
+    d = build_decider(
+        PolicyConfig(engine="opa", opa_url=standin.url, cache_ttl_ms=0, timeout_ms=500)
+    )
     await d.start()
     yield d
     await d.close()
@@ -50,8 +51,13 @@ async def remote(standin: StandInOpa) -> AsyncIterator[Decider]:
 
 @pytest.mark.parametrize(("name", "kw", "allowed", "reasons"), TABLE, ids=[t[0] for t in TABLE])
 async def test_shared_table_embedded_and_remote_agree(
-        embedded: Decider, remote: Decider, name: str, kw: dict[str, Any], allowed: bool,
-        reasons: list[str]) -> None:
+    embedded: Decider,
+    remote: Decider,
+    name: str,
+    kw: dict[str, Any],
+    allowed: bool,
+    reasons: list[str],
+) -> None:
     doc = make_input(**kw)
     local = await embedded.decide(PATH, doc)
     far = await remote.decide(PATH, doc)
@@ -80,9 +86,11 @@ async def real_opa(policies_dir: Path) -> AsyncIterator[str]:
     # directory's path below the root, so segmentation/data.json must be read from
     # policies/ to land at data.ztproxy.segmentation (from policies/ztproxy it was
     # data.segmentation, and every case answered unknown_service)
-    proc = subprocess.Popen([opa, "run", "--server", "--addr", f"127.0.0.1:{port}",
-                             str(policies_dir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [opa, "run", "--server", "--addr", f"127.0.0.1:{port}", str(policies_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(100):  # bounded: 10 s at most
@@ -100,8 +108,7 @@ async def real_opa(policies_dir: Path) -> AsyncIterator[str]:
 
 @pytest.mark.opa
 async def test_shared_table_against_real_opa(real_opa: str, embedded: Decider) -> None:
-    d = build_decider(PolicyConfig(engine="opa", opa_url=real_opa, cache_ttl_ms=0,
-                                   timeout_ms=2000))
+    d = build_decider(PolicyConfig(engine="opa", opa_url=real_opa, cache_ttl_ms=0, timeout_ms=2000))
     await d.start()
     try:
         for name, kw, allowed, reasons in TABLE:
@@ -126,12 +133,10 @@ def test_shipped_rego_tests_pass_under_real_opa() -> None:
     assert done.returncode == 0, done.stdout.decode()[-2000:]
 
 
-async def test_undefined_decision_is_invalid_on_both(embedded: Decider, remote: Decider
-                                                     ) -> None:
+async def test_undefined_decision_is_invalid_on_both(embedded: Decider, remote: Decider) -> None:
     for d in (embedded, remote):
         got = await d.decide("ztproxy/authz/no_such_rule", make_input())
-        assert (got.allowed, got.reason, got.http_status) == (
-            False, "policy_result_invalid", 403)
+        assert (got.allowed, got.reason, got.http_status) == (False, "policy_result_invalid", 403)
         got = await d.decide("nothing/here", make_input())
         assert got.reason == "policy_result_invalid"
 

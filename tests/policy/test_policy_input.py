@@ -20,25 +20,41 @@ def test_document_shape() -> None:
     assert doc == {
         "version": 1,
         "request": {
-            "id": "req-1", "method": "POST", "scheme": "https", "host": "payments.internal",
-            "path": "/api/v1/charges", "parsed_path": ["api", "v1", "charges"],
-            "query": {"limit": ["10"]}, "headers": {"content-type": ["application/json"]},
-            "protocol": "HTTP/1.1", "time": "2026-11-28T01:02:03.456Z",
+            "id": "req-1",
+            "method": "POST",
+            "scheme": "https",
+            "host": "payments.internal",
+            "path": "/api/v1/charges",
+            "parsed_path": ["api", "v1", "charges"],
+            "query": {"limit": ["10"]},
+            "headers": {"content-type": ["application/json"]},
+            "protocol": "HTTP/1.1",
+            "time": "2026-11-28T01:02:03.456Z",
             "upgrade": None,
         },
         "source": {
-            "address": "127.0.0.1", "spiffe_id": "spiffe://corp.example/ns/prod/sa/checkout",
+            "address": "127.0.0.1",
+            "spiffe_id": "spiffe://corp.example/ns/prod/sa/checkout",
             "certificate": {
-                "fingerprint_sha256": "ab" * 32, "subject": "O=corp",
-                "issuer": "CN=corp dev CA", "not_after": "2027-01-01T00:00:00.000Z",
-                "uri_sans": ["spiffe://corp.example/ns/prod/sa/checkout"], "dns_sans": [],
+                "fingerprint_sha256": "ab" * 32,
+                "subject": "O=corp",
+                "issuer": "CN=corp dev CA",
+                "not_after": "2027-01-01T00:00:00.000Z",
+                "uri_sans": ["spiffe://corp.example/ns/prod/sa/checkout"],
+                "dns_sans": [],
             },
         },
-        "user": {"issuer": "https://idp.corp.example", "subject": "alice",
-                 "claims": {"roles": ["payments-operator"]}},
-        "device": {"issuer": "https://devices.corp.example", "id": "laptop-7",
-                   "bound_to_client_cert": True,
-                   "claims": {"trust_level": 3, "managed": True}},
+        "user": {
+            "issuer": "https://idp.corp.example",
+            "subject": "alice",
+            "claims": {"roles": ["payments-operator"]},
+        },
+        "device": {
+            "issuer": "https://devices.corp.example",
+            "id": "laptop-7",
+            "bound_to_client_cert": True,
+            "claims": {"trust_level": 3, "managed": True},
+        },
         "destination": {"service": "payments", "route": "payments-api"},
     }
     json.dumps(doc)  # plain JSON all the way down
@@ -50,16 +66,23 @@ def test_absent_user_and_device_are_null() -> None:
 
 
 def test_credential_headers_never_shown() -> None:
-    doc = make_input(headers={"authorization": ("Bearer abc",), "cookie": ("s=1",),
-                              "proxy-authorization": ("Basic x",), "accept": ("*/*",)})
+    doc = make_input(
+        headers={
+            "authorization": ("Bearer abc",),
+            "cookie": ("s=1",),
+            "proxy-authorization": ("Basic x",),
+            "accept": ("*/*",),
+        }
+    )
     assert doc["request"]["headers"] == {"accept": ["*/*"]}
     assert "abc" not in json.dumps(doc)
 
 
 def test_time_is_utc_milliseconds() -> None:
     east = timezone(timedelta(hours=2))
-    assert rfc3339_ms(datetime(2026, 1, 1, 2, 0, 0, 999999, tzinfo=east)) == \
-        "2026-01-01T00:00:00.999Z"
+    assert (
+        rfc3339_ms(datetime(2026, 1, 1, 2, 0, 0, 999999, tzinfo=east)) == "2026-01-01T00:00:00.999Z"
+    )
     assert rfc3339_ms(datetime(2026, 1, 1)) == "2026-01-01T00:00:00.000Z"
 
 

@@ -16,9 +16,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _ztproxy(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ztproxy", *args], capture_output=True,
-                          text=True, timeout=timeout, env={"RUST_BACKTRACE": "0",
-                                                           "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [sys.executable, "-m", "ztproxy", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"RUST_BACKTRACE": "0", "PATH": "/usr/bin:/bin"},
+    )
 
 
 @pytest.fixture
@@ -37,17 +41,26 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("file", "text", "where"), [
-    ("ztproxy/authz/data.json", '{"decision": {"allowed": true}}',
-     "authz.rego:23: rule data.ztproxy.authz.decision: conflicts with a data document"),
-    ("ztproxy/extra.rego",
-     'package ztproxy.extra\nimport rego.v1\n\nx if http.send({"url": "u"})\n',
-     "extra.rego:4: builtin http.send"),
-    ("ztproxy/segmentation/more.yaml", "a: [1\n", "more.yaml:2: YAML"),
-])
+@pytest.mark.parametrize(
+    ("file", "text", "where"),
+    [
+        (
+            "ztproxy/authz/data.json",
+            '{"decision": {"allowed": true}}',
+            "authz.rego:23: rule data.ztproxy.authz.decision: conflicts with a data document",
+        ),
+        (
+            "ztproxy/extra.rego",
+            'package ztproxy.extra\nimport rego.v1\n\nx if http.send({"url": "u"})\n',
+            "extra.rego:4: builtin http.send",
+        ),
+        ("ztproxy/segmentation/more.yaml", "a: [1\n", "more.yaml:2: YAML"),
+    ],
+)
 @pytest.mark.parametrize("command", ["check-config", "run"])
-def test_refused_policy_is_one_line_exit_1(config: Path, command: str, file: str,
-                                            text: str, where: str) -> None:
+def test_refused_policy_is_one_line_exit_1(
+    config: Path, command: str, file: str, text: str, where: str
+) -> None:
     target = config.parent / "policies" / file
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)

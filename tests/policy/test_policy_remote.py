@@ -33,8 +33,12 @@ class FakeClock:
 
 
 def _config(url: str, **kw: object) -> PolicyConfig:
-    base: dict[str, object] = {"engine": "opa", "opa_url": url, "timeout_ms": 200,
-                               "cache_ttl_ms": 0}
+    base: dict[str, object] = {
+        "engine": "opa",
+        "opa_url": url,
+        "timeout_ms": 200,
+        "cache_ttl_ms": 0,
+    }
     base.update(kw)
     return PolicyConfig(**base)  # type: ignore[arg-type]
 
@@ -46,12 +50,15 @@ async def _reason(decider: object, doc: dict[str, object] | None = None) -> str:
     return str(info.value.reason)
 
 
-@pytest.mark.parametrize(("mode", "reason"), [
-    ("500", "policy_engine_error"),
-    ("garbage", "policy_engine_error"),
-    ("array", "policy_engine_error"),
-    ("reset", "policy_unavailable"),
-])
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("500", "policy_engine_error"),
+        ("garbage", "policy_engine_error"),
+        ("array", "policy_engine_error"),
+        ("reset", "policy_unavailable"),
+    ],
+)
 async def test_failure_modes_fail_closed(standin: StandInOpa, mode: str, reason: str) -> None:
     d = build_decider(_config(standin.url))
     await d.start()
@@ -64,8 +71,7 @@ async def test_failure_modes_fail_closed(standin: StandInOpa, mode: str, reason:
         await d.close()
 
 
-async def test_slower_than_deadline_is_a_timeout_within_the_deadline(
-        standin: StandInOpa) -> None:
+async def test_slower_than_deadline_is_a_timeout_within_the_deadline(standin: StandInOpa) -> None:
     standin.mode, standin.delay = "slow", 2.0
     d = build_decider(_config(standin.url, timeout_ms=150))
     await d.start()
@@ -96,8 +102,7 @@ async def test_http_error_carrying_true_is_an_invalid_result(standin: StandInOpa
     await d.start()
     try:
         got = await d.decide(PATH, make_input())
-        assert (got.allowed, got.reason, got.http_status) == (
-            False, "policy_result_invalid", 403)
+        assert (got.allowed, got.reason, got.http_status) == (False, "policy_result_invalid", 403)
     finally:
         await d.close()
 
@@ -108,10 +113,12 @@ async def test_not_started_is_unavailable(standin: StandInOpa) -> None:
 
 
 async def test_breaker_opens_after_n_failures_and_closes_after_cooldown(
-        standin: StandInOpa) -> None:
+    standin: StandInOpa,
+) -> None:
     clock = FakeClock()
-    d = build_decider(_config(standin.url, breaker_failures=3, breaker_cooldown_ms=5000),
-                      clock=clock)
+    d = build_decider(
+        _config(standin.url, breaker_failures=3, breaker_cooldown_ms=5000), clock=clock
+    )
     await d.start()
     try:
         standin.mode = "500"
@@ -135,8 +142,9 @@ async def test_breaker_opens_after_n_failures_and_closes_after_cooldown(
 
 async def test_failed_probe_reopens_for_another_cooldown(standin: StandInOpa) -> None:
     clock = FakeClock()
-    d = build_decider(_config(standin.url, breaker_failures=1, breaker_cooldown_ms=1000),
-                      clock=clock)
+    d = build_decider(
+        _config(standin.url, breaker_failures=1, breaker_cooldown_ms=1000), clock=clock
+    )
     await d.start()
     try:
         standin.mode = "500"
@@ -149,7 +157,8 @@ async def test_failed_probe_reopens_for_another_cooldown(standin: StandInOpa) ->
 
 
 async def test_bearer_token_from_file_and_tls_with_private_ca(
-        tmp_path: Path, policies_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, policies_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ca = trustme.CA()
     server_cert = ca.issue_cert("127.0.0.1")
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -161,8 +170,14 @@ async def test_bearer_token_from_file_and_tls_with_private_ca(
     server = StandInOpa([str(policies_dir)], ssl_context=server_ctx)
     await server.start()
     try:
-        d = build_decider(_config(server.url, opa_ca_file=str(ca_file),
-                                  opa_token_file=str(token_file), timeout_ms=2000))
+        d = build_decider(
+            _config(
+                server.url,
+                opa_ca_file=str(ca_file),
+                opa_token_file=str(token_file),
+                timeout_ms=2000,
+            )
+        )
         await d.start()
         try:
             assert (await d.decide(PATH, make_input())).allowed

@@ -35,8 +35,10 @@ INVALID_SHAPES: list[tuple[str, RawResult]] = [
     ("header_value_int", RawResult(True, {"allowed": True, "headers": {"x-a": 1}})),
     ("header_crlf", RawResult(True, {"allowed": True, "headers": {"x-a": "a\r\nx-b: c"}})),
     ("header_name_space", RawResult(True, {"allowed": True, "headers": {"x a": "b"}})),
-    ("response_header_nul", RawResult(True, {"allowed": False,
-                                             "response_headers_to_add": {"x": "a\0"}})),
+    (
+        "response_header_nul",
+        RawResult(True, {"allowed": False, "response_headers_to_add": {"x": "a\0"}}),
+    ),
     ("body_object", RawResult(True, {"allowed": False, "body": {"a": 1}})),
 ]
 
@@ -59,13 +61,29 @@ def test_booleans() -> None:
 
 
 def test_full_object() -> None:
-    d, problem = parse_result(RawResult(True, {
-        "allowed": False, "reasons": ["a", "b"], "http_status": 451,
-        "headers": {"X-Tenant": "acme"}, "response_headers_to_add": {"x-why": "policy"},
-        "body": "no", "dynamic_metadata": {"ignored": True}}), "rev")
+    d, problem = parse_result(
+        RawResult(
+            True,
+            {
+                "allowed": False,
+                "reasons": ["a", "b"],
+                "http_status": 451,
+                "headers": {"X-Tenant": "acme"},
+                "response_headers_to_add": {"x-why": "policy"},
+                "body": "no",
+                "dynamic_metadata": {"ignored": True},
+            },
+        ),
+        "rev",
+    )
     assert problem is None
     assert (d.allowed, d.reason, d.reasons, d.http_status, d.body) == (
-        False, "policy_deny", ("a", "b"), 451, "no")
+        False,
+        "policy_deny",
+        ("a", "b"),
+        451,
+        "no",
+    )
     assert dict(d.headers) == {"x-tenant": "acme"}
     assert dict(d.response_headers) == {"x-why": "policy"}
 
@@ -77,10 +95,16 @@ def test_reasons_are_bounded() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(["allowed", "reasons", "http_status", "headers",
-                                       "body", "x"]), children, max_size=5),
-    max_leaves=12)
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["allowed", "reasons", "http_status", "headers", "body", "x"]),
+            children,
+            max_size=5,
+        )
+    ),
+    max_leaves=12,
+)
 
 
 @given(json_values)

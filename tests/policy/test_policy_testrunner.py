@@ -17,6 +17,7 @@ from ztproxy.policy.testrunner import run_tests
 def _cli_module() -> ModuleType:
     try:
         from ztproxy.cli import policy
+
         return policy
     except ImportError:  # sibling CLI modules not there yet: load ours on its own
         path = Path(__file__).resolve().parents[2] / "ztproxy" / "cli" / "policy.py"
@@ -46,18 +47,25 @@ def _with_extra(tmp_path: Path, body: str) -> Path:
     dest = tmp_path / "policies"
     shutil.copytree(SHIPPED, dest)
     (dest / "ztproxy" / "extra_test.rego").write_text(
-        "package ztproxy.extra_test\nimport rego.v1\nimport data.ztproxy.authz\n" + body)
+        "package ztproxy.extra_test\nimport rego.v1\nimport data.ztproxy.authz\n" + body
+    )
     return dest
 
 
 def test_failing_and_erroring_tests_are_reported(tmp_path: Path) -> None:
-    root = _with_extra(tmp_path, "test_wrong if { authz.decision.allowed == true }\n"
-                       "test_boom if { 1 % 0 == 1 }\ntodo_test_later if { false }\n")
+    root = _with_extra(
+        tmp_path,
+        "test_wrong if { authz.decision.allowed == true }\n"
+        "test_boom if { 1 % 0 == 1 }\ntodo_test_later if { false }\n",
+    )
     report = run_tests([str(root)])
     assert not report.ok
     status = {o.name.rsplit(".", 1)[1]: o.status for o in report.outcomes}
     assert (status["test_wrong"], status["test_boom"], status["todo_test_later"]) == (
-        "FAIL", "ERROR", "SKIPPED")
+        "FAIL",
+        "ERROR",
+        "SKIPPED",
+    )
 
 
 def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,8 +79,9 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "data.ztproxy.extra_test.test_wrong: FAIL" in out and "FAIL: 1/" in out
 
 
-def test_cli_load_error_and_no_tests_exit_1(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_load_error_and_no_tests_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "bad.rego").write_text("package bad\nx := \n")
     assert _main(["policy", "test", str(tmp_path)]) == 1
     assert "error:" in capsys.readouterr().out

@@ -26,17 +26,24 @@ test_other if x == 1
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ztproxy", "policy", *args],
-                          capture_output=True, text=True, timeout=60,
-                          env={"RUST_BACKTRACE": "0", "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [sys.executable, "-m", "ztproxy", "policy", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"RUST_BACKTRACE": "0", "PATH": "/usr/bin:/bin"},
+    )
 
 
 def test_failing_body_is_reported_when_another_test_shares_its_name(tmp_path: Path) -> None:
     (tmp_path / "t_test.rego").write_text(COLLIDE)
     report = run_tests([str(tmp_path)])
     got = {o.name: o.status for o in report.outcomes}
-    assert got == {"data.t.test_same#01": "PASS", "data.t.test_same#02": "FAIL",
-                   "data.t.test_other": "PASS"}
+    assert got == {
+        "data.t.test_same#01": "PASS",
+        "data.t.test_same#02": "FAIL",
+        "data.t.test_other": "PASS",
+    }
     assert not report.ok
 
 
@@ -59,8 +66,14 @@ def test_shipped_policy_tests_pass_with_coverage() -> None:
 def test_eval_value_undefined_and_error(tmp_path: Path) -> None:
     inp = tmp_path / "in.json"
     inp.write_text('{"destination": {"service": "payments"}}')
-    done = _cli("eval", "--policies", str(SHIPPED), "--input", str(inp),
-                "data.ztproxy.authz.decision.allowed")
+    done = _cli(
+        "eval",
+        "--policies",
+        str(SHIPPED),
+        "--input",
+        str(inp),
+        "data.ztproxy.authz.decision.allowed",
+    )
     assert (done.returncode, json.loads(done.stdout)) == (0, {"value": False})
     done = _cli("eval", "--policies", str(SHIPPED), "data.ztproxy.authz.no_such_rule")
     assert (done.returncode, json.loads(done.stdout)) == (0, {"undefined": True})

@@ -25,19 +25,25 @@ import regorus
 from ztproxy.policy.loader import LoadError, load
 
 HEAD = "package t\nimport rego.v1\n"
-VALID_DENY = HEAD + """default decision := false
+VALID_DENY = (
+    HEAD
+    + """default decision := false
 deny if {
   t := input.t
   base64.is_valid(t)
 }
 decision if not deny
 """
-DECODE_ALLOW = HEAD + """default decision := false
+)
+DECODE_ALLOW = (
+    HEAD
+    + """default decision := false
 decision if {
   t := input.t
   base64url.decode(t) == "okok"
 }
 """
+)
 STD_DECODE_ALLOW = DECODE_ALLOW.replace("base64url.decode", "base64.decode")
 
 
@@ -48,11 +54,13 @@ def _regorus(policy: str, t: str) -> object:
     return json.loads(e.eval_rule_as_json("data.t.decision"))
 
 
-@pytest.mark.parametrize(("policy", "t"), [(VALID_DENY, "aGVsbG8=\n"),
-                                            (DECODE_ALLOW, "b2s=b2s="),
-                                            (STD_DECODE_ALLOW, "b2s=b2s=")])
+@pytest.mark.parametrize(
+    ("policy", "t"),
+    [(VALID_DENY, "aGVsbG8=\n"), (DECODE_ALLOW, "b2s=b2s="), (STD_DECODE_ALLOW, "b2s=b2s=")],
+)
 def test_review11_base64_policy_that_regorus_allows_and_opa_denies_is_refused(
-        tmp_path: Path, policy: str, t: str) -> None:
+    tmp_path: Path, policy: str, t: str
+) -> None:
     assert _regorus(policy, t) is True  # OPA 0.61: false (see the module doc)
     (tmp_path / "t.rego").write_text(policy, encoding="utf-8")
     with pytest.raises(LoadError, match=r"t\.rego:\d+: builtin base64(url)?\.(is_valid|decode)"):
@@ -62,7 +70,9 @@ def test_review11_base64_policy_that_regorus_allows_and_opa_denies_is_refused(
 def test_review11_base64_encoders_still_load(tmp_path: Path) -> None:
     (tmp_path / "t.rego").write_text(
         HEAD + "default decision := false\n"
-        'decision if base64.encode("ok") == base64url.encode("ok")\n', encoding="utf-8")
+        'decision if base64.encode("ok") == base64url.encode("ok")\n',
+        encoding="utf-8",
+    )
     load([str(tmp_path)])
 
 
@@ -72,6 +82,9 @@ def test_opa_vector_pins_newline_skipped_by_opa() -> None:
     if not cases.exists():
         pytest.skip("no OPA vectors here")
     rows = [json.loads(line) for line in cases.read_text(encoding="utf-8").splitlines()]
-    assert any(r["id"].startswith("base64/decoded/") and
-               r.get("input", {}).get("s") == "aGVsbG8=\n" and
-               r["expect"] == {"value": "hello"} for r in rows)
+    assert any(
+        r["id"].startswith("base64/decoded/")
+        and r.get("input", {}).get("s") == "aGVsbG8=\n"
+        and r["expect"] == {"value": "hello"}
+        for r in rows
+    )

@@ -47,20 +47,22 @@ def test_regorus_differs_from_opa_on(expr: str, ours: object, opa: object) -> No
     assert _regorus(expr) == ours != opa
 
 
-@pytest.mark.parametrize("name", ["regex.replace", "regex.find_n", "regex.split",
-                                  "urlquery.encode", "urlquery.encode_object"])
-def test_review11_builtin_that_differs_from_opa_is_refused(tmp_path: Path,
-                                                           name: str) -> None:
+@pytest.mark.parametrize(
+    "name",
+    ["regex.replace", "regex.find_n", "regex.split", "urlquery.encode", "urlquery.encode_object"],
+)
+def test_review11_builtin_that_differs_from_opa_is_refused(tmp_path: Path, name: str) -> None:
     args = {
         "regex.replace": 'input.user, `\\w`, ""',
-        "regex.find_n": '`[^\\w]`, input.user, -1',
-        "regex.split": '`\\s`, input.user',
+        "regex.find_n": "`[^\\w]`, input.user, -1",
+        "regex.split": "`\\s`, input.user",
         "urlquery.encode": "input.user",
         "urlquery.encode_object": '{"u": input.user}',
     }[name]
     (tmp_path / "t.rego").write_text(
-        HEAD + "default decision := false\n"
-        f"decision if {{\n  v := {name}({args})\n  v == \"\"\n}}\n", encoding="utf-8")
+        HEAD + f'default decision := false\ndecision if {{\n  v := {name}({args})\n  v == ""\n}}\n',
+        encoding="utf-8",
+    )
     with pytest.raises(LoadError, match=rf"t\.rego:5: builtin {name}: "):
         load([str(tmp_path)])
 
@@ -70,7 +72,9 @@ def test_review11_unicode_class_deny_rule_is_refused(tmp_path: Path) -> None:
     (tmp_path / "t.rego").write_text(
         HEAD + "default decision := false\n"
         "deny if count(regex.find_n(`[^\\w]`, input.user, -1)) > 0\n"
-        "decision if not deny\n", encoding="utf-8")
+        "decision if not deny\n",
+        encoding="utf-8",
+    )
     e = regorus.Engine()
     e.add_policy("t.rego", (tmp_path / "t.rego").read_text(encoding="utf-8"))
     e.set_input_json(json.dumps({"user": "josé"}))

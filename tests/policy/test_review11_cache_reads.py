@@ -21,18 +21,17 @@ CASES = [
     ("x if count(object.keys(input.user)) > 1", {("user",)}),
     ("x if input.request[input.f] == 1", {("f",), ("request",)}),
     ('import input.request as r\nx if r.method == "GET"', {()}),
-    ('x if { some x in input; x == 1 }', {()}),
-    ("x := object.get(input, [\"a\", \"b\"], 0)", {()}),
+    ("x if { some x in input; x == 1 }", {()}),
+    ('x := object.get(input, ["a", "b"], 0)', {()}),
     ('x if { r := input; r.request.method == "GET" }', {()}),
     ('x if { true with input.request.method as "GET" }', {()}),
-    ('x if { y == 1 }\ny := input.b', {("b",)}),
-    ('x if [input.a, input.b][0] == 1', {("a",), ("b",)}),
+    ("x if { y == 1 }\ny := input.b", {("b",)}),
+    ("x if [input.a, input.b][0] == 1", {("a",), ("b",)}),
 ]
 
 
 @pytest.mark.parametrize(("body", "reads"), CASES)
-def test_review11_input_reads_cover_aliased_reads(body: str,
-                                                  reads: set[tuple[str, ...]]) -> None:
+def test_review11_input_reads_cover_aliased_reads(body: str, reads: set[tuple[str, ...]]) -> None:
     e = regorus.Engine()
     e.add_policy("t.rego", HEAD + body + "\n")
     assert analyze(e.get_ast_as_json()).input_reads == reads

@@ -29,8 +29,9 @@ decision if not deny
 
 
 @pytest.mark.parametrize("body", ["1e400", '"\\ud800"'])
-def test_review11_json_is_valid_deny_that_regorus_skips_is_refused(tmp_path: Path,
-                                                                   body: str) -> None:
+def test_review11_json_is_valid_deny_that_regorus_skips_is_refused(
+    tmp_path: Path, body: str
+) -> None:
     e = regorus.Engine()
     e.add_policy("t.rego", POLICY)
     e.set_input_json(json.dumps({"body": body}))
@@ -46,6 +47,9 @@ def test_opa_vector_pins_1e400_as_valid_json_in_opa() -> None:
     if not cases.exists():
         pytest.skip("no OPA vectors here")
     rows = [json.loads(line) for line in cases.read_text(encoding="utf-8").splitlines()]
-    assert any(r["id"].startswith("urlquery_json/json_valid/") and
-               r.get("input", {}).get("s") == "1e400" and r["expect"] == {"value": True}
-               for r in rows)
+    assert any(
+        r["id"].startswith("urlquery_json/json_valid/")
+        and r.get("input", {}).get("s") == "1e400"
+        and r["expect"] == {"value": True}
+        for r in rows
+    )

@@ -38,7 +38,11 @@ def test_review11_negated_call_on_an_import_alias_is_refused(tmp_path: Path) -> 
 
 
 def test_bound_alias_still_loads(tmp_path: Path) -> None:
-    (tmp_path / "t.rego").write_text(POLICY.replace(
-        'decision if not startswith(t, "pay")',
-        'decision if {\n  team := t\n  not startswith(team, "pay")\n}'), encoding="utf-8")
+    (tmp_path / "t.rego").write_text(
+        POLICY.replace(
+            'decision if not startswith(t, "pay")',
+            'decision if {\n  team := t\n  not startswith(team, "pay")\n}',
+        ),
+        encoding="utf-8",
+    )
     load([str(tmp_path)])

@@ -34,19 +34,23 @@ def _policy() -> str:
 
 VARIANTS = {
     "data_root": lambda s: s.replace(
-        RULE, "allowed if not data.vectors.ref_heads.svc[input.service].blocked"),
+        RULE, "allowed if not data.vectors.ref_heads.svc[input.service].blocked"
+    ),
     "import_alias": lambda s: s.replace(
-        "import rego.v1", "import rego.v1\nimport data.vectors.ref_heads.svc as s").replace(
-        RULE, "allowed if not s[input.service].blocked"),
+        "import rego.v1", "import rego.v1\nimport data.vectors.ref_heads.svc as s"
+    ).replace(RULE, "allowed if not s[input.service].blocked"),
 }
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_review11_not_of_ref_head_rule_through_data_or_alias_is_refused(
-        tmp_path: Path, variant: str) -> None:
+    tmp_path: Path, variant: str
+) -> None:
     text = VARIANTS[variant](_policy())
-    cases = [json.loads(line) for line in
-             (VECTORS / "cases.jsonl").read_text(encoding="utf-8").splitlines()]
+    cases = [
+        json.loads(line)
+        for line in (VECTORS / "cases.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     case = next(c for c in cases if c["id"] == "ref_heads/allowed/005")
     assert case["expect"] == {"value": False}  # OPA 0.61
     e = regorus.Engine()
@@ -61,6 +65,7 @@ def test_review11_not_of_ref_head_rule_through_data_or_alias_is_refused(
 def test_static_data_read_under_not_still_loads(tmp_path: Path) -> None:
     text = VARIANTS["data_root"](_policy()).replace(
         "allowed if not data.vectors.ref_heads.svc[input.service].blocked",
-        "allowed if not data.vectors.ref_heads.svc.payments.blocked")
+        "allowed if not data.vectors.ref_heads.svc.payments.blocked",
+    )
     (tmp_path / "policy.rego").write_text(text, encoding="utf-8")
     load([str(tmp_path)])

@@ -23,7 +23,9 @@ import regorus
 from ztproxy.policy.loader import LoadError, load
 
 HEAD = "package t\nimport rego.v1\n"
-GUARDED_DENY = HEAD + """default decision := false
+GUARDED_DENY = (
+    HEAD
+    + """default decision := false
 deny if {
   v := input.version
   semver.is_valid(v)
@@ -31,12 +33,16 @@ deny if {
 }
 decision if not deny
 """
-VALID_ALLOW = HEAD + """default decision := false
+)
+VALID_ALLOW = (
+    HEAD
+    + """default decision := false
 decision if {
   v := input.version
   semver.is_valid(v)
 }
 """
+)
 
 
 def _regorus(policy: str, version: str) -> object:
@@ -46,10 +52,12 @@ def _regorus(policy: str, version: str) -> object:
     return json.loads(e.eval_rule_as_json("data.t.decision"))
 
 
-@pytest.mark.parametrize(("policy", "version"), [(GUARDED_DENY, "01.0.0"),
-                                                  (VALID_ALLOW, "9223372036854775808.0.0")])
+@pytest.mark.parametrize(
+    ("policy", "version"), [(GUARDED_DENY, "01.0.0"), (VALID_ALLOW, "9223372036854775808.0.0")]
+)
 def test_review11_semver_policy_that_regorus_allows_and_opa_denies_is_refused(
-        tmp_path: Path, policy: str, version: str) -> None:
+    tmp_path: Path, policy: str, version: str
+) -> None:
     assert _regorus(policy, version) is True  # OPA 0.61: false (see the module doc)
     (tmp_path / "t.rego").write_text(policy, encoding="utf-8")
     with pytest.raises(LoadError, match=r"t\.rego:\d+: builtin semver\.(is_valid|compare)"):

@@ -32,14 +32,17 @@ decision if not deny
 
 def test_regorus_orders_a_set_before_an_object() -> None:
     e = regorus.Engine()
-    e.add_policy("t.rego", "package t\nimport rego.v1\n"
-                 'lt := {"a": 1} < {1}\nm := max([{"a": 1}, {1}])\n')
+    e.add_policy(
+        "t.rego", 'package t\nimport rego.v1\nlt := {"a": 1} < {1}\nm := max([{"a": 1}, {1}])\n'
+    )
     assert json.loads(e.eval_rule_as_json("data.t.lt")) is False  # OPA: true
     assert json.loads(e.eval_rule_as_json("data.t.m")) == {"a": 1}  # OPA: [1] (the set)
 
 
-@pytest.mark.xfail(strict=True, reason="open: object/set order differs from OPA; "
-                   "no load check yet (see module doc)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: object/set order differs from OPA; no load check yet (see module doc)",
+)
 def test_review11_object_compared_with_a_set_is_refused(tmp_path: Path) -> None:
     e = regorus.Engine()
     e.add_policy("t.rego", POLICY)

@@ -24,8 +24,8 @@ from ztproxy.policy.prepared import PreparedInput
 
 HEAD = "package t\nimport rego.v1\n"
 LONG_NAME = HEAD + "default decision := false\ndecision if count(input.name) > 2\n"
-NO_COUNT = HEAD + "default decision := false\ndecision if startswith(input.name, \"a\")\n"
-EMOJI = "a\U0001F600"
+NO_COUNT = HEAD + 'default decision := false\ndecision if startswith(input.name, "a")\n'
+EMOJI = "a\U0001f600"
 
 
 def test_regorus_counts_a_string_in_utf16_units() -> None:
@@ -39,14 +39,12 @@ def test_regorus_counts_a_string_in_utf16_units() -> None:
 def _write(tmp_path: Path, text: str, data: Any = None) -> Path:
     (tmp_path / "t.rego").write_text(text, encoding="utf-8")
     if data is not None:
-        (tmp_path / "data.json").write_text(json.dumps(data, ensure_ascii=False),
-                                            encoding="utf-8")
+        (tmp_path / "data.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     return tmp_path
 
 
 @pytest.mark.parametrize("literal", [EMOJI, "a\\ud83d\\ude00"])
-def test_astral_literal_in_a_policy_that_counts_is_refused(tmp_path: Path,
-                                                           literal: str) -> None:
+def test_astral_literal_in_a_policy_that_counts_is_refused(tmp_path: Path, literal: str) -> None:
     with pytest.raises(LoadError, match=r"t\.rego:5: a character beyond U\+FFFF"):
         load([str(_write(tmp_path, LONG_NAME + f'x := "{literal}"\n'))])
 
@@ -61,8 +59,9 @@ def test_policy_without_count_loads_astral_text(tmp_path: Path) -> None:
 
 
 async def _decider(policy_dir: Path) -> PolicyDecider:
-    cfg = PolicyConfig(policy_dirs=(str(policy_dir),), decision_path="t/decision",
-                       cache_ttl_ms=0, watch=False)
+    cfg = PolicyConfig(
+        policy_dirs=(str(policy_dir),), decision_path="t/decision", cache_ttl_ms=0, watch=False
+    )
     d = build_decider(cfg)
     await d.start()  # type: ignore[attr-defined]
     assert isinstance(d, PolicyDecider)
@@ -80,8 +79,11 @@ async def _outcome(d: PolicyDecider, doc: Any) -> str:
 async def test_astral_input_is_a_503_where_the_policy_counts(tmp_path: Path) -> None:
     d = await _decider(_write(tmp_path, LONG_NAME))
     try:
-        for doc in ({"name": EMOJI}, PreparedInput({"name": EMOJI}),
-                    {"name": "ab", "other": ["x", EMOJI]}):
+        for doc in (
+            {"name": EMOJI},
+            PreparedInput({"name": EMOJI}),
+            {"name": "ab", "other": ["x", EMOJI]},
+        ):
             # OPA: count is 2, deny; regorus alone would say 3, allow
             assert await _outcome(d, doc) == "503:policy_input_unsupported_string"
         assert await _outcome(d, {"name": "ab"}) == "deny"

@@ -24,10 +24,16 @@ REVIEWED = {
     "audit/record:_ENCODERS": "keyed by the event's field types",
     "ops/logs:_KEY_VERDICTS": "log field name -> masked or not",
 }
-CONSTANT_TABLES = {"identity/keyset:_THUMBPRINT_MEMBERS", "errors:_PUBLIC_MESSAGES",
-                   "stages/canonical:_FORBIDDEN_ESCAPES", "cli/tokens:DEFAULTS",
-                   "cli/tokens:_UNIT", "devtools/mint:_EC_CURVES", "identity/keyset:_ALG_KEY_TYPES",
-                   "devtools/demo:_GOOD_LAPTOP"}
+CONSTANT_TABLES = {
+    "identity/keyset:_THUMBPRINT_MEMBERS",
+    "errors:_PUBLIC_MESSAGES",
+    "stages/canonical:_FORBIDDEN_ESCAPES",
+    "cli/tokens:DEFAULTS",
+    "cli/tokens:_UNIT",
+    "devtools/mint:_EC_CURVES",
+    "identity/keyset:_ALG_KEY_TYPES",
+    "devtools/demo:_GOOD_LAPTOP",
+}
 
 
 def _memos() -> set[str]:
@@ -40,13 +46,21 @@ def _memos() -> set[str]:
             if isinstance(node, (ast.Assign, ast.AnnAssign)):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 value = node.value
-                mutable = isinstance(value, (ast.Dict, ast.Set, ast.List)) or (
-                    isinstance(value, ast.Call) and "cache" in ast.unparse(value.func)) or (
-                    isinstance(value, ast.Call) and ast.unparse(value.func) in (
-                        "dict", "set", "list", "OrderedDict", "collections.OrderedDict"))
+                mutable = (
+                    isinstance(value, (ast.Dict, ast.Set, ast.List))
+                    or (isinstance(value, ast.Call) and "cache" in ast.unparse(value.func))
+                    or (
+                        isinstance(value, ast.Call)
+                        and ast.unparse(value.func)
+                        in ("dict", "set", "list", "OrderedDict", "collections.OrderedDict")
+                    )
+                )
                 if mutable:
-                    found |= {f"{module}:{t.id}" for t in targets
-                              if isinstance(t, ast.Name) and t.id != "__all__"}
+                    found |= {
+                        f"{module}:{t.id}"
+                        for t in targets
+                        if isinstance(t, ast.Name) and t.id != "__all__"
+                    }
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 if any("cache" in ast.unparse(d) for d in node.decorator_list):
                     found.add(f"{module}:{node.name}")

@@ -20,23 +20,26 @@ from ztproxy.tls.spiffe import SvidError, parse_spiffe_id
 from ztproxy.tls.trust import load_trust_store, validate_chain
 
 
-@pytest.mark.parametrize("uri", [
-    "spiffe://corp%2Eexample/ns/prod/sa/x",
-    "spiffe://corp.example/ns/prod/sa/%78",
-    "spiffe://Corp.Example/ns/prod/sa/x",
-    "SPIFFE://corp.example/ns/prod/sa/x",
-    "Spiffe://corp.example/ns/prod/sa/x",
-    "spiffe://corp.example:8443/ns/prod/sa/x",
-    "spiffe://a@corp.example/ns/prod/sa/x",
-    "spiffe://corp.example//ns/prod",
-    "spiffe://corp.example/ns/prod/",
-    "spiffe://corp.example/ns/./prod",
-    "spiffe:///ns/prod",
-    "spiffe:/corp.example/ns/prod",
-    "spiffe://corp.example/ns/pr\u00f6d",
-    "spiffe://corp.example\\ns\\prod",
-    "spiffe://corp.example/ns prod",
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "spiffe://corp%2Eexample/ns/prod/sa/x",
+        "spiffe://corp.example/ns/prod/sa/%78",
+        "spiffe://Corp.Example/ns/prod/sa/x",
+        "SPIFFE://corp.example/ns/prod/sa/x",
+        "Spiffe://corp.example/ns/prod/sa/x",
+        "spiffe://corp.example:8443/ns/prod/sa/x",
+        "spiffe://a@corp.example/ns/prod/sa/x",
+        "spiffe://corp.example//ns/prod",
+        "spiffe://corp.example/ns/prod/",
+        "spiffe://corp.example/ns/./prod",
+        "spiffe:///ns/prod",
+        "spiffe:/corp.example/ns/prod",
+        "spiffe://corp.example/ns/pr\u00f6d",
+        "spiffe://corp.example\\ns\\prod",
+        "spiffe://corp.example/ns prod",
+    ],
+)
 def test_other_spellings_refused(uri: str) -> None:
     with pytest.raises(SvidError):
         parse_spiffe_id(uri)
@@ -61,14 +64,21 @@ def test_accepted_ids_are_exactly_what_was_written(tail: str) -> None:
 
 def test_signer_with_uppercase_scheme_spiffe_path_refused(tmp_path: Path) -> None:
     root = DevCA.create("spelling root")
-    web = root.issue_workload(None, uri_sans=["SPIFFE://corp.example/ns/prod/sa/web"],
-                              is_ca=True, key_usage_cert_sign=True)
-    minter = DevCA(cert=web.cert, key=web.key, cert_pem=web.cert_pem,  # type: ignore[arg-type]
-                   leaf_chain=(web.cert,))
+    web = root.issue_workload(
+        None,
+        uri_sans=["SPIFFE://corp.example/ns/prod/sa/web"],
+        is_ca=True,
+        key_usage_cert_sign=True,
+    )
+    minter = DevCA(
+        cert=web.cert,
+        key=web.key,
+        cert_pem=web.cert_pem,  # type: ignore[arg-type]
+        leaf_chain=(web.cert,),
+    )
     leaf = minter.issue_workload("spiffe://corp.example/ns/prod/sa/admin")
     (tmp_path / "ca.pem").write_bytes(root.cert_pem)
-    store = load_trust_store([TrustDomainConfig("corp.example", str(tmp_path / "ca.pem"),
-                                                None)])
+    store = load_trust_store([TrustDomainConfig("corp.example", str(tmp_path / "ca.pem"), None)])
     der = serialization.Encoding.DER
     chain = [c.public_bytes(der) for c in (leaf.cert, web.cert, root.cert)]
     with pytest.raises(SvidError) as err:

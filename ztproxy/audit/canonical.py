@@ -16,8 +16,9 @@ from typing import Any
 
 import orjson
 
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                            allow_nan=False)
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
 INT_LIMIT = 2**53 - 1
 _SCALARS = (str, bool, type(None))
 
@@ -99,4 +100,3 @@ def is_canonical_line(line: bytes) -> bool:
         return bool(orjson.dumps(obj, option=_DUMPS_OPTIONS) == line)
     except (orjson.JSONDecodeError, orjson.JSONEncodeError):
         return False
-

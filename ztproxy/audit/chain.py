@@ -56,16 +56,24 @@ class LockHeld(OSError):
 
 
 def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class ChainWriter:
-    def __init__(self, directory: str | os.PathLike[str], worker: int, origin: str,
-                 key: SigningKey, *, segment_max_bytes: int = 64 * 1024 * 1024,
-                 segment_max_age: float = 3600.0, fsync: str = "checkpoint",
-                 clock: Callable[[], float], accept_recovery: bool = False,
-                 previous_keys: tuple[PublicKey, ...] = ()) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        worker: int,
+        origin: str,
+        key: SigningKey,
+        *,
+        segment_max_bytes: int = 64 * 1024 * 1024,
+        segment_max_age: float = 3600.0,
+        fsync: str = "checkpoint",
+        clock: Callable[[], float],
+        accept_recovery: bool = False,
+        previous_keys: tuple[PublicKey, ...] = (),
+    ) -> None:
         self.directory = Path(directory)
         self.worker = worker
         self.origin = f"{origin}/w{worker}"
@@ -110,8 +118,9 @@ class ChainWriter:
 
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.directory / lock_name(self.worker),
-                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o640)  # never a planted link
+        fd = os.open(
+            self.directory / lock_name(self.worker), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o640
+        )  # never a planted link
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -119,13 +128,23 @@ class ChainWriter:
             raise LockHeld(11, f"another process writes audit chain w{self.worker}") from None
         self._lock_fd = fd
         try:
-            state = recover(self.directory, self.worker, self._key.public, self.origin,
-                            accept_recovery=self._accept_recovery, clock=self._clock,
-                            previous_keys=self._previous_keys)
-            self._seal_fd = os.open(self.directory / seal_name(self.worker),
-                                    os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o640)
-            self._checkpoints = AppendFile(self.directory / checkpoints_name(self.worker),
-                                           self._clock(), exclusive=False)
+            state = recover(
+                self.directory,
+                self.worker,
+                self._key.public,
+                self.origin,
+                accept_recovery=self._accept_recovery,
+                clock=self._clock,
+                previous_keys=self._previous_keys,
+            )
+            self._seal_fd = os.open(
+                self.directory / seal_name(self.worker),
+                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
+                0o640,
+            )
+            self._checkpoints = AppendFile(
+                self.directory / checkpoints_name(self.worker), self._clock(), exclusive=False
+            )
             self._open_segment(state.last_segment + 1)
         except BaseException:
             self._release()
@@ -146,20 +165,27 @@ class ChainWriter:
 
     def _recovery_record(self, state: ChainState) -> None:
         """The signed statement of what this start set aside and accepted."""
-        log.warning("audit_recovery", worker=self.worker, set_aside=len(state.set_aside),
-                    accepted=state.accepted or None, adopted=state.adopted)
-        self.append_fields({
-            "kind": "recovery",
-            "time": rfc3339(self._clock()),
-            "reason": "recovery_accepted" if state.accepted else "recovery_set_aside",
-            "accept_recovery": bool(state.accepted),
-            "accepted": state.accepted or None,
-            "resumed_from_checkpoint": None if state.fresh else state.checkpointed,
-            "adopted_records": state.adopted,
-            "set_aside": [item.describe() for item in state.set_aside],
-            "quarantine": QUARANTINE_DIR if state.set_aside else None,
-            "sealed_missing": state.sealed_missing or None,
-        })
+        log.warning(
+            "audit_recovery",
+            worker=self.worker,
+            set_aside=len(state.set_aside),
+            accepted=state.accepted or None,
+            adopted=state.adopted,
+        )
+        self.append_fields(
+            {
+                "kind": "recovery",
+                "time": rfc3339(self._clock()),
+                "reason": "recovery_accepted" if state.accepted else "recovery_set_aside",
+                "accept_recovery": bool(state.accepted),
+                "accepted": state.accepted or None,
+                "resumed_from_checkpoint": None if state.fresh else state.checkpointed,
+                "adopted_records": state.adopted,
+                "set_aside": [item.describe() for item in state.set_aside],
+                "quarantine": QUARANTINE_DIR if state.set_aside else None,
+                "sealed_missing": state.sealed_missing or None,
+            }
+        )
 
     def append_fields(self, fields: dict[str, object]) -> None:
         """Append one record of any flat field set (kind `recovery`): the general path."""
@@ -212,8 +238,9 @@ class ChainWriter:
     def write(self, events: Sequence[AuditEvent]) -> None:
         """Append `events` as one write. On OSError they stay pending (in order)."""
         state = self._require_state()
-        lines, leaves, state.prev = build_lines(events, seq=state.seq, prev=state.prev,
-                                                worker=self.worker)
+        lines, leaves, state.prev = build_lines(
+            events, seq=state.seq, prev=state.prev, worker=self.worker
+        )
         self._lines += lines
         self._leaves += leaves
         state.seq += len(lines)
@@ -283,8 +310,9 @@ class ChainWriter:
         if segment is not None and self._fsync != "never":
             segment.sync()
         now = self._clock()
-        cp = Checkpoint(self.origin, state.tree.size, state.tree.root(), self._head,
-                        state.genesis, rfc3339(now))
+        cp = Checkpoint(
+            self.origin, state.tree.size, state.tree.root(), self._head, state.genesis, rfc3339(now)
+        )
         if cp.text() == self._last_text:
             return  # the same tree in the same millisecond: nothing new to sign
         entry = {
@@ -304,8 +332,7 @@ class ChainWriter:
         segment = self._segment
         if segment is None or segment.size == 0:
             return False
-        return (segment.size >= self._max_bytes
-                or self._clock() - segment.opened_at >= self._max_age)
+        return segment.size >= self._max_bytes or self._clock() - segment.opened_at >= self._max_age
 
     def rotate(self) -> None:
         """Sign what the old segment holds, make it durable, start the next one."""

@@ -91,11 +91,11 @@ def walk_piece(piece: Piece, full_from: int = 0) -> PieceResult:
     out: list[bytes] = []
     for data, begin, stop in chunks:
         if state is None:
-            first = data[begin:data.index(b"\n", begin)]
+            first = data[begin : data.index(b"\n", begin)]
             at = first.find(HASH_MEMBER)
             p = first.find(_PREV, at + len(HASH_MEMBER) + 64) if at >= 0 else -1
             match = _SEQ.search(first, p) if p >= 0 else None
-            first_prev = first[p + 9:p + 74] if p >= 0 else b""
+            first_prev = first[p + 9 : p + 74] if p >= 0 else b""
             first_seq = int(match.group(1)) if match else -1
             state = start(None, max(first_seq, 0), full_from=full_from)
             state.ok = match is not None
@@ -121,15 +121,21 @@ def usable_workers(requested: int | None, total_bytes: int) -> int:
         return 1
     if "fork" not in multiprocessing.get_all_start_methods():
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
     return max(1, min(requested or cores, cores, 16))
 
 
-def walk_parallel(segments: Sequence[Path], genesis: str | None, workers: int,
-                  on_leaves: Callable[[list[bytes]], None],
-                  range_bytes: int | None = None, *, full_from: int = 0
-                  ) -> list[tuple[Piece, PieceResult]] | None:
+def walk_parallel(
+    segments: Sequence[Path],
+    genesis: str | None,
+    workers: int,
+    on_leaves: Callable[[list[bytes]], None],
+    range_bytes: int | None = None,
+    *,
+    full_from: int = 0,
+) -> list[tuple[Piece, PieceResult]] | None:
     """Walk all pieces in `workers` processes, handing each piece's leaves to
     `on_leaves` in order as it arrives (so the caller's Merkle tree grows while
     later pieces are still being walked); the pieces and their results, or None when
@@ -145,12 +151,13 @@ def walk_parallel(segments: Sequence[Path], genesis: str | None, workers: int,
             if not result.ok:
                 return None
             if result.lines:
-                if result.first_seq != expected_seq or (prev is not None and
-                                                        result.first_prev != prev):
+                if result.first_seq != expected_seq or (
+                    prev is not None and result.first_prev != prev
+                ):
                     return None
                 prev = result.last
                 blob = result.leaves
-                on_leaves([blob[i:i + 32] for i in range(0, len(blob), 32)])
+                on_leaves([blob[i : i + 32] for i in range(0, len(blob), 32)])
             expected_seq += result.lines
             done.append((piece, result))
     return done

@@ -106,8 +106,9 @@ class SigningKey:
         return f"SigningKey({self.public.name}, [secure])"
 
 
-def generate_keypair(out_dir: str | os.PathLike[str], *,
-                     overwrite: bool = False) -> tuple[Path, Path]:
+def generate_keypair(
+    out_dir: str | os.PathLike[str], *, overwrite: bool = False
+) -> tuple[Path, Path]:
     """Write a new key pair into `out_dir`: the private key (PKCS#8 PEM, mode 0600,
     created with that mode so it is never readable by others, even briefly) and the
     public key (PEM). Refuses to replace an existing private key unless `overwrite`."""
@@ -154,6 +155,7 @@ def parse_vkey(text: str) -> PublicKey:
     name, _, rest = text.partition("+")
     hash_hex, _, blob = rest.partition("+")
     from .note import std_b64decode, valid_key_name  # note.py imports this module
+
     if not valid_key_name(name) or not _HEX8.fullmatch(hash_hex):
         raise KeyFileError("not a verifier key (name+hash+key)")
     try:

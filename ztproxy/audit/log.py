@@ -40,9 +40,14 @@ START_TIMEOUT_SECONDS = 10.0
 
 
 class AuditLog:
-    def __init__(self, config: AuditConfig, *, worker_id: int = 0,
-                 metrics: Metrics | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: AuditConfig,
+        *,
+        worker_id: int = 0,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self.worker_id = worker_id
         self.metrics = metrics if metrics is not None else Metrics()
@@ -67,15 +72,23 @@ class AuditLog:
         if depth + 1 >= self._soft_limit and not self._overloaded:
             self._overloaded = True
             self.metrics.audit_failures.labels(reason="queue_full").inc()
-            log.error("audit_queue_full", worker=self.worker_id, depth=depth + 1,
-                      on_failure=self.config.on_failure)
+            log.error(
+                "audit_queue_full",
+                worker=self.worker_id,
+                depth=depth + 1,
+                on_failure=self.config.on_failure,
+            )
 
     def _drop(self, reason: str) -> None:
         self._dropped += 1
         self.metrics.audit_failures.labels(reason=reason).inc()
         if self._dropped == 1 or self._dropped % 1000 == 0:
-            log.error("audit_record_dropped", worker=self.worker_id, reason=reason,
-                      dropped_total=self._dropped)
+            log.error(
+                "audit_record_dropped",
+                worker=self.worker_id,
+                reason=reason,
+                dropped_total=self._dropped,
+            )
 
     def accepting(self) -> bool:
         if self._overloaded and len(self._queue) <= self._low_water:
@@ -84,13 +97,13 @@ class AuditLog:
         if self._allow:
             return not self._closed
         thread = self._thread
-        return (not self._closed and not self._overloaded
-                and thread is not None and thread.healthy)
+        return not self._closed and not self._overloaded and thread is not None and thread.healthy
 
     def readiness(self) -> Mapping[str, bool]:
         thread = self._thread
-        healthy = (thread is not None and thread.healthy and not self._overloaded
-                   and not self._closed)
+        healthy = (
+            thread is not None and thread.healthy and not self._overloaded and not self._closed
+        )
         return {"audit_accepting": self.accepting(), "audit_healthy": healthy}
 
     def stats(self) -> Mapping[str, float]:
@@ -106,7 +119,8 @@ class AuditLog:
             "writer_flushes": float(thread.flushes if thread is not None else 0),
             "healthy": 1.0 if thread is not None and thread.healthy else 0.0,
             "seconds_since_checkpoint": (self._clock() - chain.last_checkpoint_time)
-            if chain else 0.0,
+            if chain
+            else 0.0,
         }
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -121,11 +135,18 @@ class AuditLog:
         cfg = self.config
         key = await asyncio.to_thread(load_signing_key, cfg.signing_key)
         previous = tuple(load_public_key(path) for path in cfg.previous_keys)
-        chain = ChainWriter(cfg.dir, self.worker_id, cfg.origin, key,
-                            segment_max_bytes=cfg.segment_max_bytes,
-                            segment_max_age=cfg.segment_max_age_seconds, fsync=cfg.fsync,
-                            clock=self._clock, accept_recovery=cfg.accept_recovery,
-                            previous_keys=previous)
+        chain = ChainWriter(
+            cfg.dir,
+            self.worker_id,
+            cfg.origin,
+            key,
+            segment_max_bytes=cfg.segment_max_bytes,
+            segment_max_age=cfg.segment_max_age_seconds,
+            fsync=cfg.fsync,
+            clock=self._clock,
+            accept_recovery=cfg.accept_recovery,
+            previous_keys=previous,
+        )
         try:
             # Recovery runs here, before anything is served: a chain that cannot be
             # continued without the operator raises RecoveryRefused (one line). A disk
@@ -136,16 +157,27 @@ class AuditLog:
             raise
         except OSError as exc:
             log.error("audit_open_failed", worker=self.worker_id, error=str(exc))
-        policy = CheckpointPolicy(cfg.checkpoint_every_records,
-                                  cfg.checkpoint_interval_seconds, cfg.heartbeat_seconds)
-        thread = WriterThread(chain, self._queue, policy, self.metrics, self._clock,
-                              flush_interval=cfg.flush_interval_ms / 1000)
+        policy = CheckpointPolicy(
+            cfg.checkpoint_every_records, cfg.checkpoint_interval_seconds, cfg.heartbeat_seconds
+        )
+        thread = WriterThread(
+            chain,
+            self._queue,
+            policy,
+            self.metrics,
+            self._clock,
+            flush_interval=cfg.flush_interval_ms / 1000,
+        )
         self._thread = thread
         thread.start()
         await asyncio.to_thread(thread.first_attempt.wait, START_TIMEOUT_SECONDS)
         if not thread.healthy:
-            log.error("audit_not_writable_at_start", worker=self.worker_id,
-                      error=thread.error, on_failure=cfg.on_failure)
+            log.error(
+                "audit_not_writable_at_start",
+                worker=self.worker_id,
+                error=thread.error,
+                on_failure=cfg.on_failure,
+            )
 
     async def close(self) -> None:
         """Write what is queued, sign a final checkpoint, fsync, stop the thread."""
@@ -153,11 +185,13 @@ class AuditLog:
         self._closed = True
         if thread is None:
             if len(self._queue):
-                log.error("audit_closed_before_start", worker=self.worker_id,
-                          records_not_written=len(self._queue))
+                log.error(
+                    "audit_closed_before_start",
+                    worker=self.worker_id,
+                    records_not_written=len(self._queue),
+                )
             return
         thread.stop()
         await asyncio.to_thread(thread.join, CLOSE_TIMEOUT_SECONDS)
         if thread.is_alive():
-            log.error("audit_close_timeout", worker=self.worker_id,
-                      queued=len(self._queue))
+            log.error("audit_close_timeout", worker=self.worker_id, queued=len(self._queue))

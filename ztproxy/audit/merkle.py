@@ -76,9 +76,12 @@ class CompactTree:
         done, total = 0, len(items)
         while done < total:
             size = self.size
-            height = min((size & -size).bit_length() - 1 if size else MAX_BLOCK_HEIGHT,
-                         (total - done).bit_length() - 1, MAX_BLOCK_HEIGHT)
-            level = items[done:done + (1 << height)]
+            height = min(
+                (size & -size).bit_length() - 1 if size else MAX_BLOCK_HEIGHT,
+                (total - done).bit_length() - 1,
+                MAX_BLOCK_HEIGHT,
+            )
+            level = items[done : done + (1 << height)]
             while len(level) > 1:
                 level = _pairs(level)
             self._push(level[0], height)
@@ -112,7 +115,7 @@ class RootsAt:
         start, taken = tree.size, 0
         while want and want[-1] <= start + len(leaves):
             size = want.pop()
-            tree.extend(leaves[taken:size - start])
+            tree.extend(leaves[taken : size - start])
             taken = size - start
             self.found[size] = (tree.root(), leaves[taken - 1] if taken else self.last)
         tree.extend(leaves[taken:])
@@ -141,10 +144,10 @@ def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
     while hi - lo > 1:
         k = _split(hi - lo)
         if index < lo + k:
-            path.append(root(leaves[lo + k:hi]))
+            path.append(root(leaves[lo + k : hi]))
             hi = lo + k
         else:
-            path.append(root(leaves[lo:lo + k]))
+            path.append(root(leaves[lo : lo + k]))
             lo = lo + k
     path.reverse()
     return path
@@ -162,10 +165,10 @@ def consistency_proof(leaves: Sequence[bytes], old_size: int) -> list[bytes]:
     while m != hi - lo:
         k = _split(hi - lo)
         if m <= k:
-            path.append(root(leaves[lo + k:hi]))
+            path.append(root(leaves[lo + k : hi]))
             hi = lo + k
         else:
-            path.append(root(leaves[lo:lo + k]))
+            path.append(root(leaves[lo : lo + k]))
             lo, m, complete = lo + k, m - k, False
     if not complete:
         path.append(root(leaves[lo:hi]))
@@ -173,8 +176,9 @@ def consistency_proof(leaves: Sequence[bytes], old_size: int) -> list[bytes]:
     return path
 
 
-def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
-                     root_hash: bytes) -> bool:
+def verify_inclusion(
+    leaf: bytes, index: int, size: int, proof: Sequence[bytes], root_hash: bytes
+) -> bool:
     """RFC 9162 section 2.1.3.2."""
     if not 0 <= index < size:
         return False
@@ -195,8 +199,9 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
     return sn == 0 and r == root_hash
 
 
-def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes,
-                       proof: Sequence[bytes]) -> bool:
+def verify_consistency(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
+) -> bool:
     """RFC 9162 section 2.1.4.2, plus equal sizes (an empty proof, equal roots). An old
     size of 0 is refused, as Go's tlog.CheckTree does: RFC 6962 defines no proof for it."""
     if not 0 < old_size <= new_size:

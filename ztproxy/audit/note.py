@@ -119,14 +119,14 @@ def parse_note(data: str | bytes) -> Note:
     split = text_all.rfind("\n\n")
     if split < 0:
         raise _malformed("no signature block")
-    text, block = text_all[:split + 1], text_all[split + 2:]
+    text, block = text_all[: split + 1], text_all[split + 2 :]
     if not block or not block.endswith("\n"):
         raise _malformed("signature block does not end with a newline")
     sigs: list[NoteSignature] = []
     for line in block[:-1].split("\n"):
         if not line.startswith(SIG_PREFIX):
             raise _malformed("signature line does not start with an em dash and a space")
-        name, _, blob = line[len(SIG_PREFIX):].partition(" ")
+        name, _, blob = line[len(SIG_PREFIX) :].partition(" ")
         if not blob or not valid_key_name(name):
             raise _malformed("signature line has no valid key name and signature")
         sig = _b64(blob)
@@ -138,8 +138,7 @@ def parse_note(data: str | bytes) -> Note:
     return Note(text, tuple(sigs))
 
 
-def verify_note(note: Note, keys: tuple[PublicKey, ...]) -> tuple[SignatureCheck,
-                                                                   PublicKey | None]:
+def verify_note(note: Note, keys: tuple[PublicKey, ...]) -> tuple[SignatureCheck, PublicKey | None]:
     """Go's `note.Open` verdict on a parsed note: every line by a known key (name and
     key hash) must verify, the first time that key appears (a repeat of a key already
     seen is skipped, as Go does); a failing line by a known key rejects the note
@@ -186,13 +185,15 @@ class Checkpoint:
 
     def text(self) -> str:
         root = base64.b64encode(self.root).decode()
-        return (f"{self.origin}\n{self.size}\n{root}\nhead {self.head}\n"
-                f"genesis {self.genesis}\ntime {self.time}\n")
+        return (
+            f"{self.origin}\n{self.size}\n{root}\nhead {self.head}\n"
+            f"genesis {self.genesis}\ntime {self.time}\n"
+        )
 
 
 def _hex_field(line: str, label: str) -> str:
     prefix = label + " "
-    value = line[len(prefix):]
+    value = line[len(prefix) :]
     if not line.startswith(prefix) or len(value) != 64 or not set(value) <= HEX_CHARS:
         raise NoteError(f"checkpoint {label} line is malformed")
     return value
@@ -245,8 +246,14 @@ def parse_checkpoint(text: str) -> Checkpoint:
     head_l, genesis_l, time_l = body.extensions
     if not time_l.startswith("time ") or len(time_l) > 64:
         raise NoteError("checkpoint time line is malformed")
-    return Checkpoint(body.origin, body.size, body.root, _hex_field(head_l, "head"),
-                      _hex_field(genesis_l, "genesis"), time_l[5:])
+    return Checkpoint(
+        body.origin,
+        body.size,
+        body.root,
+        _hex_field(head_l, "head"),
+        _hex_field(genesis_l, "genesis"),
+        time_l[5:],
+    )
 
 
 @dataclass(frozen=True, slots=True)

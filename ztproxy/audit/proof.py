@@ -61,8 +61,9 @@ def _chain(directory: Path, worker: int) -> tuple[list[bytes], list[bytes], int]
     return lines, leaves, good
 
 
-def _signed_checkpoints(directory: Path, worker: int, keys: tuple[PublicKey, ...]
-                        ) -> Iterator[SignedCheckpoint]:
+def _signed_checkpoints(
+    directory: Path, worker: int, keys: tuple[PublicKey, ...]
+) -> Iterator[SignedCheckpoint]:
     """Checkpoints of the chain, newest first; only those `keys` verify, if given."""
     chain = discover(directory).get(worker)
     if chain is None or chain.checkpoints is None:
@@ -78,8 +79,9 @@ def _signed_checkpoints(directory: Path, worker: int, keys: tuple[PublicKey, ...
             yield signed
 
 
-def latest_checkpoint(directory: str | Path, worker: int = 0,
-                      keys: tuple[PublicKey, ...] = ()) -> SignedCheckpoint | None:
+def latest_checkpoint(
+    directory: str | Path, worker: int = 0, keys: tuple[PublicKey, ...] = ()
+) -> SignedCheckpoint | None:
     """The checkpoint to keep: the largest tree size a given key signed (the newest
     of equal sizes). Never the last line as such: a stale checkpoint appended again
     at the end of the file is not the newest."""
@@ -90,36 +92,48 @@ def latest_checkpoint(directory: str | Path, worker: int = 0,
     return best
 
 
-def build_inclusion(directory: str | Path, seq: int, *, worker: int = 0,
-                    keys: tuple[PublicKey, ...] = ()) -> dict[str, Any]:
+def build_inclusion(
+    directory: str | Path, seq: int, *, worker: int = 0, keys: tuple[PublicKey, ...] = ()
+) -> dict[str, Any]:
     lines, leaves, good = _chain(Path(directory), worker)
     if not 0 <= seq < len(lines):
         raise ProofError(f"chain w{worker} has no record with seq {seq}")
     for signed in _signed_checkpoints(Path(directory), worker, keys):
         cp = signed.checkpoint
-        if seq < cp.size <= good and merkle.root(leaves[:cp.size]) == cp.root:
-            return {"type": INCLUSION, "origin": cp.origin, "seq": seq,
-                    "tree_size": cp.size, "record": lines[seq].decode("utf-8"),
-                    "proof": _b64(merkle.inclusion_proof(leaves[:cp.size], seq)),
-                    "checkpoint": signed.raw}
-    raise ProofError(f"no signed checkpoint that matches the log covers seq {seq} "
-                     "(run `ztproxy audit verify`)")
+        if seq < cp.size <= good and merkle.root(leaves[: cp.size]) == cp.root:
+            return {
+                "type": INCLUSION,
+                "origin": cp.origin,
+                "seq": seq,
+                "tree_size": cp.size,
+                "record": lines[seq].decode("utf-8"),
+                "proof": _b64(merkle.inclusion_proof(leaves[: cp.size], seq)),
+                "checkpoint": signed.raw,
+            }
+    raise ProofError(
+        f"no signed checkpoint that matches the log covers seq {seq} (run `ztproxy audit verify`)"
+    )
 
 
-def build_consistency(directory: str | Path, old: SignedCheckpoint, *,
-                      keys: tuple[PublicKey, ...] = ()) -> dict[str, Any]:
+def build_consistency(
+    directory: str | Path, old: SignedCheckpoint, *, keys: tuple[PublicKey, ...] = ()
+) -> dict[str, Any]:
     worker = old.checkpoint.worker
     if worker is None:
         raise ProofError("the old checkpoint names no worker chain")
     _, leaves, good = _chain(Path(directory), worker)
     for new in _signed_checkpoints(Path(directory), worker, keys):
         size = new.checkpoint.size
-        if old.checkpoint.size <= size <= good and merkle.root(leaves[:size]) == \
-                new.checkpoint.root:
-            return {"type": CONSISTENCY, "old_checkpoint": old.raw,
-                    "new_checkpoint": new.raw,
-                    "proof": _b64(merkle.consistency_proof(leaves[:size],
-                                                           old.checkpoint.size))}
+        if (
+            old.checkpoint.size <= size <= good
+            and merkle.root(leaves[:size]) == new.checkpoint.root
+        ):
+            return {
+                "type": CONSISTENCY,
+                "old_checkpoint": old.raw,
+                "new_checkpoint": new.raw,
+                "proof": _b64(merkle.consistency_proof(leaves[:size], old.checkpoint.size)),
+            }
     raise ProofError("no signed checkpoint that matches the log extends the old one")
 
 
@@ -163,8 +177,7 @@ def _verify_inclusion(bundle: dict[str, Any], keys: tuple[PublicKey, ...]) -> st
     seq = fields.get("seq") if isinstance(fields, dict) else None
     if type(seq) is not int or seq != bundle.get("seq"):
         raise ProofError("record seq does not match the proof")
-    if not merkle.verify_inclusion(parsed[1], seq, cp.size, _unb64(bundle.get("proof")),
-                                   cp.root):
+    if not merkle.verify_inclusion(parsed[1], seq, cp.size, _unb64(bundle.get("proof")), cp.root):
         raise ProofError(f"record seq {seq} is not in the tree of size {cp.size}")
     return f"record seq {seq} is in {cp.origin} at tree size {cp.size} (signed {cp.time})"
 
@@ -176,9 +189,6 @@ def _verify_consistency(bundle: dict[str, Any], keys: tuple[PublicKey, ...]) -> 
         raise ProofError("the checkpoints belong to different logs")
     proof = _unb64(bundle.get("proof"))
     empty = old.size == 0 and not proof and old.root == merkle.root([])
-    if not empty and not merkle.verify_consistency(old.size, new.size, old.root, new.root,
-                                                   proof):
-        raise ProofError(f"the log at size {new.size} does not extend the one at "
-                         f"size {old.size}")
-    return (f"{new.origin} at size {new.size} ({new.time}) extends size {old.size} "
-            f"({old.time})")
+    if not empty and not merkle.verify_consistency(old.size, new.size, old.root, new.root, proof):
+        raise ProofError(f"the log at size {new.size} does not extend the one at size {old.size}")
+    return f"{new.origin} at size {new.size} ({new.time}) extends size {old.size} ({old.time})"

@@ -40,8 +40,7 @@ from ..model import AuditEvent
 from .canonical import INT_LIMIT, canonical_json
 
 CHAIN_FIELDS = ("seq", "prev", "worker")
-RECORD_KEYS: frozenset[str] = frozenset(AuditEvent._fields) | frozenset(CHAIN_FIELDS) | {
-    "hash"}
+RECORD_KEYS: frozenset[str] = frozenset(AuditEvent._fields) | frozenset(CHAIN_FIELDS) | {"hash"}
 # The member that follows "hash" in sorted order: where the hash member goes.
 _NEXT_KEY = min(k for k in RECORD_KEYS if k > "hash")
 _INSERT_AT = b',"' + _NEXT_KEY.encode() + b'":'
@@ -78,20 +77,19 @@ _Encoder = Callable[[AuditEvent, int, str, int], "bytes | None"]
 def _compile(shape: tuple[type, ...]) -> _Encoder | None:
     """The encoder for records of this shape, or None when the fast path does not
     cover it (a float, a bool, a subclass...): the general path takes those."""
-    kinds = dict(zip(_SCALARS, shape[:len(_SCALARS)], strict=True))
-    reasons = shape[len(_SCALARS):]
-    if any(t is not str and t is not int and t is not _NONE for t in kinds.values()) or \
-            any(t is not str for t in reasons):
+    kinds = dict(zip(_SCALARS, shape[: len(_SCALARS)], strict=True))
+    reasons = shape[len(_SCALARS) :]
+    if any(t is not str and t is not int and t is not _NONE for t in kinds.values()) or any(
+        t is not str for t in reasons
+    ):
         return None
     strings, ints, plain, escaped = ["prev"], ["seq", "worker"], [], []
     for key in _KEYS:
         if key == "policy_reasons":
             items = [f"r[{i}]" for i in range(len(reasons))]
             strings += items
-            plain.append('\\"policy_reasons\\":[' + ",".join(
-                f'\\"{{{x}}}\\"' for x in items) + "]")
-            escaped.append('\\"policy_reasons\\":[' + ",".join(
-                f"{{q({x})}}" for x in items) + "]")
+            plain.append('\\"policy_reasons\\":[' + ",".join(f'\\"{{{x}}}\\"' for x in items) + "]")
+            escaped.append('\\"policy_reasons\\":[' + ",".join(f"{{q({x})}}" for x in items) + "]")
             continue
         ref = key if key in CHAIN_FIELDS else f"e.{key}"
         kind = str if key == "prev" else int if key in ("seq", "worker") else kinds[key]
@@ -108,19 +106,21 @@ def _compile(shape: tuple[type, ...]) -> _Encoder | None:
                 strings.append(ref)
             plain.append(f'\\"{key}\\":\\"{{{ref}}}\\"')
             escaped.append(f'\\"{key}\\":{{q({ref})}}')
-    source = "\n".join((
-        "def encode(e, seq, prev, worker):",
-        "    r = e.policy_reasons",
-        f"    if not ({' and '.join(f'-L <= {x} <= L' for x in ints)}):",
-        "        return None",
-        "    try:",
-        f"        raw = ''.join(({', '.join(strings)},)).encode()",
-        "    except UnicodeEncodeError:  # a lone surrogate, e.g. from a token claim",
-        "        return None",
-        "    if len(raw.translate(None, U)) == len(raw):",
-        f"        return f\"{{{{{','.join(plain)}}}}}\".encode()",
-        f"    return f\"{{{{{','.join(escaped)}}}}}\".encode()",
-    ))
+    source = "\n".join(
+        (
+            "def encode(e, seq, prev, worker):",
+            "    r = e.policy_reasons",
+            f"    if not ({' and '.join(f'-L <= {x} <= L' for x in ints)}):",
+            "        return None",
+            "    try:",
+            f"        raw = ''.join(({', '.join(strings)},)).encode()",
+            "    except UnicodeEncodeError:  # a lone surrogate, e.g. from a token claim",
+            "        return None",
+            "    if len(raw.translate(None, U)) == len(raw):",
+            f'        return f"{{{{{",".join(plain)}}}}}".encode()',
+            f'    return f"{{{{{",".join(escaped)}}}}}".encode()',
+        )
+    )
     namespace: dict[str, Any] = {"L": INT_LIMIT, "U": _UNSAFE, "q": _escape}
     exec(source, namespace)  # noqa: S102 - source built from key names only (see above)
     encoder: _Encoder = namespace["encode"]
@@ -138,8 +138,7 @@ def _fast_body(event: AuditEvent, seq: int, prev: str, worker: int) -> bytes | N
         encoder = _compile(shape)
         if len(_ENCODERS) < _MAX_LAYOUTS:
             _ENCODERS[shape] = encoder
-    if encoder is None or type(seq) is not int or type(worker) is not int or \
-            type(prev) is not str:
+    if encoder is None or type(seq) is not int or type(worker) is not int or type(prev) is not str:
         return None
     return encoder(event, seq, prev, worker)
 
@@ -151,8 +150,9 @@ def record_fields(event: AuditEvent, *, seq: int, prev: str, worker: int) -> dic
     return fields
 
 
-def build_lines(events: Iterable[AuditEvent], *, seq: int, prev: str, worker: int
-                ) -> tuple[list[bytes], list[bytes], str]:
+def build_lines(
+    events: Iterable[AuditEvent], *, seq: int, prev: str, worker: int
+) -> tuple[list[bytes], list[bytes], str]:
     """The lines and leaf hashes of `events` as records seq, seq+1, ... chained from
     `prev`; and the hex hash of the last one (== `prev` when there are none)."""
     lines: list[bytes] = []
@@ -198,9 +198,9 @@ def split_line(line: bytes) -> tuple[bytes, bytes] | None:
     line has no well-placed hash member."""
     at = line.find(HASH_MEMBER)
     end = at + len(HASH_MEMBER) + HEX_LEN
-    if at < 0 or line[end:end + 1] != b'"':
+    if at < 0 or line[end : end + 1] != b'"':
         return None
-    return line[at + len(HASH_MEMBER):end], line[:at] + line[end + 1:]
+    return line[at + len(HASH_MEMBER) : end], line[:at] + line[end + 1 :]
 
 
 def line_leaf(line: bytes) -> tuple[bytes, bytes] | None:
@@ -210,4 +210,3 @@ def line_leaf(line: bytes) -> tuple[bytes, bytes] | None:
         return None
     stored, body = parts
     return stored, hashlib.sha256(b"\x00" + body).digest()
-

@@ -85,8 +85,10 @@ class SetAside:
     why: str
 
     def describe(self) -> str:
-        return (f"{self.source} bytes {self.begin}-{self.end} sha256:{self.sha256} "
-                f"moved to {self.moved_to}: {self.why}")
+        return (
+            f"{self.source} bytes {self.begin}-{self.end} sha256:{self.sha256} "
+            f"moved to {self.moved_to}: {self.why}"
+        )
 
 
 @dataclass
@@ -124,8 +126,7 @@ def seal_line(origin: str, size: int, head: str, signature: bytes) -> bytes:
     return f"{size:020d} {head} {base64.b64encode(signature).decode()}\n".encode()
 
 
-def read_seal(path: Path, keys: tuple[PublicKey, ...], origin: str
-              ) -> tuple[int, str] | None:
+def read_seal(path: Path, keys: tuple[PublicKey, ...], origin: str) -> tuple[int, str] | None:
     """(size, head) the writer last sealed, or None (absent, damaged, not ours)."""
     try:
         raw = path.read_bytes()
@@ -146,8 +147,9 @@ def read_seal(path: Path, keys: tuple[PublicKey, ...], origin: str
 
 
 # -- step 1: the checkpoints file ---------------------------------------------------------
-def _verified_entry(raw: bytes, keys: tuple[PublicKey, ...], origin: str,
-                    end: int) -> _Resume | None:
+def _verified_entry(
+    raw: bytes, keys: tuple[PublicKey, ...], origin: str, end: int
+) -> _Resume | None:
     try:
         obj = json.loads(raw)
         signed = parse_signed_checkpoint(obj["note"])
@@ -217,8 +219,9 @@ class _Tail:
     why: str = ""  # why the walk stopped before the end
 
 
-def _walk_tail(segments: tuple[Path, ...], start: tuple[int, int], seq: int, prev: str,
-               worker: int) -> _Tail:
+def _walk_tail(
+    segments: tuple[Path, ...], start: tuple[int, int], seq: int, prev: str, worker: int
+) -> _Tail:
     tail = _Tail(start)
     index, offset = start
     for i in range(index, len(segments)):
@@ -257,14 +260,19 @@ def _carried(directory: Path, worker: int) -> list[SetAside]:
         try:
             item = SetAside(**json.loads(line))
             target = (directory / item.moved_to).resolve()
-            if target.parent != (directory / QUARANTINE_DIR).resolve() or \
-                    hashlib.sha256(target.read_bytes()).hexdigest() != item.sha256:
+            if (
+                target.parent != (directory / QUARANTINE_DIR).resolve()
+                or hashlib.sha256(target.read_bytes()).hexdigest() != item.sha256
+            ):
                 continue
         except (ValueError, TypeError, OSError):
             continue
         # The journal is unsigned: the statement says where it comes from.
-        item = replace(item, why="journalled by a start that stopped before its recovery "
-                                 f"record (unsigned journal; bytes checked): {item.why}")
+        item = replace(
+            item,
+            why="journalled by a start that stopped before its recovery "
+            f"record (unsigned journal; bytes checked): {item.why}",
+        )
         if item not in out:
             out.append(item)
     return out
@@ -329,19 +337,28 @@ class _Mover:
         fsync_dir(target.parent)
         fsync_dir(self.directory)
 
-    def _note(self, name: str, begin: int, end: int, digest: str, target: Path,
-              why: str) -> None:
+    def _note(self, name: str, begin: int, end: int, digest: str, target: Path, why: str) -> None:
         moved = SetAside(name, begin, end, digest, str(target.relative_to(self.directory)), why)
         self.moved.append(moved)
-        fd = os.open(_pending_path(self.directory, self.worker),
-                     os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o640)
+        fd = os.open(
+            _pending_path(self.directory, self.worker),
+            os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW,
+            0o640,
+        )
         try:
             os.write(fd, json.dumps(asdict(moved)).encode() + b"\n")
             os.fsync(fd)
         finally:
             os.close(fd)
-        log.warning("audit_recovery_set_aside", file=name, begin=begin, end=end,
-                    sha256=digest, moved_to=moved.moved_to, why=why)
+        log.warning(
+            "audit_recovery_set_aside",
+            file=name,
+            begin=begin,
+            end=end,
+            sha256=digest,
+            moved_to=moved.moved_to,
+            why=why,
+        )
 
 
 def _fsync(path: Path) -> None:
@@ -352,9 +369,16 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def recover(directory: Path, worker: int, key: PublicKey, origin: str, *,
-            accept_recovery: bool = False, clock: Callable[[], float],
-            previous_keys: tuple[PublicKey, ...] = ()) -> ChainState:
+def recover(
+    directory: Path,
+    worker: int,
+    key: PublicKey,
+    origin: str,
+    *,
+    accept_recovery: bool = False,
+    clock: Callable[[], float],
+    previous_keys: tuple[PublicKey, ...] = (),
+) -> ChainState:
     """Verify the chain of `worker` on disk and say where to continue it (see above).
     `origin` is the chain's own (`<audit.origin>/w<N>`); `previous_keys` are keys
     rotated out (audit.previous_keys), trusted like `key` for what is on disk.
@@ -371,12 +395,15 @@ def recover(directory: Path, worker: int, key: PublicKey, origin: str, *,
     trailing = data[cut:]
     if trailing:
         if b"\n" in trailing:
-            what = (f"the last checkpoint in {cp_path.name} does not verify under the "
-                    f"configured key {key.name} for {origin}")
+            what = (
+                f"the last checkpoint in {cp_path.name} does not verify under the "
+                f"configured key {key.name} for {origin}"
+            )
             if not accept_recovery:
                 raise RecoveryRefused(
                     f"audit chain w{worker}: {what}; refusing to sign over it (restore the "
-                    "key or the file, or start with --accept-recovery to set it aside)")
+                    "key or the file, or start with --accept-recovery to set it aside)"
+                )
             accepted.append(what)
             why = "checkpoint lines that do not verify under the configured key"
         else:
@@ -386,13 +413,16 @@ def recover(directory: Path, worker: int, key: PublicKey, origin: str, *,
     if resume is None:
         holding = [p for p in segments if p.stat().st_size]
         if holding:
-            what = (f"{len(holding)} segment(s) hold records but no checkpoint verifies "
-                    f"under the configured key {key.name}")
+            what = (
+                f"{len(holding)} segment(s) hold records but no checkpoint verifies "
+                f"under the configured key {key.name}"
+            )
             if not accept_recovery:
                 raise RecoveryRefused(
                     f"audit chain w{worker}: {what}; refusing to sign over them (restore "
                     "the checkpoints file or the key, or start with --accept-recovery to "
-                    "set them aside and begin a new chain)")
+                    "set them aside and begin a new chain)"
+                )
             accepted.append(what)
             for path in holding:
                 mover.whole(path, "records with no checkpoint signed by the configured key")
@@ -403,13 +433,15 @@ def recover(directory: Path, worker: int, key: PublicKey, origin: str, *,
     state.set_aside = [*carried, *(m for m in mover.moved if m not in carried)]
     state.accepted = "; ".join(accepted)
     chain = discover(directory).get(worker)
-    state.last_segment = max((segment_number(p) for p in chain.segments), default=0) \
-        if chain is not None else 0
+    state.last_segment = (
+        max((segment_number(p) for p in chain.segments), default=0) if chain is not None else 0
+    )
     return state
 
 
-def _tail_start(segments: tuple[Path, ...], names: list[str], resume: _Resume
-                ) -> tuple[int, int] | None:
+def _tail_start(
+    segments: tuple[Path, ...], names: list[str], resume: _Resume
+) -> tuple[int, int] | None:
     """(segment index, byte offset) just after the checkpoint's last record: in the
     segment its entry names, else (an entry written while no segment was open) in
     any segment, the newest first."""
@@ -426,12 +458,17 @@ def _tail_start(segments: tuple[Path, ...], names: list[str], resume: _Resume
     return None
 
 
-def _resume(directory: Path, worker: int, keys: tuple[PublicKey, ...], origin: str,
-            resume: _Resume,
-            segments: tuple[Path, ...], mover: _Mover) -> ChainState:
+def _resume(
+    directory: Path,
+    worker: int,
+    keys: tuple[PublicKey, ...],
+    origin: str,
+    resume: _Resume,
+    segments: tuple[Path, ...],
+    mover: _Mover,
+) -> ChainState:
     tree = merkle.CompactTree(resume.size, resume.frontier)
-    state = ChainState(resume.size, resume.head, resume.genesis, tree, 0, resume.size,
-                       fresh=False)
+    state = ChainState(resume.size, resume.head, resume.genesis, tree, 0, resume.size, fresh=False)
     names = [p.name for p in segments]
     start = _tail_start(segments, names, resume)
     if start is None:
@@ -441,8 +478,10 @@ def _resume(directory: Path, worker: int, keys: tuple[PublicKey, ...], origin: s
             after = segment_number(segments[names.index(resume.segment)])
             for path in segments:
                 if segment_number(path) > after and path.stat().st_size:
-                    mover.whole(path, f"records after checkpoint {resume.size}, whose "
-                                      "last record was not found")
+                    mover.whole(
+                        path,
+                        f"records after checkpoint {resume.size}, whose last record was not found",
+                    )
         return state
     tail = _walk_tail(segments, start, resume.size, resume.head, worker)
     sealed = read_seal(directory / seal_name(worker), keys, origin)
@@ -461,9 +500,9 @@ def _resume(directory: Path, worker: int, keys: tuple[PublicKey, ...], origin: s
         state.sealed_missing = (
             f"the writer's seal names {sealed[0]} records (head {sealed[1]}) but "
             f"{found} verify on disk: records {found}..{sealed[0] - 1} were lost or "
-            "rolled back")
-        log.warning("audit_recovery_sealed_missing", worker=worker, sealed=sealed[0],
-                    found=found)
+            "rolled back"
+        )
+        log.warning("audit_recovery_sealed_missing", worker=worker, sealed=sealed[0], found=found)
     if adopted:
         seg, end = adopted[-1][0], adopted[-1][1]
         tree.extend(leaf for *_, leaf in adopted)
@@ -476,7 +515,7 @@ def _resume(directory: Path, worker: int, keys: tuple[PublicKey, ...], origin: s
         seg, end = start
     if end < segments[seg].stat().st_size:
         mover.cut(segments[seg], end, why)
-    for path in segments[seg + 1:]:
+    for path in segments[seg + 1 :]:
         if path.stat().st_size:
             mover.whole(path, why)
     return state

@@ -57,8 +57,12 @@ class Finding:
         return f"{label}{where}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": str(self.kind), "seq": self.seq, "segment": self.segment,
-                "detail": self.detail}
+        return {
+            "kind": str(self.kind),
+            "seq": self.seq,
+            "segment": self.segment,
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +76,11 @@ class SegmentReport:
     torn: Finding | None = None
 
     def line(self) -> str:
-        span = (f"seq {self.first_seq}-{self.last_seq} ({self.records} records)"
-                if self.records else "no records")
+        span = (
+            f"seq {self.first_seq}-{self.last_seq} ({self.records} records)"
+            if self.records
+            else "no records"
+        )
         if self.status == "valid":
             text = f"valid  {span}"
         elif self.status == "unverified":
@@ -86,10 +93,15 @@ class SegmentReport:
         return f"{self.name}  {text}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "first_seq": self.first_seq, "last_seq": self.last_seq,
-                "records": self.records, "status": self.status,
-                "finding": self.finding.to_dict() if self.finding else None,
-                "torn_tail": self.torn.to_dict() if self.torn else None}
+        return {
+            "name": self.name,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "records": self.records,
+            "status": self.status,
+            "finding": self.finding.to_dict() if self.finding else None,
+            "torn_tail": self.torn.to_dict() if self.torn else None,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +131,17 @@ class ChainReport:
         return "valid"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"worker": self.worker, "origin": self.origin, "status": self.status,
-                "records": self.records, "signed": self.signed,
-                "checkpoints": self.checkpoints, "keys": list(self.keys),
-                "segments": [s.to_dict() for s in self.segments],
-                "findings": [f.to_dict() for f in self.findings]}
+        return {
+            "worker": self.worker,
+            "origin": self.origin,
+            "status": self.status,
+            "records": self.records,
+            "signed": self.signed,
+            "checkpoints": self.checkpoints,
+            "keys": list(self.keys),
+            "segments": [s.to_dict() for s in self.segments],
+            "findings": [f.to_dict() for f in self.findings],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,30 +166,48 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        return {"valid": EXIT_VALID, "incomplete": EXIT_INCOMPLETE,
-                "unsigned": EXIT_UNSIGNED}.get(self.status, EXIT_INVALID)
+        return {"valid": EXIT_VALID, "incomplete": EXIT_INCOMPLETE, "unsigned": EXIT_UNSIGNED}.get(
+            self.status, EXIT_INVALID
+        )
 
     def summary(self) -> str:
         records = sum(c.records for c in self.chains)
         segments = sum(len(c.segments) for c in self.chains)
-        head = (f"{self.status.upper()}: {len(self.chains)} chain(s), {segments} segment(s), "
-                f"{records} record(s)")
-        notes = [f"w{c.worker}: {f.headline()}" for c in self.chains
-                 if (f := c.first_tampering) is not None]
+        head = (
+            f"{self.status.upper()}: {len(self.chains)} chain(s), {segments} segment(s), "
+            f"{records} record(s)"
+        )
+        notes = [
+            f"w{c.worker}: {f.headline()}"
+            for c in self.chains
+            if (f := c.first_tampering) is not None
+        ]
         if self.status != "invalid":  # damage first; an unsigned tail then says nothing
-            notes += [f"w{c.worker}: {f.headline()}" for c in self.chains for f in c.findings
-                      if f.kind in (Kind.UNSIGNED_TAIL, Kind.NO_CHECKPOINT)]
+            notes += [
+                f"w{c.worker}: {f.headline()}"
+                for c in self.chains
+                for f in c.findings
+                if f.kind in (Kind.UNSIGNED_TAIL, Kind.NO_CHECKPOINT)
+            ]
         notes += list(self.problems)
         return head + (f"; {'; '.join(notes)}" if notes else "")
 
     def to_text(self) -> str:
         lines = [seg.line() for c in self.chains for seg in c.segments]
-        lines += [f"w{c.worker}: {f.headline()} ({f.detail})" for c in self.chains
-                  for f in c.findings if f.segment is None]
+        lines += [
+            f"w{c.worker}: {f.headline()} ({f.detail})"
+            for c in self.chains
+            for f in c.findings
+            if f.segment is None
+        ]
         lines.append(f"summary: {self.summary()}")
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"directory": self.directory, "status": self.status,
-                "chains": [c.to_dict() for c in self.chains],
-                "problems": list(self.problems), "summary": self.summary()}
+        return {
+            "directory": self.directory,
+            "status": self.status,
+            "chains": [c.to_dict() for c in self.chains],
+            "problems": list(self.problems),
+            "summary": self.summary(),
+        }

@@ -71,12 +71,17 @@ def discover(directory: str | os.PathLike[str]) -> dict[int, ChainFiles]:
         cps = CHECKPOINTS_RE.match(entry.name)
         # One spelling per file: `w00-...` or `w0-0000001.jsonl` would alias worker 0's
         # files (a planted `w00-checkpoints.jsonl` replaced the real one for verify).
-        if seg and entry.name != segment_name(int(seg.group(1)), int(seg.group(2))) or \
-                cps and entry.name != checkpoints_name(int(cps.group(1))):
+        if (
+            seg
+            and entry.name != segment_name(int(seg.group(1)), int(seg.group(2)))
+            or cps
+            and entry.name != checkpoints_name(int(cps.group(1)))
+        ):
             continue
         if seg:
             found.setdefault(int(seg.group(1)), _Found()).segments.append(
-                (int(seg.group(2)), entry))
+                (int(seg.group(2)), entry)
+            )
         elif cps:
             found.setdefault(int(cps.group(1)), _Found()).checkpoints = entry
     return {
@@ -118,8 +123,9 @@ class LineChunks:
 
     __slots__ = ("path", "size", "begin", "end", "torn")
 
-    def __init__(self, path: Path, size: int = CHUNK_BYTES, *, begin: int = 0,
-                 end: int | None = None) -> None:
+    def __init__(
+        self, path: Path, size: int = CHUNK_BYTES, *, begin: int = 0, end: int | None = None
+    ) -> None:
         self.path = path
         self.size = size
         self.begin = begin  # read the byte range [begin, end) of the file only
@@ -139,7 +145,7 @@ class LineChunks:
                     if newline < 0:
                         rest += block
                         continue
-                    rest += block[:newline + 1]
+                    rest += block[: newline + 1]
                     line = bytes(rest)
                     yield line, 0, len(line)
                     begin = newline + 1
@@ -157,8 +163,9 @@ class AppendFile:
     __slots__ = ("path", "size", "opened_at", "_fd")
 
     def __init__(self, path: Path, opened_at: float, *, exclusive: bool = True) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | (
-            os.O_EXCL if exclusive else 0)  # a planted symlink is never written through
+        flags = (
+            os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | (os.O_EXCL if exclusive else 0)
+        )  # a planted symlink is never written through
         self._fd: int | None = os.open(path, flags, 0o640)
         self.path = path
         self.size = os.fstat(self._fd).st_size

@@ -45,8 +45,14 @@ class Filters:
             (self.decision, (record.get("decision"),)),
             (self.reason, (record.get("reason"),)),
             (self.user, (record.get("user_subject"),)),
-            (self.source, (record.get("source_spiffe_id"), record.get("source_address"),
-                           record.get("source_cert_sha256"))),
+            (
+                self.source,
+                (
+                    record.get("source_spiffe_id"),
+                    record.get("source_address"),
+                    record.get("source_cert_sha256"),
+                ),
+            ),
             (self.service, (record.get("destination_service"),)),
             (self.request_id, (record.get("request_id"),)),
         )
@@ -81,8 +87,9 @@ def _verified_upto(report: Report | None) -> dict[int, int]:
     return out
 
 
-def records(directory: str | Path, filters: Filters,
-            report: Report | None = None) -> Iterator[Shown]:
+def records(
+    directory: str | Path, filters: Filters, report: Report | None = None
+) -> Iterator[Shown]:
     upto = _verified_upto(report)
     for worker, chain in discover(Path(directory)).items():
         if filters.worker is not None and worker != filters.worker:
@@ -102,9 +109,20 @@ def records(directory: str | Path, filters: Filters,
                 position += 1
 
 
-COLUMNS = (("time", 24), ("w:seq", 9), ("decision", 8), ("status", 6), ("reason", 24),
-           ("method", 7), ("host/path", 40), ("source", 40), ("user", 24),
-           ("service", 14), ("verified", 8), ("policy reasons", 0))
+COLUMNS = (
+    ("time", 24),
+    ("w:seq", 9),
+    ("decision", 8),
+    ("status", 6),
+    ("reason", 24),
+    ("method", 7),
+    ("host/path", 40),
+    ("source", 40),
+    ("user", 24),
+    ("service", 14),
+    ("verified", 8),
+    ("policy reasons", 0),
+)
 
 
 def _status(r: Mapping[str, Any]) -> str:
@@ -126,13 +144,20 @@ def _cells(item: Shown) -> list[str]:
     r = item.record or {}
     if item.record is None:
         return ["(unreadable line)", f"{item.worker}:{item.position}"] + [""] * 8 + ["no", ""]
-    return [str(r.get("time", "")), f"{item.worker}:{r.get('seq', '?')}",
-            str(r.get("decision") or r.get("kind") or ""), _status(r),
-            str(r.get("reason", "")),
-            str(r.get("method") or ""), f"{r.get('host') or ''}{r.get('path') or ''}",
-            str(r.get("source_spiffe_id") or r.get("source_address") or ""),
-            str(r.get("user_subject") or ""), str(r.get("destination_service") or ""),
-            "yes" if item.verified else "no", _reasons(r)]
+    return [
+        str(r.get("time", "")),
+        f"{item.worker}:{r.get('seq', '?')}",
+        str(r.get("decision") or r.get("kind") or ""),
+        _status(r),
+        str(r.get("reason", "")),
+        str(r.get("method") or ""),
+        f"{r.get('host') or ''}{r.get('path') or ''}",
+        str(r.get("source_spiffe_id") or r.get("source_address") or ""),
+        str(r.get("user_subject") or ""),
+        str(r.get("destination_service") or ""),
+        "yes" if item.verified else "no",
+        _reasons(r),
+    ]
 
 
 def table_row(item: Shown | None) -> str:
@@ -141,20 +166,22 @@ def table_row(item: Shown | None) -> str:
     come last. Characters that are not printable are shown as '?'."""
     cells = [name for name, _ in COLUMNS] if item is None else _cells(item)
     out = ["".join(c if c.isprintable() else "?" for c in text) for text in cells]
-    return "  ".join(cell.ljust(width) for cell, (_, width) in zip(out, COLUMNS,
-                                                                   strict=True)).rstrip()
+    return "  ".join(
+        cell.ljust(width) for cell, (_, width) in zip(out, COLUMNS, strict=True)
+    ).rstrip()
 
 
 def json_line(item: Shown) -> str:
-    body: dict[str, Any] = dict(item.record) if item.record is not None else {
-        "unreadable": True, "worker": item.worker, "position": item.position}
+    body: dict[str, Any] = (
+        dict(item.record)
+        if item.record is not None
+        else {"unreadable": True, "worker": item.worker, "position": item.position}
+    )
     body["verified"] = item.verified
     return json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def statement(report: Report | None, shown: int, verified: int) -> str:
     if report is None:
-        return (f"NOT VERIFIED: {shown} record(s) shown as found on disk; "
-                "give --key to verify them")
-    return (f"{verified} of {shown} record(s) shown are verified "
-            f"(log: {report.summary()})")
+        return f"NOT VERIFIED: {shown} record(s) shown as found on disk; give --key to verify them"
+    return f"{verified} of {shown} record(s) shown are verified (log: {report.summary()})"

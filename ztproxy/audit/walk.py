@@ -54,12 +54,12 @@ class WalkState:
 
 
 def start(genesis: str | None, pos: int = 0, full_from: int = 0) -> WalkState:
-    return WalkState(pos, None if genesis is None else genesis.encode() + b'"', [],
-                     full_from=full_from)
+    return WalkState(
+        pos, None if genesis is None else genesis.encode() + b'"', [], full_from=full_from
+    )
 
 
-def walk_chunk(state: WalkState, data: bytes, begin: int = 0, stop: int | None = None
-               ) -> None:
+def walk_chunk(state: WalkState, data: bytes, begin: int = 0, stop: int | None = None) -> None:
     """Check the records in data[begin:stop] (complete lines, each ending with a
     newline) and advance `state`; on the first bad line `state.ok` turns False and
     stays there.
@@ -92,7 +92,7 @@ def walk_chunk(state: WalkState, data: bytes, begin: int = 0, stop: int | None =
         end = at + _H + 64  # the closing quote of the hash
         h = copy()
         h.update(data[s:at])
-        h.update(data[end + 1:e])
+        h.update(data[end + 1 : e])
         digest = h.digest()
         quoted = b2a_hex(digest) + b'"'
         if not startswith(quoted, at + _H):  # stored hash and its quote, as found
@@ -106,8 +106,9 @@ def walk_chunk(state: WalkState, data: bytes, begin: int = 0, stop: int | None =
         # Not where the writer puts it (a record of another shape, e.g. `recovery`):
         # re-encoded whole, as the tail is. Reading the neighbouring keys from the raw
         # bytes was fooled by a value holding `\":` (tests/audit/test_review14_hash_member.py).
-        if (pos >= full_from or not startswith(INSERT_AT, end + 1)) and \
-                not canonical(data[s:e]):  # re-encoded: the same bytes
+        if (pos >= full_from or not startswith(INSERT_AT, end + 1)) and not canonical(
+            data[s:e]
+        ):  # re-encoded: the same bytes
             break
         keep(digest)
         prev = quoted
@@ -153,8 +154,9 @@ def _parse(line: bytes) -> _Rec:
     return _Rec(ok, seq, prev, stored)
 
 
-def slow_walk(lines: list[bytes], genesis: str | None,
-              heads: set[str]) -> tuple[Kind, int, str] | None:
+def slow_walk(
+    lines: list[bytes], genesis: str | None, heads: set[str]
+) -> tuple[Kind, int, str] | None:
     """The first damage in the chain: (kind, position == seq where it is, detail)."""
     recs = [_parse(line) for line in lines]
     counts = Counter(r.seq for r in recs if r.ok)
@@ -163,8 +165,12 @@ def slow_walk(lines: list[bytes], genesis: str | None,
     prev = genesis
     for pos, r in enumerate(recs):
         if not r.ok and not r.canonical:
-            return (Kind.MODIFIED, pos, "the record is not in canonical form (RFC 8785: "
-                    "members sorted, no duplicate, no whitespace, no float)")
+            return (
+                Kind.MODIFIED,
+                pos,
+                "the record is not in canonical form (RFC 8785: "
+                "members sorted, no duplicate, no whitespace, no float)",
+            )
         if not r.ok:
             return Kind.MODIFIED, pos, "the record does not match its hash, or is no record"
         dup = counts[r.seq] > 1

@@ -108,9 +108,11 @@ class CheckpointPolicy:
 
     def due(self, *, now: float, unsigned: int, last: float) -> bool:
         elapsed = now - last
-        return (unsigned >= self.every_records
-                or (unsigned > 0 and elapsed >= self.interval)
-                or elapsed >= self.heartbeat)
+        return (
+            unsigned >= self.every_records
+            or (unsigned > 0 and elapsed >= self.interval)
+            or elapsed >= self.heartbeat
+        )
 
     def wait(self, *, now: float, unsigned: int, last: float) -> float:
         """Seconds until a checkpoint falls due with no new record (for the sleep)."""
@@ -119,10 +121,15 @@ class CheckpointPolicy:
 
 
 class WriterThread(threading.Thread):
-    def __init__(self, chain: ChainWriter, events: Mailbox,
-                 policy: CheckpointPolicy, metrics: Metrics,
-                 clock: Callable[[], float],
-                 flush_interval: float = FLUSH_INTERVAL_SECONDS) -> None:
+    def __init__(
+        self,
+        chain: ChainWriter,
+        events: Mailbox,
+        policy: CheckpointPolicy,
+        metrics: Metrics,
+        clock: Callable[[], float],
+        flush_interval: float = FLUSH_INTERVAL_SECONDS,
+    ) -> None:
         super().__init__(name=f"ztproxy-audit-w{chain.worker}", daemon=True)
         self.chain = chain
         self.events = events
@@ -161,8 +168,13 @@ class WriterThread(threading.Thread):
                 self.stop_requested.wait(RETRY_SECONDS)
                 self._stopping = self.stop_requested.is_set()
             else:
-                self._take(self.policy.wait(now=self.clock(), unsigned=self.chain.unsigned,
-                                            last=self.chain.last_checkpoint_time))
+                self._take(
+                    self.policy.wait(
+                        now=self.clock(),
+                        unsigned=self.chain.unsigned,
+                        last=self.chain.last_checkpoint_time,
+                    )
+                )
 
     def _take(self, timeout: float) -> None:
         """Move everything queued to `_held`. When nothing is queued, park for up to
@@ -199,7 +211,7 @@ class WriterThread(threading.Thread):
             while done < len(held):
                 # Stop a batch where a checkpoint falls due, so checkpoints land every N.
                 limit = min(BATCH, max(1, self.policy.every_records - chain.unsigned))
-                batch = held[done:done + limit]
+                batch = held[done : done + limit]
                 done += len(batch)  # in the chain now: on OSError it stays pending there
                 before = chain.records_written
                 try:
@@ -215,8 +227,9 @@ class WriterThread(threading.Thread):
         chain = self.chain
         if chain.rotation_due():
             self._counting(chain.rotate)
-        if self.policy.due(now=self.clock(), unsigned=chain.unsigned,
-                           last=chain.last_checkpoint_time):
+        if self.policy.due(
+            now=self.clock(), unsigned=chain.unsigned, last=chain.last_checkpoint_time
+        ):
             self._counting(chain.checkpoint)
 
     def _counting(self, action: Callable[[], None]) -> None:
@@ -236,8 +249,12 @@ class WriterThread(threading.Thread):
             self._counting(chain.close)
         except OSError as exc:
             self.metrics.audit_failures.labels(reason="shutdown_write_failed").inc()
-            log.error("audit_close_failed", worker=chain.worker, error=_errno(exc),
-                      records_not_written=len(self._held) + chain.pending)
+            log.error(
+                "audit_close_failed",
+                worker=chain.worker,
+                error=_errno(exc),
+                records_not_written=len(self._held) + chain.pending,
+            )
             chain.close_quietly()
         self.metrics.audit_queue_depth.set(0)
 
@@ -248,9 +265,13 @@ class WriterThread(threading.Thread):
                 log.info("audit_writable", worker=self.chain.worker)
             else:
                 self.metrics.audit_failures.labels(reason="write_failed").inc()
-                log.error("audit_write_failed", worker=self.chain.worker, error=error,
-                          pending=self.chain.pending + len(self._held),
-                          queued=len(self.events))
+                log.error(
+                    "audit_write_failed",
+                    worker=self.chain.worker,
+                    error=error,
+                    pending=self.chain.pending + len(self._held),
+                    queued=len(self.events),
+                )
         self.healthy = healthy
         self.error = error
 

@@ -33,17 +33,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="Zero-trust policy enforcement proxy (mTLS, tokens, OPA, signed audit).",
     )
     parser.add_argument("--version", action="version", version=f"ztproxy {__version__}")
-    parser.add_argument("--debug", action="store_true",
-                        help="print the traceback of an error, not just its one line")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the traceback of an error, not just its one line",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for register in (register_run, register_demo, register_certs, register_tokens,
-                     register_policy, register_audit):
+    for register in (
+        register_run,
+        register_demo,
+        register_certs,
+        register_tokens,
+        register_policy,
+        register_audit,
+    ):
         register(sub)
     for child in sub.choices.values():  # `ztproxy run --debug ...` works too
-        child.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                           help=argparse.SUPPRESS)
+        child.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     return parser
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -62,8 +62,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    trusted = read_checkpoint_file(args.trusted_checkpoint) if args.trusted_checkpoint \
-        else None
+    trusted = read_checkpoint_file(args.trusted_checkpoint) if args.trusted_checkpoint else None
     report = verify_directory(args.dir, _keys(args.key), trusted_checkpoint=trusted)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -74,9 +73,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     filters = audit_show.Filters(
-        since=args.since, until=args.until, decision=args.decision, reason=args.reason,
-        user=args.user, source=args.source, service=args.service,
-        request_id=args.request_id, worker=args.worker)
+        since=args.since,
+        until=args.until,
+        decision=args.decision,
+        reason=args.reason,
+        user=args.user,
+        source=args.source,
+        service=args.service,
+        request_id=args.request_id,
+        worker=args.worker,
+    )
     report = verify_directory(args.dir, _keys(args.key)) if args.key else None
     shown = verified = 0
     out = sys.stdout
@@ -87,10 +93,10 @@ def cmd_show(args: argparse.Namespace) -> int:
             break
         shown += 1
         verified += item.verified
-        out.write((audit_show.json_line(item) if args.json else audit_show.table_row(item))
-                  + "\n")
-    print(audit_show.statement(report, shown, verified),
-          file=sys.stderr if args.json else sys.stdout)
+        out.write((audit_show.json_line(item) if args.json else audit_show.table_row(item)) + "\n")
+    print(
+        audit_show.statement(report, shown, verified), file=sys.stderr if args.json else sys.stdout
+    )
     return 0
 
 
@@ -150,6 +156,7 @@ def _reader_gone() -> int:
 
 def _guarded(func: Any) -> Any:
     """Turn the errors an auditor can cause (bad paths, bad files) into exit 1."""
+
     def run(args: argparse.Namespace) -> int:
         try:
             code = int(func(args))
@@ -159,6 +166,7 @@ def _guarded(func: Any) -> Any:
             return _reader_gone()
         except (OSError, ValueError, KeyError, NoteError) as exc:
             return _fail(str(exc))
+
     return run
 
 
@@ -175,27 +183,40 @@ def register(subparsers: Any) -> None:
     key_help = "public key (PEM, or a file holding one signed-note vkey); repeat for rotated keys"
 
     p = sub.add_parser("keygen", help="write an Ed25519 signing key pair")
-    p.add_argument("--out", required=True, metavar="DIR",
-                   help="directory for audit-private.pem (mode 0600) and audit-public.pem")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="directory for audit-private.pem (mode 0600) and audit-public.pem",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing key")
     p.set_defaults(func=_guarded(cmd_keygen))
 
     p = sub.add_parser(
-        "verify", help="prove offline that the log is whole",
+        "verify",
+        help="prove offline that the log is whole",
         description="Exit status: 0 valid and fully signed; 1 INVALID; 3 valid but records "
-                    "after the last verified checkpoint (unsigned tail); 4 no damage found "
-                    "but a chain has no checkpoint signed by a given key (nothing proven).")
+        "after the last verified checkpoint (unsigned tail); 4 no damage found "
+        "but a chain has no checkpoint signed by a given key (nothing proven).",
+    )
     p.add_argument("dir", metavar="DIR", help="the audit directory")
     p.add_argument("--key", action="append", required=True, metavar="PUB", help=key_help)
-    p.add_argument("--trusted-checkpoint", metavar="FILE",
-                   help="a checkpoint kept earlier: detects rollback below it")
+    p.add_argument(
+        "--trusted-checkpoint",
+        metavar="FILE",
+        help="a checkpoint kept earlier: detects rollback below it",
+    )
     p.add_argument("--json", action="store_true", help="the report as JSON")
     p.set_defaults(func=_guarded(cmd_verify))
 
     p = sub.add_parser("show", help="list records, filtered")
     p.add_argument("dir", metavar="DIR", help="the audit directory")
-    p.add_argument("--key", action="append", metavar="PUB",
-                   help=f"verify before showing (marks records verified); {key_help}")
+    p.add_argument(
+        "--key",
+        action="append",
+        metavar="PUB",
+        help=f"verify before showing (marks records verified); {key_help}",
+    )
     p.add_argument("--since", type=_time, metavar="TIME", help="records at or after (RFC 3339)")
     p.add_argument("--until", type=_time, metavar="TIME", help="records at or before (RFC 3339)")
     p.add_argument("--decision", choices=("allow", "deny"), help="only this decision")
@@ -209,12 +230,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="JSON Lines")
     p.set_defaults(func=_guarded(cmd_show))
 
-    p = sub.add_parser("checkpoint",
-                       help="print the largest signed checkpoint, to keep (see docs/auditors.md)")
+    p = sub.add_parser(
+        "checkpoint", help="print the largest signed checkpoint, to keep (see docs/auditors.md)"
+    )
     p.add_argument("dir", metavar="DIR", help="the audit directory")
     p.add_argument("--worker", type=int, default=0, help="the worker's chain (default 0)")
-    p.add_argument("--key", action="append", required=True, metavar="PUB",
-                   help=f"only checkpoints this key signed; {key_help}")
+    p.add_argument(
+        "--key",
+        action="append",
+        required=True,
+        metavar="PUB",
+        help=f"only checkpoints this key signed; {key_help}",
+    )
     p.add_argument("--out", metavar="FILE", help="write it here instead of stdout")
     p.set_defaults(func=_guarded(cmd_checkpoint))
 
@@ -222,12 +249,20 @@ def register(subparsers: Any) -> None:
     p.add_argument("dir", metavar="DIR", help="the audit directory")
     p.add_argument("--seq", type=int, help="the record to prove (inclusion proof)")
     p.add_argument("--worker", type=int, default=0, help="the worker's chain (default 0)")
-    p.add_argument("--consistency", action="store_true",
-                   help="prove the log extends --trusted-checkpoint instead")
-    p.add_argument("--trusted-checkpoint", metavar="FILE",
-                   help="the older checkpoint for --consistency")
-    p.add_argument("--key", action="append", metavar="PUB",
-                   help=f"only use checkpoints this key signed; {key_help}")
+    p.add_argument(
+        "--consistency",
+        action="store_true",
+        help="prove the log extends --trusted-checkpoint instead",
+    )
+    p.add_argument(
+        "--trusted-checkpoint", metavar="FILE", help="the older checkpoint for --consistency"
+    )
+    p.add_argument(
+        "--key",
+        action="append",
+        metavar="PUB",
+        help=f"only use checkpoints this key signed; {key_help}",
+    )
     p.add_argument("--out", metavar="FILE", help="write the proof here instead of stdout")
     p.set_defaults(func=_guarded(cmd_proof))
 

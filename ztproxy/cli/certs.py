@@ -51,8 +51,11 @@ def run_init(args: argparse.Namespace) -> int:
         pki = init_dev_pki(args.out, force=args.force, trust_domain=args.trust_domain)
     except FileExistsError:
         # the library's message names its keyword argument; say it in the CLI's words
-        print(f"ztproxy certs init: {args.out} is not empty; run again with --force to "
-              "overwrite the files in it", file=sys.stderr)
+        print(
+            f"ztproxy certs init: {args.out} is not empty; run again with --force to "
+            "overwrite the files in it",
+            file=sys.stderr,
+        )
         return 1
     except OSError as exc:
         print(f"ztproxy certs init: cannot write {args.out}: {exc.strerror}", file=sys.stderr)

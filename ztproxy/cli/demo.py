@@ -31,33 +31,63 @@ TOKEN_TTL = 3600
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "demo", help="run the proxy with example services and scripted requests",
+        "demo",
+        help="run the proxy with example services and scripted requests",
         description="Make a dev PKI in a temporary directory, start two example services "
         "and the proxy (embedded Rego, shipped policies), send scripted requests over "
-        "mutual TLS, print what happened, verify the audit log, and clean up.")
-    p.add_argument("--keep", action="store_true",
-                   help="leave everything running and print curl commands; Ctrl-C stops")
-    p.add_argument("--audit-dir", metavar="DIR",
-                   help="write the audit log and its public key into DIR and keep them")
-    p.add_argument("--policies", metavar="DIR",
-                   help="policy root to load instead of the shipped policies/")
+        "mutual TLS, print what happened, verify the audit log, and clean up.",
+    )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave everything running and print curl commands; Ctrl-C stops",
+    )
+    p.add_argument(
+        "--audit-dir",
+        metavar="DIR",
+        help="write the audit log and its public key into DIR and keep them",
+    )
+    p.add_argument(
+        "--policies", metavar="DIR", help="policy root to load instead of the shipped policies/"
+    )
     p.set_defaults(func=cmd_demo)
 
 
 def render_table(outcomes: Sequence[Outcome]) -> str:
-    head = ("#", "scenario", "workload", "user", "device", "request", "decision", "status",
-            "reason", "")
+    head = (
+        "#",
+        "scenario",
+        "workload",
+        "user",
+        "device",
+        "request",
+        "decision",
+        "status",
+        "reason",
+        "",
+    )
     rows = [head]
     for i, o in enumerate(outcomes, 1):
         s = o.scenario
         reason = o.reason + (f" ({', '.join(o.policy_reasons)})" if o.policy_reasons else "")
-        rows.append((str(i), s.label, s.workload or "(no cert)", s.user or "-",
-                     s.device or "-", s.request, o.decision,
-                     str(o.status) if o.status is not None else "refused",
-                     reason, "ok" if o.expected else "UNEXPECTED"))
+        rows.append(
+            (
+                str(i),
+                s.label,
+                s.workload or "(no cert)",
+                s.user or "-",
+                s.device or "-",
+                s.request,
+                o.decision,
+                str(o.status) if o.status is not None else "refused",
+                reason,
+                "ok" if o.expected else "UNEXPECTED",
+            )
+        )
     widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-             for r in rows]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths).rstrip())
     return "\n".join(lines)
 
@@ -66,8 +96,10 @@ def print_report(report: DemoReport, out: TextIO, *, table: bool = True) -> None
     if table:
         print(render_table(report.outcomes), file=out)
     bad = [o for o in report.outcomes if not o.expected]
-    print(f"\n{len(report.outcomes) - len(bad)}/{len(report.outcomes)} requests answered "
-          "as expected", file=out)
+    print(
+        f"\n{len(report.outcomes) - len(bad)}/{len(report.outcomes)} requests answered as expected",
+        file=out,
+    )
     print(f"audit log: {report.records} records in {report.audit_dir}", file=out)
     for line in report.verdict.lines:
         print(f"  {line}", file=out)
@@ -87,10 +119,13 @@ def curl_commands(lab: DemoLab, work: Path) -> list[tuple[str, str]]:
     pki, url = lab.pki, lab.base_url
     tokens = Tokens(pki)
     (work / "tokens").mkdir(exist_ok=True)
-    alice = _write_token(work / "tokens" / "alice.jwt",
-                         tokens.user("alice", ["payments-operator"], ttl=TOKEN_TTL))
-    laptop = _write_token(work / "tokens" / "laptop-1.jwt", tokens.device(
-        "laptop-1", "checkout", {"trust_level": 3, "managed": True}, ttl=TOKEN_TTL))
+    alice = _write_token(
+        work / "tokens" / "alice.jwt", tokens.user("alice", ["payments-operator"], ttl=TOKEN_TTL)
+    )
+    laptop = _write_token(
+        work / "tokens" / "laptop-1.jwt",
+        tokens.device("laptop-1", "checkout", {"trust_level": 3, "managed": True}, ttl=TOKEN_TTL),
+    )
 
     def rel(p: Path) -> str:
         return shlex.quote(str(p.relative_to(work)))
@@ -100,26 +135,36 @@ def curl_commands(lab: DemoLab, work: Path) -> list[tuple[str, str]]:
         if workload is not None:
             cert, key = pki.workloads[workload]
             tls += f" --cert {rel(cert)} --key {rel(key)}"
-        lines = [f"curl -sS {tls}",
-                 f'-H "Authorization: Bearer $(cat {rel(alice)})"',
-                 f'-H "{DEVICE_HEADER}: Bearer $(cat {rel(laptop)})"',
-                 f"{extra} {shlex.quote(url + path)}".strip()]
+        lines = [
+            f"curl -sS {tls}",
+            f'-H "Authorization: Bearer $(cat {rel(alice)})"',
+            f'-H "{DEVICE_HEADER}: Bearer $(cat {rel(laptop)})"',
+            f"{extra} {shlex.quote(url + path)}".strip(),
+        ]
         return " \\\n    ".join(lines)
 
     out = [
         ("allowed: checkout, alice, laptop-1", curl("checkout", "/api/v1/charges")),
-        ("denied by segmentation (checkout may not call reports)",
-         curl("checkout", "/reports/daily")),
-        ("device token bound to checkout, presented with batch's certificate",
-         curl("batch", "/api/v1/charges")),
+        (
+            "denied by segmentation (checkout may not call reports)",
+            curl("checkout", "/reports/daily"),
+        ),
+        (
+            "device token bound to checkout, presented with batch's certificate",
+            curl("batch", "/api/v1/charges"),
+        ),
         ("no client certificate (the handshake is refused)", curl(None, "/api/v1/charges")),
-        ("path traversal, sent as is", curl("checkout", "/api/v1/charges/../../reports/daily",
-                                             extra="--path-as-is")),
+        (
+            "path traversal, sent as is",
+            curl("checkout", "/api/v1/charges/../../reports/daily", extra="--path-as-is"),
+        ),
     ]
     if lab.proxy is not None and lab.proxy.admin_port:
         base = f"http://127.0.0.1:{lab.proxy.admin_port}"
-        out += [("metrics", f"curl -sS {base}/metrics | grep ^ztproxy_requests_total"),
-                ("readiness", f"curl -sS {base}/readyz")]
+        out += [
+            ("metrics", f"curl -sS {base}/metrics | grep ^ztproxy_requests_total"),
+            ("readiness", f"curl -sS {base}/readyz"),
+        ]
     return out
 
 
@@ -139,15 +184,18 @@ def _keep_hook(work: Path, out: TextIO) -> Any:
     async def on_ready(lab: DemoLab, outcomes: Sequence[Outcome]) -> None:
         print(render_table(outcomes), file=out)
         commands = await asyncio.to_thread(curl_commands, lab, work)
-        print(f"\nthe proxy listens on {lab.base_url}. Try these from {work}\n"
-              f"(cd {shlex.quote(str(work))}; the tokens are valid for {TOKEN_TTL // 60} "
-              "minutes):", file=out)
+        print(
+            f"\nthe proxy listens on {lab.base_url}. Try these from {work}\n"
+            f"(cd {shlex.quote(str(work))}; the tokens are valid for {TOKEN_TTL // 60} "
+            "minutes):",
+            file=out,
+        )
         for title, command in commands:
             print(f"\n# {title}\n{command}", file=out)
-        print(f"\naudit log: {lab.audit_dir}\nrunning; press Ctrl-C to stop", file=out,
-              flush=True)
+        print(f"\naudit log: {lab.audit_dir}\nrunning; press Ctrl-C to stop", file=out, flush=True)
         await _wait_for_signal()
         print("\nstopping", file=out)
+
     return on_ready
 
 
@@ -179,8 +227,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
         try:
             report = asyncio.run(run_demo(pki, audit_dir, policies, on_ready=hook))
         except ConfigError as exc:
-            print("ztproxy demo: config problems:\n  " + "\n  ".join(exc.problems),
-                  file=sys.stderr)
+            print("ztproxy demo: config problems:\n  " + "\n  ".join(exc.problems), file=sys.stderr)
             return 2
         except KeyboardInterrupt:  # before --keep's handler: run_demo stopped everything
             print("\nztproxy demo: interrupted", file=sys.stderr)
@@ -188,6 +235,9 @@ def cmd_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print_report(report, out, table=not args.keep)
         if keep_dir is not None:
             key = shutil.copy(audit_key(pki), keep_dir / "audit-public.pem")
-            print(f"\nkept {keep_dir}; verify it with:\n  ztproxy audit verify "
-                  f"{shlex.quote(str(keep_dir))} --key {shlex.quote(str(key))}", file=out)
+            print(
+                f"\nkept {keep_dir}; verify it with:\n  ztproxy audit verify "
+                f"{shlex.quote(str(keep_dir))} --key {shlex.quote(str(key))}",
+                file=out,
+            )
     return 0 if report.ok else 1

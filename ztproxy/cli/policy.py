@@ -31,8 +31,9 @@ def _test(args: argparse.Namespace) -> int:
         except re.error as exc:
             print(f"error: --run: not a regular expression ({exc})", file=sys.stderr)
             return 2
-    report = run_tests(args.paths or ["policies"], args.data or (), run=args.run,
-                       coverage=args.coverage)
+    report = run_tests(
+        args.paths or ["policies"], args.data or (), run=args.run, coverage=args.coverage
+    )
     if args.format == "json":
         print(report_json(report))
     else:
@@ -58,20 +59,35 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("policy", help="Rego policy tools (unit tests, eval)")
     sub = parser.add_subparsers(dest="policy_command", metavar="SUBCOMMAND")
     test = sub.add_parser("test", help="run Rego unit tests in-process (no OPA binary)")
-    test.add_argument("paths", nargs="*", metavar="DIR",
-                      help="policy directories or files (default: policies)")
-    test.add_argument("--data", action="append", metavar="DIR",
-                      help="extra data directory (repeatable), as policy.data_dirs")
+    test.add_argument(
+        "paths", nargs="*", metavar="DIR", help="policy directories or files (default: policies)"
+    )
+    test.add_argument(
+        "--data",
+        action="append",
+        metavar="DIR",
+        help="extra data directory (repeatable), as policy.data_dirs",
+    )
     test.add_argument("--run", metavar="REGEX", help="only tests whose full name matches")
     test.add_argument("--format", choices=("pretty", "json"), default="pretty")
-    test.add_argument("--coverage", action="store_true",
-                      help="report the lines evaluated, per file")
+    test.add_argument(
+        "--coverage", action="store_true", help="report the lines evaluated, per file"
+    )
     test.set_defaults(func=_test)
     ev = sub.add_parser("eval", help="evaluate a query in-process, like opa eval")
-    ev.add_argument("--policies", action="append", required=True, metavar="DIR",
-                    help="policy directory (repeatable), as policy.policy_dirs")
-    ev.add_argument("--data", action="append", metavar="DIR",
-                    help="data directory (repeatable), as policy.data_dirs")
+    ev.add_argument(
+        "--policies",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="policy directory (repeatable), as policy.policy_dirs",
+    )
+    ev.add_argument(
+        "--data",
+        action="append",
+        metavar="DIR",
+        help="data directory (repeatable), as policy.data_dirs",
+    )
     ev.add_argument("--input", metavar="FILE", help="the input document (JSON)")
     ev.add_argument("query", help="a Rego query, e.g. data.ztproxy.authz.decision")
     ev.set_defaults(func=_eval)

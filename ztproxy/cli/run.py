@@ -27,13 +27,20 @@ from ..tls.trust import TrustMaterialError, load_trust_store
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the proxy")
     p.add_argument("--config", "-c", required=True, help="YAML config file")
-    p.add_argument("--workers", type=int, default=0,
-                   help="worker processes forked by one supervisor that binds the port "
-                        "once; each has its own audit chain (default 0: one per core)")
-    p.add_argument("--accept-recovery", action="store_true",
-                   help="start even though the audit log's last checkpoint does not verify "
-                        "under the configured key: set what does not verify aside "
-                        "(quarantine/) and say so in a signed recovery record")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="worker processes forked by one supervisor that binds the port "
+        "once; each has its own audit chain (default 0: one per core)",
+    )
+    p.add_argument(
+        "--accept-recovery",
+        action="store_true",
+        help="start even though the audit log's last checkpoint does not verify "
+        "under the configured key: set what does not verify aside "
+        "(quarantine/) and say so in a signed recovery record",
+    )
     p.set_defaults(func=cmd_run)
     c = sub.add_parser("check-config", help="validate a config file and summarize it")
     c.add_argument("--config", "-c", required=True, help="YAML config file")
@@ -69,10 +76,14 @@ def summary(config: Config) -> str:
         "routes",
     ]
     for r in config.routes:
-        lines.append(f"  {r.name:<16} {(r.host or '*')}{r.path_prefix:<20} -> {r.service:<12}"
-                     f" {r.upstream}  user={r.user.value} device={r.device.value}")
-    lines.append("issuers    " + (", ".join(f"{i.name} ({i.kind})"
-                                            for i in config.identity.issuers) or "none"))
+        lines.append(
+            f"  {r.name:<16} {(r.host or '*')}{r.path_prefix:<20} -> {r.service:<12}"
+            f" {r.upstream}  user={r.user.value} device={r.device.value}"
+        )
+    lines.append(
+        "issuers    "
+        + (", ".join(f"{i.name} ({i.kind})" for i in config.identity.issuers) or "none")
+    )
     lines.append(f"policy     {config.policy.engine}, decision {config.policy.decision_path}")
     lines.append(f"audit      {config.audit.dir}")
     if config.admin.enabled:
@@ -111,7 +122,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if getattr(args, "accept_recovery", False):
         config = dataclasses.replace(
-            config, audit=dataclasses.replace(config.audit, accept_recovery=True))
+            config, audit=dataclasses.replace(config.audit, accept_recovery=True)
+        )
     # run_workers binds the ports first (a busy port is the one line you see), then
     # runs the same preflight as check-config, then forks the workers
     try:

@@ -85,8 +85,15 @@ class AuditConfig:
             raise ValueError(f"on_failure must be one of {', '.join(FAILURE_MODES)}")
         if self.checkpoint_every_records < 1 or self.queue_size < 1:
             raise ValueError("checkpoint_every_records and queue_size must be at least 1")
-        if min(self.checkpoint_interval_seconds, self.heartbeat_seconds,
-               self.segment_max_age_seconds) <= 0 or self.segment_max_bytes < 1:
+        if (
+            min(
+                self.checkpoint_interval_seconds,
+                self.heartbeat_seconds,
+                self.segment_max_age_seconds,
+            )
+            <= 0
+            or self.segment_max_bytes < 1
+        ):
             raise ValueError("intervals and sizes must be positive")
         if not 0 <= self.flush_interval_ms <= 1000:
             raise ValueError("flush_interval_ms must be between 0 and 1000")
@@ -103,8 +110,7 @@ def _check_signing_key(node: Node, path: str) -> None:
         node.error("not an unencrypted PEM private key", "signing_key")
         return
     if not isinstance(key, Ed25519PrivateKey):
-        node.error("must be an Ed25519 private key (see `ztproxy audit keygen`)",
-                   "signing_key")
+        node.error("must be an Ed25519 private key (see `ztproxy audit keygen`)", "signing_key")
 
 
 def parse_audit(node: Node) -> AuditConfig:
@@ -152,8 +158,9 @@ def _previous_keys(node: Node) -> tuple[str, ...]:
     """Paths of rotated-out public keys (checked to exist here; parsed at start)."""
     out: list[str] = []
     for i, value in enumerate(node.str_list("previous_keys")):
-        path = value if os.path.isabs(value) else os.path.normpath(
-            os.path.join(node.base_dir, value))
+        path = (
+            value if os.path.isabs(value) else os.path.normpath(os.path.join(node.base_dir, value))
+        )
         if not os.path.isfile(path):
             node.error(f"file not found: {value}", f"previous_keys[{i}]")
             continue

@@ -41,38 +41,103 @@ DEFAULT_ASSERTED_HEADERS = (
 # method overrides, and identity headers set by authenticating front ends.
 DEFAULT_STRIPPED_HEADERS = (
     # client certificate (nginx, Apache mod_ssl, HAProxy, IIS ARR, Envoy, Traefik)
-    "x-ssl-client-cert", "x-client-cert", "ssl-client-cert", "ssl-client-subject-dn",
-    "ssl-client-issuer-dn", "ssl-client-verify", "x-ssl-client-s-dn", "x-ssl-client-i-dn",
-    "x-ssl-client-verify", "x-ssl-client-dn", "x-ssl-cert", "x-arr-clientcert",
-    "x-forwarded-tls-client-cert", "x-forwarded-tls-client-cert-info", "x-client-verify",
-    "x-client-dn", "x-client-cert-dn", "x-amzn-mtls-clientcert",
+    "x-ssl-client-cert",
+    "x-client-cert",
+    "ssl-client-cert",
+    "ssl-client-subject-dn",
+    "ssl-client-issuer-dn",
+    "ssl-client-verify",
+    "x-ssl-client-s-dn",
+    "x-ssl-client-i-dn",
+    "x-ssl-client-verify",
+    "x-ssl-client-dn",
+    "x-ssl-cert",
+    "x-arr-clientcert",
+    "x-forwarded-tls-client-cert",
+    "x-forwarded-tls-client-cert-info",
+    "x-client-verify",
+    "x-client-dn",
+    "x-client-cert-dn",
+    "x-amzn-mtls-clientcert",
     # URL and method overrides
-    "x-original-url", "x-rewrite-url", "x-forwarded-uri", "x-forwarded-prefix",
-    "x-forwarded-path", "x-original-uri", "x-forwarded-port", "x-forwarded-server",
-    "x-http-method-override", "x-method-override", "x-http-method", "x-original-method",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-forwarded-uri",
+    "x-forwarded-prefix",
+    "x-forwarded-path",
+    "x-original-uri",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-http-method-override",
+    "x-method-override",
+    "x-http-method",
+    "x-original-method",
     "x-forwarded-method",
     # identity asserted by an authenticating front end
-    "x-forwarded-user", "x-forwarded-email", "x-forwarded-groups",
-    "x-forwarded-preferred-username", "x-forwarded-access-token", "x-auth-request-user",
-    "x-auth-request-email", "x-auth-request-groups", "x-auth-request-preferred-username",
-    "x-auth-request-access-token", "x-remote-user", "remote-user", "x-remote-group",
-    "x-authenticated-user", "x-authenticated-userid", "x-webauth-user", "x-ms-client-principal",
-    "x-ms-client-principal-id", "x-ms-client-principal-name", "x-goog-authenticated-user-email",
-    "x-goog-authenticated-user-id", "x-amzn-oidc-data", "x-amzn-oidc-identity",
-    "x-amzn-oidc-accesstoken", "remote-groups", "remote-email", "remote-name",
-    "x-credential-identifier", "x-authenticated-scope", "x-authenticated-groups",
-    "x-anonymous-consumer", "x-userinfo", "x-id-token",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-groups",
+    "x-auth-request-preferred-username",
+    "x-auth-request-access-token",
+    "x-remote-user",
+    "remote-user",
+    "x-remote-group",
+    "x-authenticated-user",
+    "x-authenticated-userid",
+    "x-webauth-user",
+    "x-ms-client-principal",
+    "x-ms-client-principal-id",
+    "x-ms-client-principal-name",
+    "x-goog-authenticated-user-email",
+    "x-goog-authenticated-user-id",
+    "x-amzn-oidc-data",
+    "x-amzn-oidc-identity",
+    "x-amzn-oidc-accesstoken",
+    "remote-groups",
+    "remote-email",
+    "remote-name",
+    "x-credential-identifier",
+    "x-authenticated-scope",
+    "x-authenticated-groups",
+    "x-anonymous-consumer",
+    "x-userinfo",
+    "x-id-token",
     # client address and scheme, read by Rack, Django, request-ip, Spring, IIS
-    "x-client-ip", "true-client-ip", "x-cluster-client-ip", "cf-connecting-ip",
-    "fastly-client-ip", "x-original-forwarded-for", "x-forwarded", "forwarded-for",
-    "x-forwarded-ssl", "x-forwarded-scheme", "front-end-https", "x-url-scheme",
-    "x-original-host", "x-host", "x-envoy-original-path", "x-envoy-original-url",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-original-forwarded-for",
+    "x-forwarded",
+    "forwarded-for",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "front-end-https",
+    "x-url-scheme",
+    "x-original-host",
+    "x-host",
+    "x-envoy-original-path",
+    "x-envoy-original-url",
 )
 # ... and every header whose normalized name starts with one of these.
-DEFAULT_STRIPPED_PREFIXES = ("x-ssl-client-", "x-client-cert-", "ssl-client-",
-                             "x-auth-request-", "x-forwarded-client-cert-", "x-remote-user-",
-                             "x-ms-client-principal-", "x-amzn-oidc-", "x-amzn-mtls-",
-                             "x-consumer-")
+DEFAULT_STRIPPED_PREFIXES = (
+    "x-ssl-client-",
+    "x-client-cert-",
+    "ssl-client-",
+    "x-auth-request-",
+    "x-forwarded-client-cert-",
+    "x-remote-user-",
+    "x-ms-client-principal-",
+    "x-amzn-oidc-",
+    "x-amzn-mtls-",
+    "x-consumer-",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +202,16 @@ class HeadersConfig:
     strip_prefixes: tuple[str, ...] = DEFAULT_STRIPPED_PREFIXES
 
     def asserted(self) -> tuple[str, ...]:
-        return (self.spiffe_id, self.cert_sha256, self.xfcc, self.forwarded_for,
-                self.request_id, self.user_subject, self.user_issuer, self.device_id)
+        return (
+            self.spiffe_id,
+            self.cert_sha256,
+            self.xfcc,
+            self.forwarded_for,
+            self.request_id,
+            self.user_subject,
+            self.user_issuer,
+            self.device_id,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,23 +229,26 @@ class LoggingConfig:
 
 def _valid_trust_domain(td: str) -> bool:
     # SPIFFE: lowercase letters, digits, dots, dashes, underscores; no port, no scheme.
-    return bool(td) and all(c.isascii() and (c.islower() or c.isdigit() or c in ".-_")
-                            for c in td)
+    return bool(td) and all(c.isascii() and (c.islower() or c.isdigit() or c in ".-_") for c in td)
 
 
-MIGRATION_HINT = ("write `trust_domains: [{name: corp.example, bundle_file: <CA bundle>, "
-                  "crl_file: <CRL, optional>}]` (one CA bundle per trust domain) and drop "
-                  "listener.client_ca_file / listener.crl_file")
+MIGRATION_HINT = (
+    "write `trust_domains: [{name: corp.example, bundle_file: <CA bundle>, "
+    "crl_file: <CRL, optional>}]` (one CA bundle per trust domain) and drop "
+    "listener.client_ca_file / listener.crl_file"
+)
 
 
 def is_old_trust_form(root: Node) -> bool:
     """`trust_domains: [corp.example]` (names) or a CA bundle under `listener`."""
     raw = root.value.get("trust_domains") if root.is_mapping() else None
     listener = root.value.get("listener") if root.is_mapping() else None
-    names = isinstance(raw, str) or (isinstance(raw, list) and
-                                     any(isinstance(x, str) for x in raw))
-    return names or (isinstance(listener, dict) and not raw and
-                     any(k in listener for k in ("client_ca_file", "crl_file")))
+    names = isinstance(raw, str) or (isinstance(raw, list) and any(isinstance(x, str) for x in raw))
+    return names or (
+        isinstance(listener, dict)
+        and not raw
+        and any(k in listener for k in ("client_ca_file", "crl_file"))
+    )
 
 
 def parse_trust_domains(root: Node) -> tuple[TrustDomainConfig, ...]:
@@ -192,14 +268,17 @@ def parse_trust_domains(root: Node) -> tuple[TrustDomainConfig, ...]:
             continue
         name = node.str("name", required=True) or ""
         if name and not _valid_trust_domain(name):
-            node.error(f"{name!r} is not a SPIFFE trust domain (lowercase name, no scheme)",
-                       "name")
+            node.error(f"{name!r} is not a SPIFFE trust domain (lowercase name, no scheme)", "name")
         elif name in names:
             node.error(f"duplicate trust domain {name!r}", "name")
         names.add(name)
-        out.append(TrustDomainConfig(
-            name=name, bundle_file=node.path_value("bundle_file", required=True) or "",
-            crl_file=node.path_value("crl_file")))
+        out.append(
+            TrustDomainConfig(
+                name=name,
+                bundle_file=node.path_value("bundle_file", required=True) or "",
+                crl_file=node.path_value("crl_file"),
+            )
+        )
         node.finish()
     if root.has("trust_domains") and not any_td:
         root.error("must list at least one trust domain", "trust_domains")
@@ -219,15 +298,15 @@ def parse_listener(node: Node, *, old_form: bool = False) -> ListenerConfig:
         cert_file=node.path_value("cert_file", required=True) or "",
         key_file=node.path_value("key_file", required=True) or "",
         min_tls_version=node.choice("min_tls_version", ("1.2", "1.3"), "1.2"),
-        handshake_timeout_seconds=node.number("handshake_timeout_seconds", 5.0, min=0.1,
-                                              max=60),
+        handshake_timeout_seconds=node.number("handshake_timeout_seconds", 5.0, min=0.1, max=60),
     )
     for old in ("client_ca_file", "crl_file"):
         if node.has(old):
             node.raw(old)
             if not old_form:  # the old form as a whole is reported once, at trust_domains
-                node.error(f"moved to trust_domains[].bundle_file / crl_file: "
-                           f"{MIGRATION_HINT}", old)
+                node.error(
+                    f"moved to trust_domains[].bundle_file / crl_file: {MIGRATION_HINT}", old
+                )
     node.finish()
     return cfg
 
@@ -266,8 +345,13 @@ def parse_routes(root: Node) -> tuple[Route, ...]:
             node.error(f"duplicate route name {name!r}", "name")
         names.add(name)
         prefix = node.str("path_prefix", "/")
-        if not isinstance(prefix, str) or not prefix.startswith("/") or "%" in prefix \
-                or "/../" in prefix + "/" or "/./" in prefix + "/":
+        if (
+            not isinstance(prefix, str)
+            or not prefix.startswith("/")
+            or "%" in prefix
+            or "/../" in prefix + "/"
+            or "/./" in prefix + "/"
+        ):
             node.error("must be a canonical absolute path starting with /", "path_prefix")
             prefix = "/"
         host = node.str("host")
@@ -275,24 +359,27 @@ def parse_routes(root: Node) -> tuple[Route, ...]:
         if isinstance(decision_path, str) and (problem := check_decision_path(decision_path)):
             node.error(problem, "decision_path")
             decision_path = None
-        routes.append(Route(
-            name=name,
-            service=node.str("service", required=True) or "",
-            upstream=_parse_url(node, "upstream"),
-            path_prefix=prefix,
-            host=host.lower() if isinstance(host, str) else None,
-            user=_requirement(node, "user"),
-            device=_requirement(node, "device"),
-            device_binding=Binding(node.choice("device_binding", ("required", "relaxed"),
-                                               "required")),
-            decision_path=decision_path,
-            upstream_ca_file=node.path_value("upstream_ca_file"),
-            upstream_cert_file=node.path_value("upstream_cert_file"),
-            upstream_key_file=node.path_value("upstream_key_file"),
-            websocket=node.bool("websocket", True),
-            pass_headers=_pass_headers(node),
-            max_concurrent=node.int("max_concurrent", 0, min=0),
-        ))
+        routes.append(
+            Route(
+                name=name,
+                service=node.str("service", required=True) or "",
+                upstream=_parse_url(node, "upstream"),
+                path_prefix=prefix,
+                host=host.lower() if isinstance(host, str) else None,
+                user=_requirement(node, "user"),
+                device=_requirement(node, "device"),
+                device_binding=Binding(
+                    node.choice("device_binding", ("required", "relaxed"), "required")
+                ),
+                decision_path=decision_path,
+                upstream_ca_file=node.path_value("upstream_ca_file"),
+                upstream_cert_file=node.path_value("upstream_cert_file"),
+                upstream_key_file=node.path_value("upstream_key_file"),
+                websocket=node.bool("websocket", True),
+                pass_headers=_pass_headers(node),
+                max_concurrent=node.int("max_concurrent", 0, min=0),
+            )
+        )
         if bool(routes[-1].upstream_cert_file) != bool(routes[-1].upstream_key_file):
             node.error("upstream_cert_file and upstream_key_file go together", "upstream_key_file")
         node.finish()
@@ -312,8 +399,9 @@ def _pass_headers(node: Node) -> frozenset[str]:
         if not norm or not all(c.isascii() and (c.isalnum() or c == "-") for c in norm):
             node.error("must be a header name", f"pass_headers[{i}]")
         elif norm in _PROXY_SET:
-            node.error(f"{norm!r} is set by the proxy and cannot be passed through",
-                       f"pass_headers[{i}]")
+            node.error(
+                f"{norm!r} is set by the proxy and cannot be passed through", f"pass_headers[{i}]"
+            )
         else:
             out.add(norm)
     return frozenset(out)
@@ -330,23 +418,31 @@ def c_parser_in_use() -> bool:
 
 def parse_limits(node: Node) -> LimitsConfig:
     if not c_parser_in_use():
-        node.problems.add("<environment>", "aiohttp's C HTTP parser is not in use "
-                          "(AIOHTTP_NO_EXTENSIONS is set or the extension is missing); "
-                          "ztproxy refuses to run on the pure-Python parser")
+        node.problems.add(
+            "<environment>",
+            "aiohttp's C HTTP parser is not in use "
+            "(AIOHTTP_NO_EXTENSIONS is set or the extension is missing); "
+            "ztproxy refuses to run on the pure-Python parser",
+        )
     d = LimitsConfig()
     cfg = LimitsConfig(
-        max_header_bytes=node.int("max_header_bytes", d.max_header_bytes, min=1024,
-                                  max=1024 * 1024),
+        max_header_bytes=node.int(
+            "max_header_bytes", d.max_header_bytes, min=1024, max=1024 * 1024
+        ),
         max_body_bytes=node.int("max_body_bytes", d.max_body_bytes, min=0),
         max_line_bytes=node.int("max_line_bytes", d.max_line_bytes, min=256, max=65536),
-        max_concurrent_requests=node.int("max_concurrent_requests", d.max_concurrent_requests,
-                                         min=1),
-        max_concurrent_per_caller=node.int("max_concurrent_per_caller",
-                                           d.max_concurrent_per_caller, min=1),
-        max_header_phase_per_source=node.int("max_header_phase_per_source",
-                                             d.max_header_phase_per_source, min=1),
-        max_chunk_extension_bytes=node.int("max_chunk_extension_bytes",
-                                           d.max_chunk_extension_bytes, min=0, max=65536),
+        max_concurrent_requests=node.int(
+            "max_concurrent_requests", d.max_concurrent_requests, min=1
+        ),
+        max_concurrent_per_caller=node.int(
+            "max_concurrent_per_caller", d.max_concurrent_per_caller, min=1
+        ),
+        max_header_phase_per_source=node.int(
+            "max_header_phase_per_source", d.max_header_phase_per_source, min=1
+        ),
+        max_chunk_extension_bytes=node.int(
+            "max_chunk_extension_bytes", d.max_chunk_extension_bytes, min=0, max=65536
+        ),
     )
     node.finish()
     return cfg
@@ -355,19 +451,23 @@ def parse_limits(node: Node) -> LimitsConfig:
 def parse_timeouts(node: Node) -> TimeoutsConfig:
     d = TimeoutsConfig()
     cfg = TimeoutsConfig(
-        upstream_connect_seconds=node.number("upstream_connect_seconds",
-                                             d.upstream_connect_seconds, min=0.01, max=30),
-        upstream_read_seconds=node.number("upstream_read_seconds", d.upstream_read_seconds,
-                                          min=0.01, max=600),
+        upstream_connect_seconds=node.number(
+            "upstream_connect_seconds", d.upstream_connect_seconds, min=0.01, max=30
+        ),
+        upstream_read_seconds=node.number(
+            "upstream_read_seconds", d.upstream_read_seconds, min=0.01, max=600
+        ),
         keepalive_seconds=node.number("keepalive_seconds", d.keepalive_seconds, min=0, max=3600),
-        shutdown_drain_seconds=node.number("shutdown_drain_seconds", d.shutdown_drain_seconds,
-                                           min=0, max=600),
-        request_header_seconds=node.number("request_header_seconds", d.request_header_seconds,
-                                           min=0.05, max=300),
-        body_idle_seconds=node.number("body_idle_seconds", d.body_idle_seconds, min=0.05,
-                                      max=600),
-        body_total_seconds=node.number("body_total_seconds", d.body_total_seconds, min=0.05,
-                                       max=3600),
+        shutdown_drain_seconds=node.number(
+            "shutdown_drain_seconds", d.shutdown_drain_seconds, min=0, max=600
+        ),
+        request_header_seconds=node.number(
+            "request_header_seconds", d.request_header_seconds, min=0.05, max=300
+        ),
+        body_idle_seconds=node.number("body_idle_seconds", d.body_idle_seconds, min=0.05, max=600),
+        body_total_seconds=node.number(
+            "body_total_seconds", d.body_total_seconds, min=0.05, max=3600
+        ),
     )
     node.finish()
     return cfg
@@ -383,15 +483,29 @@ def _header_name(node: Node, key: str, default: str) -> str:
 
 def parse_headers(node: Node) -> HeadersConfig:
     d = HeadersConfig()
-    names = {key: _header_name(node, key, getattr(d, key))
-             for key in ("spiffe_id", "cert_sha256", "xfcc", "forwarded_for", "request_id",
-                         "user_subject", "user_issuer", "device_id")}
+    names = {
+        key: _header_name(node, key, getattr(d, key))
+        for key in (
+            "spiffe_id",
+            "cert_sha256",
+            "xfcc",
+            "forwarded_for",
+            "request_id",
+            "user_subject",
+            "user_issuer",
+            "device_id",
+        )
+    }
     # the spelling the pipeline compares (stages.headers.normalize_name): lowercase,
     # every character but a letter or digit read as "-" (x_internal_role strips
     # X-Internal-Role, as `pass_headers` already did)
     extra = tuple(_NOT_ALNUM.sub("-", h.strip().lower()) for h in node.str_list("strip", ()))
-    cfg = HeadersConfig(**names, strip=DEFAULT_ASSERTED_HEADERS  # type: ignore[arg-type]
-                        + DEFAULT_STRIPPED_HEADERS + extra)
+    cfg = HeadersConfig(
+        **names,
+        strip=DEFAULT_ASSERTED_HEADERS  # type: ignore[arg-type]
+        + DEFAULT_STRIPPED_HEADERS
+        + extra,
+    )
     node.finish()
     return cfg
 

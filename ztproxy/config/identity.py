@@ -21,7 +21,15 @@ from urllib.parse import urlsplit
 from .reader import Node
 
 ALLOWED_ALGORITHMS: tuple[str, ...] = (
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "EdDSA",
 )
 KINDS: tuple[str, ...] = ("user", "device")
 # JWK members that only a private or symmetric key has: never accepted as trust anchors.
@@ -29,8 +37,17 @@ PRIVATE_JWK_MEMBERS: frozenset[str] = frozenset({"d", "p", "q", "dp", "dq", "qi"
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
-_RESERVED_HEADERS = frozenset({"authorization", "cookie", "host", "content-length",
-                               "transfer-encoding", "connection", "proxy-authorization"})
+_RESERVED_HEADERS = frozenset(
+    {
+        "authorization",
+        "cookie",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "proxy-authorization",
+    }
+)
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
@@ -71,15 +88,13 @@ class IdentityConfig:
 
 def parse_identity(node: Node) -> IdentityConfig:
     issuers = tuple(
-        issuer for item in node.items("issuers")
-        if (issuer := _parse_issuer(item)) is not None
+        issuer for item in node.items("issuers") if (issuer := _parse_issuer(item)) is not None
     )
     device_header = _parse_device_header(node)
     cache_size = node.int("token_cache_size", 10000, min=0, max=1_000_000)
     node.finish()
     _check_issuers(node, issuers)
-    return IdentityConfig(issuers=issuers, device_header=device_header,
-                          token_cache_size=cache_size)
+    return IdentityConfig(issuers=issuers, device_header=device_header, token_cache_size=cache_size)
 
 
 def _parse_device_header(node: Node) -> str:
@@ -120,15 +135,27 @@ def _parse_issuer(node: Node) -> IssuerConfig | None:
     min_interval = node.int("jwks_refresh_min_interval_seconds", 30, min=1, max=3600)
     stale = node.int("jwks_stale_window_seconds", 3600, min=0, max=86400)
     if isinstance(ttl, int) and isinstance(min_interval, int) and ttl < min_interval:
-        node.error(f"must be at least jwks_refresh_min_interval_seconds ({min_interval})",
-                   "jwks_cache_ttl_seconds")
+        node.error(
+            f"must be at least jwks_refresh_min_interval_seconds ({min_interval})",
+            "jwks_cache_ttl_seconds",
+        )
     node.finish()
     return IssuerConfig(
-        name=name or "", kind=kind, issuer=issuer or "", audiences=audiences,
-        algorithms=algorithms, jwks_uri=jwks_uri, jwks_file=jwks_file, jwks=jwks,
-        jwks_ca_file=ca_file, required_claims=required, leeway_seconds=leeway,
-        jwks_cache_ttl_seconds=ttl, jwks_refresh_min_interval_seconds=min_interval,
-        jwks_stale_window_seconds=stale, device_id_claim=device_id_claim,
+        name=name or "",
+        kind=kind,
+        issuer=issuer or "",
+        audiences=audiences,
+        algorithms=algorithms,
+        jwks_uri=jwks_uri,
+        jwks_file=jwks_file,
+        jwks=jwks,
+        jwks_ca_file=ca_file,
+        required_claims=required,
+        leeway_seconds=leeway,
+        jwks_cache_ttl_seconds=ttl,
+        jwks_refresh_min_interval_seconds=min_interval,
+        jwks_stale_window_seconds=stale,
+        device_id_claim=device_id_claim,
     )
 
 
@@ -147,8 +174,9 @@ def _parse_algorithms(node: Node) -> tuple[str, ...]:
         elif alg.upper().startswith("HS"):
             node.problems.add(path, f"{alg} is not allowed (symmetric)")
         elif alg not in ALLOWED_ALGORITHMS:
-            node.problems.add(path, f"{alg} is not supported; use one of "
-                              f"{', '.join(ALLOWED_ALGORITHMS)}")
+            node.problems.add(
+                path, f"{alg} is not supported; use one of {', '.join(ALLOWED_ALGORITHMS)}"
+            )
         elif alg not in out:
             out.append(alg)
     if node.has("algorithms") and raw and not out:
@@ -159,8 +187,10 @@ def _parse_algorithms(node: Node) -> tuple[str, ...]:
 def _parse_jwks_source(node: Node) -> tuple[str | None, str | None, Mapping[str, Any] | None]:
     given = [k for k in ("jwks_uri", "jwks_file", "jwks") if node.has(k)]
     if len(given) != 1:
-        node.error("needs exactly one of jwks_uri, jwks_file, jwks"
-                   + (f" (got {', '.join(given)})" if given else ""))
+        node.error(
+            "needs exactly one of jwks_uri, jwks_file, jwks"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
     uri = node.str("jwks_uri")
     if uri is not None:
         uri = _check_uri(node, uri)
@@ -191,8 +221,9 @@ def _parse_inline(node: Node, raw: Any) -> Mapping[str, Any] | None:
             node.problems.add(path, "must be a mapping")
             ok = False
         elif PRIVATE_JWK_MEMBERS & key.keys():
-            node.problems.add(path, "holds private or symmetric key material; "
-                              "give public keys only")
+            node.problems.add(
+                path, "holds private or symmetric key material; give public keys only"
+            )
             ok = False
         elif not isinstance(key.get("kid"), str) or not key.get("kid"):
             node.problems.add(path, "needs a kid (tokens choose their key by kid)")
@@ -210,15 +241,24 @@ def _check_issuers(node: Node, issuers: tuple[IssuerConfig, ...]) -> None:
         seen_names.add(iss.name)
         key = (iss.kind, iss.issuer)
         if key in seen_iss:
-            node.problems.add(f"{path}.issuer", f"same iss and kind as issuers[{seen_iss[key]}]"
-                              " (a token could not tell which one it belongs to)")
+            node.problems.add(
+                f"{path}.issuer",
+                f"same iss and kind as issuers[{seen_iss[key]}]"
+                " (a token could not tell which one it belongs to)",
+            )
         seen_iss.setdefault(key, i)
     # One iss for both kinds is allowed only when the audiences keep them apart;
     # otherwise a user token would pass as a device token and the reverse.
     for i, a in enumerate(issuers):
         for j, b in enumerate(issuers):
-            if i < j and a.issuer == b.issuer and a.kind != b.kind \
-                    and set(a.audiences) & set(b.audiences):
-                node.problems.add(f"{node.path}.issuers[{j}].audiences",
-                                  f"overlaps issuers[{i}] (same iss, other kind): user and "
-                                  "device tokens would be interchangeable")
+            if (
+                i < j
+                and a.issuer == b.issuer
+                and a.kind != b.kind
+                and set(a.audiences) & set(b.audiences)
+            ):
+                node.problems.add(
+                    f"{node.path}.issuers[{j}].audiences",
+                    f"overlaps issuers[{i}] (same iss, other kind): user and "
+                    "device tokens would be interchangeable",
+                )

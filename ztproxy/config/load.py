@@ -92,11 +92,17 @@ def _cross_check(cfg: Config, problems: Problems) -> None:
     kinds = {i.kind for i in cfg.identity.issuers}
     for i, route in enumerate(cfg.routes):
         if route.user.value != "none" and "user" not in kinds:
-            problems.add(f"routes[{i}].user", f"is {route.user.value} but no identity issuer "
-                         "of kind user is configured (write `user: none` to serve without)")
+            problems.add(
+                f"routes[{i}].user",
+                f"is {route.user.value} but no identity issuer "
+                "of kind user is configured (write `user: none` to serve without)",
+            )
         if route.device.value != "none" and "device" not in kinds:
-            problems.add(f"routes[{i}].device", f"is {route.device.value} but no identity "
-                         "issuer of kind device is configured (write `device: none`)")
+            problems.add(
+                f"routes[{i}].device",
+                f"is {route.device.value} but no identity "
+                "issuer of kind device is configured (write `device: none`)",
+            )
     del names
 
 

@@ -56,8 +56,7 @@ class PolicyConfig:
 def _dirs(node: Node, key: str, default: tuple[str, ...], must_exist: bool) -> tuple[str, ...]:
     out = []
     for i, raw in enumerate(node.str_list(key, default)):
-        resolved = raw if os.path.isabs(raw) else os.path.normpath(
-            os.path.join(node.base_dir, raw))
+        resolved = raw if os.path.isabs(raw) else os.path.normpath(os.path.join(node.base_dir, raw))
         if must_exist and not os.path.isdir(resolved):
             node.error(f"directory not found: {raw}", f"{key}[{i}]" if node.has(key) else key)
         out.append(resolved)
@@ -123,14 +122,13 @@ def parse_policy(node: Node) -> PolicyConfig:
         opa_token_file=token,
         timeout_ms=node.int("timeout_ms", d.timeout_ms, min=1, max=60_000),
         cache_ttl_ms=node.int("cache_ttl_ms", d.cache_ttl_ms, min=0, max=3_600_000),
-        cache_max_entries=node.int("cache_max_entries", d.cache_max_entries, min=1,
-                                   max=10_000_000),
+        cache_max_entries=node.int("cache_max_entries", d.cache_max_entries, min=1, max=10_000_000),
         breaker_failures=node.int("breaker_failures", d.breaker_failures, min=1, max=1000),
-        breaker_cooldown_ms=node.int("breaker_cooldown_ms", d.breaker_cooldown_ms, min=1,
-                                     max=3_600_000),
+        breaker_cooldown_ms=node.int(
+            "breaker_cooldown_ms", d.breaker_cooldown_ms, min=1, max=3_600_000
+        ),
         watch=node.bool("watch", d.watch),
-        watch_interval_ms=node.int("watch_interval_ms", d.watch_interval_ms, min=50,
-                                   max=3_600_000),
+        watch_interval_ms=node.int("watch_interval_ms", d.watch_interval_ms, min=50, max=3_600_000),
     )
     node.finish()
     return cfg

@@ -45,8 +45,9 @@ class Problems:
 class Node:
     """A mapping (or a scalar) at a key path."""
 
-    def __init__(self, value: Any, path: _Str = "", problems: Problems | None = None,
-                 base_dir: _Str = ".") -> None:
+    def __init__(
+        self, value: Any, path: _Str = "", problems: Problems | None = None, base_dir: _Str = "."
+    ) -> None:
         self.value = value
         self.path = path
         self.problems = problems if problems is not None else Problems()
@@ -102,8 +103,9 @@ class Node:
             yield Node(item, f"{path}[{i}]", self.problems, self.base_dir)
 
     # -- scalars ------------------------------------------------------------------
-    def _typed(self, key: _Str, default: Any, required: _Bool, kinds: tuple[type, ...],
-               kind_name: _Str) -> Any:
+    def _typed(
+        self, key: _Str, default: Any, required: _Bool, kinds: tuple[type, ...], kind_name: _Str
+    ) -> Any:
         raw = self._raw(key)
         if raw is _MISSING or raw is None:
             if required:
@@ -120,29 +122,53 @@ class Node:
     @overload
     def str(self, key: _Str, default: _Str, *, required: _Bool = False) -> _Str: ...
     @overload
-    def str(self, key: _Str, default: None = None, *,
-            required: _Bool = False) -> _Str | None: ...
+    def str(self, key: _Str, default: None = None, *, required: _Bool = False) -> _Str | None: ...
 
-    def str(self, key: _Str, default: _Str | None = None, *,
-            required: _Bool = False) -> _Str | None:
+    def str(
+        self, key: _Str, default: _Str | None = None, *, required: _Bool = False
+    ) -> _Str | None:
         value: _Str | None = self._typed(key, default, required, (str,), "a string")
         if value is not None and isinstance(value, str) and value == "" and required:
             self.error("must not be empty", key)
         return value
 
-    def bool(self, key: _Str, default: _Bool, ) -> _Bool:
+    def bool(
+        self,
+        key: _Str,
+        default: _Bool,
+    ) -> _Bool:
         return bool(self._typed(key, default, False, (bool,), "true or false"))
 
     @overload
-    def int(self, key: _Str, default: _Int, *, required: _Bool = False,
-            min: _Int | None = None, max: _Int | None = None) -> _Int: ...  # noqa: A002
+    def int(
+        self,
+        key: _Str,
+        default: _Int,
+        *,
+        required: _Bool = False,
+        min: _Int | None = None,
+        max: _Int | None = None,
+    ) -> _Int: ...  # noqa: A002
     @overload
-    def int(self, key: _Str, default: None = None, *, required: _Bool = False,
-            min: _Int | None = None,  # noqa: A002
-            max: _Int | None = None) -> _Int | None: ...  # noqa: A002
+    def int(
+        self,
+        key: _Str,
+        default: None = None,
+        *,
+        required: _Bool = False,
+        min: _Int | None = None,  # noqa: A002
+        max: _Int | None = None,
+    ) -> _Int | None: ...  # noqa: A002
 
-    def int(self, key: _Str, default: _Int | None = None, *, required: _Bool = False,
-            min: _Int | None = None, max: _Int | None = None) -> _Int | None:  # noqa: A002
+    def int(
+        self,
+        key: _Str,
+        default: _Int | None = None,
+        *,
+        required: _Bool = False,
+        min: _Int | None = None,
+        max: _Int | None = None,
+    ) -> _Int | None:  # noqa: A002
         value: _Int | None = self._typed(key, default, required, (int,), "an integer")
         if isinstance(value, int) and value is not default:
             if min is not None and value < min:
@@ -154,17 +180,35 @@ class Node:
         return value
 
     @overload
-    def number(self, key: _Str, default: float, *, required: _Bool = False,
-               min: float | None = None,  # noqa: A002
-               max: float | None = None) -> float: ...  # noqa: A002
+    def number(
+        self,
+        key: _Str,
+        default: float,
+        *,
+        required: _Bool = False,
+        min: float | None = None,  # noqa: A002
+        max: float | None = None,
+    ) -> float: ...  # noqa: A002
     @overload
-    def number(self, key: _Str, default: None = None, *, required: _Bool = False,
-               min: float | None = None,  # noqa: A002
-               max: float | None = None) -> float | None: ...  # noqa: A002
+    def number(
+        self,
+        key: _Str,
+        default: None = None,
+        *,
+        required: _Bool = False,
+        min: float | None = None,  # noqa: A002
+        max: float | None = None,
+    ) -> float | None: ...  # noqa: A002
 
-    def number(self, key: _Str, default: float | None = None, *, required: _Bool = False,
-               min: float | None = None,  # noqa: A002
-               max: float | None = None) -> float | None:  # noqa: A002
+    def number(
+        self,
+        key: _Str,
+        default: float | None = None,
+        *,
+        required: _Bool = False,
+        min: float | None = None,  # noqa: A002
+        max: float | None = None,
+    ) -> float | None:  # noqa: A002
         value: float | None = self._typed(key, default, required, (int, float), "a number")
         if isinstance(value, (int, float)) and value is not default:
             if min is not None and value < min:
@@ -183,8 +227,9 @@ class Node:
             return default
         return str(value)
 
-    def str_list(self, key: _Str, default: tuple[_Str, ...] = (), *,
-                 required: _Bool = False) -> tuple[_Str, ...]:
+    def str_list(
+        self, key: _Str, default: tuple[_Str, ...] = (), *, required: _Bool = False
+    ) -> tuple[_Str, ...]:
         raw = self._raw(key)
         if raw is _MISSING or raw is None:
             if required:
@@ -219,21 +264,43 @@ class Node:
         return default if value is _MISSING else value
 
     @overload
-    def path_value(self, key: _Str, *, required: _Bool = False, must_exist: _Bool = True,
-                   is_dir: _Bool = False, default: _Str) -> _Str: ...
+    def path_value(
+        self,
+        key: _Str,
+        *,
+        required: _Bool = False,
+        must_exist: _Bool = True,
+        is_dir: _Bool = False,
+        default: _Str,
+    ) -> _Str: ...
     @overload
-    def path_value(self, key: _Str, *, required: _Bool = False, must_exist: _Bool = True,
-                   is_dir: _Bool = False, default: None = None) -> _Str | None: ...
+    def path_value(
+        self,
+        key: _Str,
+        *,
+        required: _Bool = False,
+        must_exist: _Bool = True,
+        is_dir: _Bool = False,
+        default: None = None,
+    ) -> _Str | None: ...
 
-    def path_value(self, key: _Str, *, required: _Bool = False, must_exist: _Bool = True,
-                   is_dir: _Bool = False, default: _Str | None = None) -> _Str | None:
+    def path_value(
+        self,
+        key: _Str,
+        *,
+        required: _Bool = False,
+        must_exist: _Bool = True,
+        is_dir: _Bool = False,
+        default: _Str | None = None,
+    ) -> _Str | None:
         """A file or directory path, resolved against the config file's directory.
         Secrets are always given as paths like this, never inline."""
         value = self.str(key, default, required=required)
         if not isinstance(value, str) or not value:
             return default if value is None else value
-        resolved = value if os.path.isabs(value) else os.path.normpath(
-            os.path.join(self.base_dir, value))
+        resolved = (
+            value if os.path.isabs(value) else os.path.normpath(os.path.join(self.base_dir, value))
+        )
         if must_exist:
             if is_dir and not os.path.isdir(resolved):
                 self.error(f"directory not found: {value}", key)
@@ -276,8 +343,10 @@ def _duplicates(node: yaml.Node, path: str, out: list[str]) -> None:
             child = f"{path}.{key}" if path else str(key)
             line = key_node.start_mark.line + 1
             if key in seen:
-                out.append(f"{child}: duplicate key (line {line}; first at line "
-                           f"{seen[key]}); give each key once")
+                out.append(
+                    f"{child}: duplicate key (line {line}; first at line "
+                    f"{seen[key]}); give each key once"
+                )
             else:
                 seen[key] = line
             _duplicates(value_node, child, out)

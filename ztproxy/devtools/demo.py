@@ -95,36 +95,111 @@ class Scenario:
 
 
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("allowed", "checkout", "alice", "laptop-1", "GET", "/api/v1/charges",
-             200, "policy_allow"),
-    Scenario("allowed", "batch", "bob", "desktop-7", "GET", "/reports/daily",
-             200, "policy_allow", roles=("analyst",),
-             device_claims={"trust_level": 2, "managed": True}),
-    Scenario("segmentation", "dev/intruder", "alice", "laptop-1", "POST", "/api/v1/charges",
-             403, "source_not_allowed"),
-    Scenario("segmentation", "reports", "carol", "laptop-3", "GET", "/api/v1/refunds",
-             403, "path_not_allowed", roles=("payments-admin",)),
-    Scenario("user role", "checkout", "dave", "laptop-4", "GET", "/api/v1/charges",
-             403, "user_role_missing", roles=("analyst",)),
-    Scenario("device posture", "checkout", "alice", "byod-9", "GET", "/api/v1/charges",
-             403, "device_trust_level_too_low",
-             device_claims={"trust_level": 1, "managed": False}),
-    Scenario("stolen device token", "checkout", "alice", "laptop-5", "GET", "/api/v1/charges",
-             401, "cert_binding_mismatch", device_bound_to="batch"),
-    Scenario("no client cert", None, None, None, "GET", "/api/v1/charges",
-             None, "no_client_certificate"),
-    Scenario("expired token", "checkout", "alice", "laptop-1", "GET", "/api/v1/charges",
-             401, "expired", user_age=3600),
-    Scenario("path traversal", "checkout", "alice", "laptop-1", "GET",
-             "/api/v1/charges/../../../reports/daily", 400, "dot_segment", raw=True),
+    Scenario(
+        "allowed", "checkout", "alice", "laptop-1", "GET", "/api/v1/charges", 200, "policy_allow"
+    ),
+    Scenario(
+        "allowed",
+        "batch",
+        "bob",
+        "desktop-7",
+        "GET",
+        "/reports/daily",
+        200,
+        "policy_allow",
+        roles=("analyst",),
+        device_claims={"trust_level": 2, "managed": True},
+    ),
+    Scenario(
+        "segmentation",
+        "dev/intruder",
+        "alice",
+        "laptop-1",
+        "POST",
+        "/api/v1/charges",
+        403,
+        "source_not_allowed",
+    ),
+    Scenario(
+        "segmentation",
+        "reports",
+        "carol",
+        "laptop-3",
+        "GET",
+        "/api/v1/refunds",
+        403,
+        "path_not_allowed",
+        roles=("payments-admin",),
+    ),
+    Scenario(
+        "user role",
+        "checkout",
+        "dave",
+        "laptop-4",
+        "GET",
+        "/api/v1/charges",
+        403,
+        "user_role_missing",
+        roles=("analyst",),
+    ),
+    Scenario(
+        "device posture",
+        "checkout",
+        "alice",
+        "byod-9",
+        "GET",
+        "/api/v1/charges",
+        403,
+        "device_trust_level_too_low",
+        device_claims={"trust_level": 1, "managed": False},
+    ),
+    Scenario(
+        "stolen device token",
+        "checkout",
+        "alice",
+        "laptop-5",
+        "GET",
+        "/api/v1/charges",
+        401,
+        "cert_binding_mismatch",
+        device_bound_to="batch",
+    ),
+    Scenario(
+        "no client cert", None, None, None, "GET", "/api/v1/charges", None, "no_client_certificate"
+    ),
+    Scenario(
+        "expired token",
+        "checkout",
+        "alice",
+        "laptop-1",
+        "GET",
+        "/api/v1/charges",
+        401,
+        "expired",
+        user_age=3600,
+    ),
+    Scenario(
+        "path traversal",
+        "checkout",
+        "alice",
+        "laptop-1",
+        "GET",
+        "/api/v1/charges/../../../reports/daily",
+        400,
+        "dot_segment",
+        raw=True,
+    ),
 )
 
 
 def find_policies(explicit: str | Path | None = None) -> Path:
     """The policy root: `explicit`, else the repo's policies/ next to the package, else a
     copy shipped inside the package (ztproxy/_policies, when packaged that way)."""
-    candidates = [Path(explicit)] if explicit else [
-        REPO_POLICIES, Path(__file__).resolve().parent.parent / "_policies"]
+    candidates = (
+        [Path(explicit)]
+        if explicit
+        else [REPO_POLICIES, Path(__file__).resolve().parent.parent / "_policies"]
+    )
     for path in candidates:
         if path.is_dir() and any(path.rglob("*.rego")):
             return path
@@ -136,12 +211,14 @@ def prepare_demo(workdir: Path) -> DevPki:
     return init_dev_pki(workdir / "pki", workloads=DEMO_WORKLOADS)
 
 
-async def run_scenarios(lab: DemoLab, tokens: Tokens,
-                        scenarios: Sequence[Scenario] = SCENARIOS) -> list[Sent]:
+async def run_scenarios(
+    lab: DemoLab, tokens: Tokens, scenarios: Sequence[Scenario] = SCENARIOS
+) -> list[Sent]:
     return [await lab.send(s, tokens) for s in scenarios]
 
 
 # -- joining answers with the audit log, and verifying it ------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -191,8 +268,7 @@ def read_audit(audit_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def match_outcomes(sent: Sequence[Sent], records: Sequence[Mapping[str, Any]]
-                   ) -> list[Outcome]:
+def match_outcomes(sent: Sequence[Sent], records: Sequence[Mapping[str, Any]]) -> list[Outcome]:
     """By request id; a refused handshake takes the next unclaimed `tls_rejected`."""
     by_id = {r.get("request_id"): r for r in records if r.get("kind") == "request"}
     rejected = iter([r for r in records if r.get("kind") == "tls_rejected"])
@@ -201,15 +277,22 @@ def match_outcomes(sent: Sequence[Sent], records: Sequence[Mapping[str, Any]]
         rec: Mapping[str, Any] | None = by_id.get(item.request_id) if item.request_id else None
         if rec is None and item.status is None:
             rec = next(rejected, None)
-        out.append(Outcome(
-            item.scenario, item.status, item.request_id or (rec or {}).get("request_id"),
-            str(rec["decision"]) if rec else "-", str(rec["reason"]) if rec else "not audited",
-            tuple(rec.get("policy_reasons") or ()) if rec else ()))
+        out.append(
+            Outcome(
+                item.scenario,
+                item.status,
+                item.request_id or (rec or {}).get("request_id"),
+                str(rec["decision"]) if rec else "-",
+                str(rec["reason"]) if rec else "not audited",
+                tuple(rec.get("policy_reasons") or ()) if rec else (),
+            )
+        )
     return out
 
 
-async def wait_for_records(audit_dir: Path, sent: Sequence[Sent], *, attempts: int = 60,
-                           interval: float = 0.05) -> list[dict[str, Any]]:
+async def wait_for_records(
+    audit_dir: Path, sent: Sequence[Sent], *, attempts: int = 60, interval: float = 0.05
+) -> list[dict[str, Any]]:
     """The records so far, once every answered request's record is on disk (bounded)."""
     wanted = {s.request_id for s in sent if s.request_id}
     records: list[dict[str, Any]] = []
@@ -230,10 +313,15 @@ def verify_audit(audit_dir: Path, public_key: Path) -> AuditVerdict:
 OnReady = Callable[[DemoLab, Sequence[Outcome]], Awaitable[None]]
 
 
-async def run_demo(pki: DevPki, audit_dir: Path, policies: Path, *,
-                   clock: Callable[[], float] = time.time,
-                   scenarios: Sequence[Scenario] = SCENARIOS,
-                   on_ready: OnReady | None = None) -> DemoReport:
+async def run_demo(
+    pki: DevPki,
+    audit_dir: Path,
+    policies: Path,
+    *,
+    clock: Callable[[], float] = time.time,
+    scenarios: Sequence[Scenario] = SCENARIOS,
+    on_ready: OnReady | None = None,
+) -> DemoReport:
     """Start everything, send the scenarios, stop everything, then join and verify.
 
     `on_ready(lab, outcomes)` (the `--keep` mode) is awaited while everything still

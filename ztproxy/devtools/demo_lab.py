@@ -42,23 +42,48 @@ def workload_name(entry: str) -> str:
     return entry.rpartition("/")[2]
 
 
-def demo_config(pki: DevPki, upstreams: Mapping[str, str], audit_dir: Path, policies: Path,
-                *, admin: bool = False) -> dict[str, Any]:
+def demo_config(
+    pki: DevPki,
+    upstreams: Mapping[str, str],
+    audit_dir: Path,
+    policies: Path,
+    *,
+    admin: bool = False,
+) -> dict[str, Any]:
     """The config (as the YAML would parse): /api/v1 -> payments, /reports -> reports."""
     routes = [
-        {"name": "payments-api", "service": "payments", "path_prefix": "/api/v1",
-         "upstream": upstreams["payments"]},
+        {
+            "name": "payments-api",
+            "service": "payments",
+            "path_prefix": "/api/v1",
+            "upstream": upstreams["payments"],
+        },
         # The shipped data does not require reports' device tokens to be bound.
-        {"name": "reports-api", "service": "reports", "path_prefix": "/reports",
-         "upstream": upstreams["reports"], "device_binding": "relaxed"},
+        {
+            "name": "reports-api",
+            "service": "reports",
+            "path_prefix": "/reports",
+            "upstream": upstreams["reports"],
+            "device_binding": "relaxed",
+        },
     ]
     # Policies and data under one root, as `opa run policies/` loads them.
     policy = {"policy_dirs": [str(policies)], "data_dirs": [], "watch": False}
-    return proxy_config(pki, upstreams=upstreams, audit_dir=audit_dir, routes=routes,
-                        policy=policy, admin_port=0 if admin else None,
-                        extra={"audit": {"dir": str(audit_dir),
-                                         "signing_key": str(audit_key(pki, PRIVATE_FILE)),
-                                         "checkpoint_interval_seconds": 1.0}})
+    return proxy_config(
+        pki,
+        upstreams=upstreams,
+        audit_dir=audit_dir,
+        routes=routes,
+        policy=policy,
+        admin_port=0 if admin else None,
+        extra={
+            "audit": {
+                "dir": str(audit_dir),
+                "signing_key": str(audit_key(pki, PRIVATE_FILE)),
+                "checkpoint_interval_seconds": 1.0,
+            }
+        },
+    )
 
 
 def audit_key(pki: DevPki, name: str = PUBLIC_FILE) -> Path:
@@ -77,20 +102,33 @@ class Tokens:
         self._user_key = load_private_key(pki.user_key)
         self._device_key = load_private_key(pki.device_key)
 
-    def user(self, subject: str, roles: Sequence[str], *, age: int = 0,
-             ttl: int = 600) -> str:
-        return mint_token(key=self._user_key, kid=self.pki.user_kid,
-                          issuer=self.pki.user_issuer, audience=self.pki.audience,
-                          subject=subject, claims={"roles": list(roles)}, ttl=ttl,
-                          now=int(self.clock()) - age)
+    def user(self, subject: str, roles: Sequence[str], *, age: int = 0, ttl: int = 600) -> str:
+        return mint_token(
+            key=self._user_key,
+            kid=self.pki.user_kid,
+            issuer=self.pki.user_issuer,
+            audience=self.pki.audience,
+            subject=subject,
+            claims={"roles": list(roles)},
+            ttl=ttl,
+            now=int(self.clock()) - age,
+        )
 
-    def device(self, device_id: str, bound_to: str, claims: Mapping[str, Any], *,
-               ttl: int = 600) -> str:
+    def device(
+        self, device_id: str, bound_to: str, claims: Mapping[str, Any], *, ttl: int = 600
+    ) -> str:
         cert = self.pki.workloads[workload_name(bound_to)][0].read_bytes()
-        return mint_token(key=self._device_key, kid=self.pki.device_kid,
-                          issuer=self.pki.device_issuer, audience=self.pki.audience,
-                          subject=device_id, claims=dict(claims), bind_cert=cert, ttl=ttl,
-                          now=int(self.clock()))
+        return mint_token(
+            key=self._device_key,
+            kid=self.pki.device_kid,
+            issuer=self.pki.device_issuer,
+            audience=self.pki.audience,
+            subject=device_id,
+            claims=dict(claims),
+            bind_cert=cert,
+            ttl=ttl,
+            now=int(self.clock()),
+        )
 
     def headers(self, s: Scenario) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -116,8 +154,15 @@ class Sent:
 class DemoLab:
     """Owns the upstreams and the proxy. `start()` then `stop()` (always, in finally)."""
 
-    def __init__(self, pki: DevPki, audit_dir: Path, policies: Path, *,
-                 admin: bool = False, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        pki: DevPki,
+        audit_dir: Path,
+        policies: Path,
+        *,
+        admin: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.pki, self.audit_dir, self.policies = pki, audit_dir, policies
         self.admin, self.clock = admin, clock
         self.runners: list[web.AppRunner] = []
@@ -139,8 +184,7 @@ class DemoLab:
             runner, port = await start_app(upstream_app(name))
             self.runners.append(runner)
             upstreams[name] = f"http://127.0.0.1:{port}"
-        raw = demo_config(self.pki, upstreams, self.audit_dir, self.policies,
-                          admin=self.admin)
+        raw = demo_config(self.pki, upstreams, self.audit_dir, self.policies, admin=self.admin)
         self.config = parse_config(raw, str(self.pki.root))
         self.proxy = Proxy(self.config, clock=self.clock)
         await self.proxy.start()
@@ -156,22 +200,29 @@ class DemoLab:
         ctx = client_context(self.pki, workload_name(s.workload) if s.workload else None)
         headers = tokens.headers(s)
         if s.raw or s.workload is None:  # one attempt: client libraries retry
-            status, body = await raw_request(self.port, ctx, s.method, s.path, headers,
-                                             timeout)
+            status, body = await raw_request(self.port, ctx, s.method, s.path, headers, timeout)
             return Sent(s, status, _request_id(body))
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)
-                                             ) as session:
-                async with session.request(s.method, self.base_url + s.path,
-                                           headers=headers, ssl=ctx) as resp:
+            async with aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as session:
+                async with session.request(
+                    s.method, self.base_url + s.path, headers=headers, ssl=ctx
+                ) as resp:
                     body = await resp.read()
                     return Sent(s, resp.status, _request_id(body))
         except (aiohttp.ClientError, ssl.SSLError, OSError, TimeoutError):
             return Sent(s, None, None)
 
 
-async def raw_request(port: int, ctx: ssl.SSLContext, method: str, target: str,
-                      headers: Mapping[str, str], timeout: float) -> tuple[int | None, bytes]:
+async def raw_request(
+    port: int,
+    ctx: ssl.SSLContext,
+    method: str,
+    target: str,
+    headers: Mapping[str, str],
+    timeout: float,
+) -> tuple[int | None, bytes]:
     """One HTTP/1.1 request written byte for byte (no normalization); (status, body)."""
     lines = [f"{method} {target} HTTP/1.1", f"Host: localhost:{port}", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
@@ -179,7 +230,8 @@ async def raw_request(port: int, ctx: ssl.SSLContext, method: str, target: str,
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, ssl=ctx, server_hostname="localhost")
+                "127.0.0.1", port, ssl=ctx, server_hostname="localhost"
+            )
             try:
                 writer.write(data)
                 await writer.drain()

@@ -30,15 +30,20 @@ def upstream_app(name: str) -> web.Application:
     echoes WebSocket messages, and can be slow on purpose."""
 
     async def echo(request: web.Request) -> web.Response:
-        body = await request.read() if request.can_read_body and \
-            (request.content_length or 0) <= 65536 else b""
-        return web.json_response({
-            "service": name,
-            "method": request.method,
-            "raw_path": request.raw_path,
-            "headers": [[k, v] for k, v in request.headers.items()],
-            "body_bytes": len(body),
-        })
+        body = (
+            await request.read()
+            if request.can_read_body and (request.content_length or 0) <= 65536
+            else b""
+        )
+        return web.json_response(
+            {
+                "service": name,
+                "method": request.method,
+                "raw_path": request.raw_path,
+                "headers": [[k, v] for k, v in request.headers.items()],
+                "body_bytes": len(body),
+            }
+        )
 
     async def download(request: web.Request) -> web.StreamResponse:
         total = int(request.match_info["size"])
@@ -83,8 +88,9 @@ def upstream_app(name: str) -> web.Application:
     return app
 
 
-async def start_app(app: web.Application, *, port: int = 0,
-                    ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:
+async def start_app(
+    app: web.Application, *, port: int = 0, ssl_context: ssl.SSLContext | None = None
+) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=ssl_context)
@@ -104,32 +110,61 @@ def client_context(pki: DevPki, workload: str | None) -> ssl.SSLContext:
     return ctx
 
 
-def proxy_config(pki: DevPki, *, upstreams: Mapping[str, str], audit_dir: str | Path,
-                 policy_dirs: Sequence[str | Path] | None = None, port: int = 0,
-                 admin_port: int | None = 0, routes: Sequence[Mapping[str, Any]] | None = None,
-                 policy: Mapping[str, Any] | None = None,
-                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def proxy_config(
+    pki: DevPki,
+    *,
+    upstreams: Mapping[str, str],
+    audit_dir: str | Path,
+    policy_dirs: Sequence[str | Path] | None = None,
+    port: int = 0,
+    admin_port: int | None = 0,
+    routes: Sequence[Mapping[str, Any]] | None = None,
+    policy: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """A complete config (as the YAML would parse) for the dev PKI. `upstreams` maps
     service name -> URL; by default each service gets the route `/<service>/`."""
     policy_dirs = policy_dirs or [REPO_POLICIES]
     cfg: dict[str, Any] = {
-        "listener": {"address": "127.0.0.1", "port": port,
-                     "cert_file": str(pki.server_cert), "key_file": str(pki.server_key)},
+        "listener": {
+            "address": "127.0.0.1",
+            "port": port,
+            "cert_file": str(pki.server_cert),
+            "key_file": str(pki.server_key),
+        },
         "trust_domains": [{"name": pki.trust_domain, "bundle_file": str(pki.ca_cert)}],
-        "routes": list(routes) if routes is not None else [
-            {"name": f"{svc}-api", "service": svc, "path_prefix": f"/{svc}",
-             "upstream": url} for svc, url in upstreams.items()],
-        "identity": {"issuers": [
-            {"name": "dev-sso", "kind": "user", "issuer": pki.user_issuer,
-             "audiences": [pki.audience], "jwks_file": str(pki.user_jwks),
-             "algorithms": ["ES256"]},
-            {"name": "dev-devices", "kind": "device", "issuer": pki.device_issuer,
-             "audiences": [pki.audience], "jwks_file": str(pki.device_jwks),
-             "algorithms": ["ES256"]},
-        ]},
+        "routes": list(routes)
+        if routes is not None
+        else [
+            {"name": f"{svc}-api", "service": svc, "path_prefix": f"/{svc}", "upstream": url}
+            for svc, url in upstreams.items()
+        ],
+        "identity": {
+            "issuers": [
+                {
+                    "name": "dev-sso",
+                    "kind": "user",
+                    "issuer": pki.user_issuer,
+                    "audiences": [pki.audience],
+                    "jwks_file": str(pki.user_jwks),
+                    "algorithms": ["ES256"],
+                },
+                {
+                    "name": "dev-devices",
+                    "kind": "device",
+                    "issuer": pki.device_issuer,
+                    "audiences": [pki.audience],
+                    "jwks_file": str(pki.device_jwks),
+                    "algorithms": ["ES256"],
+                },
+            ]
+        },
         # Data files under a policy root load at their directory's path, as OPA does.
-        "policy": {"engine": "embedded", "policy_dirs": [str(p) for p in policy_dirs],
-                   **(policy or {})},
+        "policy": {
+            "engine": "embedded",
+            "policy_dirs": [str(p) for p in policy_dirs],
+            **(policy or {}),
+        },
         "audit": {"dir": str(audit_dir), "signing_key": str(_audit_key(pki))},
         "admin": {"enabled": admin_port is not None, "port": admin_port or 0},
         "logging": {"level": "warning"},

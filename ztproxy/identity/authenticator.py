@@ -58,9 +58,14 @@ class _Pair(NamedTuple):
 
 
 class TokenAuthenticator:
-    def __init__(self, config: IdentityConfig, *, metrics: Metrics | None = None,
-                 clock: Callable[[], float] = time.time,
-                 refresh_poll_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        config: IdentityConfig,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        refresh_poll_seconds: float = 5.0,
+    ) -> None:
         self._config = config
         self._metrics = metrics if metrics is not None else Metrics()
         self._clock = clock
@@ -69,8 +74,9 @@ class TokenAuthenticator:
         self._tasks: list[asyncio.Task[None]] = []
         self._http_sources: list[tuple[HttpKeySource, IssuerConfig]] = []
         self._issuers: dict[str, IssuerKeys] = {
-            issuer.name: IssuerKeys(issuer, self._source(issuer), clock=clock,
-                                    metrics=self._metrics)
+            issuer.name: IssuerKeys(
+                issuer, self._source(issuer), clock=clock, metrics=self._metrics
+            )
             for issuer in config.issuers
         }
         self._verifier = TokenVerifier(self._issuers.values(), clock)
@@ -102,32 +108,39 @@ class TokenAuthenticator:
     def credential_header_names(self) -> frozenset[str]:
         return self._header_names
 
-    async def authenticate(self, headers: CIMultiDictProxy[str], raw_query: str,
-                           route: Route, peer: PeerIdentity) -> Credentials:
+    async def authenticate(
+        self, headers: CIMultiDictProxy[str], raw_query: str, route: Route, peer: PeerIdentity
+    ) -> Credentials:
         check_query(raw_query)
         key = self._pair_key(headers, route, peer) if self._pairs_max > 0 else None
         if key is not None:
             pair = self._pairs.get(key)
             if pair is not None:
-                if pair.route is route and self._clock() < pair.expires_at and all(
-                        self._still_published(entry) for _, entry in pair.entries):
+                if (
+                    pair.route is route
+                    and self._clock() < pair.expires_at
+                    and all(self._still_published(entry) for _, entry in pair.entries)
+                ):
                     for kind, _ in pair.entries:
                         self._cache.hits += 1
                         self._cache_hit.inc()
                         self._count(kind, "ok")
                     return pair.creds
                 del self._pairs[key]
-        user, user_entry = await self._credential(headers, "authorization", "user",
-                                                  route.user, route, peer)
-        device, device_entry = await self._credential(headers, self._device_header,
-                                                      "device", route.device, route, peer)
+        user, user_entry = await self._credential(
+            headers, "authorization", "user", route.user, route, peer
+        )
+        device, device_entry = await self._credential(
+            headers, self._device_header, "device", route.device, route, peer
+        )
         creds = Credentials(user=user, device=device)
         if key is not None:
             self._remember(key, route, creds, (("user", user_entry), ("device", device_entry)))
         return creds
 
-    def _pair_key(self, headers: CIMultiDictProxy[str], route: Route,
-                  peer: PeerIdentity) -> tuple[str, str, bytes] | None:
+    def _pair_key(
+        self, headers: CIMultiDictProxy[str], route: Route, peer: PeerIdentity
+    ) -> tuple[str, str, bytes] | None:
         values = []
         for name in ("authorization", self._device_header):
             found = headers.getall(name, ())
@@ -139,8 +152,13 @@ class TokenAuthenticator:
             digest.update(b"-" if value is None else b"+%d:" % len(value) + value)
         return route.name, peer.x5t_s256, digest.digest()
 
-    def _remember(self, key: tuple[str, str, bytes], route: Route, creds: Credentials,
-                  found: tuple[tuple[str, CacheEntry | None], ...]) -> None:
+    def _remember(
+        self,
+        key: tuple[str, str, bytes],
+        route: Route,
+        creds: Credentials,
+        found: tuple[tuple[str, CacheEntry | None], ...],
+    ) -> None:
         entries = tuple((kind, entry) for kind, entry in found if entry is not None)
         expires_at = min((e.principal.expires_at for _, e in entries), default=float("inf"))
         if self._clock() >= expires_at:
@@ -170,15 +188,19 @@ class TokenAuthenticator:
         for source, issuer in self._http_sources:
             if issuer.jwks_ca_file is not None:
                 source.ssl = await asyncio.to_thread(
-                    ssl.create_default_context, cafile=issuer.jwks_ca_file)
+                    ssl.create_default_context, cafile=issuer.jwks_ca_file
+                )
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=JWKS_TIMEOUT_SECONDS),
-            connector=aiohttp.TCPConnector(limit=16), trust_env=False)
+            connector=aiohttp.TCPConnector(limit=16),
+            trust_env=False,
+        )
         # First fetch of every issuer; a failure leaves that issuer not ready (503).
         await asyncio.gather(*(keys.refresh() for keys in self._issuers.values()))
         for name, keys in self._issuers.items():
-            self._tasks.append(asyncio.create_task(keys.run_background(self._poll),
-                                                   name=f"jwks-refresh:{name}"))
+            self._tasks.append(
+                asyncio.create_task(keys.run_background(self._poll), name=f"jwks-refresh:{name}")
+            )
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -191,9 +213,15 @@ class TokenAuthenticator:
             self._session = None
 
     # -- one credential ------------------------------------------------------------
-    async def _credential(self, headers: CIMultiDictProxy[str], header: str, kind: str,
-                          requirement: Requirement, route: Route,
-                          peer: PeerIdentity) -> tuple[Principal | None, CacheEntry | None]:
+    async def _credential(
+        self,
+        headers: CIMultiDictProxy[str],
+        header: str,
+        kind: str,
+        requirement: Requirement,
+        route: Route,
+        peer: PeerIdentity,
+    ) -> tuple[Principal | None, CacheEntry | None]:
         if requirement is Requirement.NONE:
             return None, None
         try:
@@ -217,11 +245,13 @@ class TokenAuthenticator:
         child.inc()
 
     def _still_published(self, entry: CacheEntry) -> bool:
-        return self._issuers[entry.issuer_name].still_has(entry.kid, entry.alg,
-                                                          entry.key_thumbprint)
+        return self._issuers[entry.issuer_name].still_has(
+            entry.kid, entry.alg, entry.key_thumbprint
+        )
 
-    async def _principal(self, token: str, kind: str, route: Route,
-                         peer: PeerIdentity) -> CacheEntry:
+    async def _principal(
+        self, token: str, kind: str, route: Route, peer: PeerIdentity
+    ) -> CacheEntry:
         digest = hashlib.sha256(token.encode("ascii")).digest()
         key: CacheKey = (kind, peer.x5t_s256, digest)
         entry = self._cache.get(key, self._still_published)
@@ -232,11 +262,17 @@ class TokenAuthenticator:
         verified = await self._verifier.verify(token, kind)
         bound = check_binding(verified.claims, kind, route.device_binding, peer.x5t_s256)
         principal = Principal(
-            kind=kind, issuer=verified.issuer.issuer, subject=verified.subject,
-            claims=verified.claims, token_sha256=digest.hex(),
-            expires_at=verified.expires_at, bound_to_client_cert=bound,
-            issuer_name=verified.issuer.name)
-        entry = CacheEntry(principal, verified.issuer.name, verified.kid, verified.alg,
-                           verified.key_thumbprint)
+            kind=kind,
+            issuer=verified.issuer.issuer,
+            subject=verified.subject,
+            claims=verified.claims,
+            token_sha256=digest.hex(),
+            expires_at=verified.expires_at,
+            bound_to_client_cert=bound,
+            issuer_name=verified.issuer.name,
+        )
+        entry = CacheEntry(
+            principal, verified.issuer.name, verified.kid, verified.alg, verified.key_thumbprint
+        )
         self._cache.put(key, entry)
         return entry

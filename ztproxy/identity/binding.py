@@ -27,8 +27,9 @@ from ..model import Binding
 X5T_S256 = "x5t#S256"
 
 
-def check_binding(claims: Mapping[str, Any], kind: str, binding: Binding,
-                  peer_x5t_s256: str) -> bool:
+def check_binding(
+    claims: Mapping[str, Any], kind: str, binding: Binding, peer_x5t_s256: str
+) -> bool:
     """True when bound to the peer's certificate; False when unbound and allowed."""
     cnf = claims.get("cnf")
     if cnf is None:
@@ -42,8 +43,8 @@ def check_binding(claims: Mapping[str, Any], kind: str, binding: Binding,
         raise Unauthenticated("unsupported_binding", "cnf without x5t#S256")
     if not isinstance(thumbprint, str) or not peer_x5t_s256:
         raise Unauthenticated("cert_binding_mismatch", "cnf.x5t#S256 unusable")
-    if not hmac.compare_digest(thumbprint.encode("utf-8", "surrogatepass"),
-                               peer_x5t_s256.encode("utf-8", "surrogatepass")):
-        raise Unauthenticated("cert_binding_mismatch",
-                              f"{kind} token bound to another certificate")
+    if not hmac.compare_digest(
+        thumbprint.encode("utf-8", "surrogatepass"), peer_x5t_s256.encode("utf-8", "surrogatepass")
+    ):
+        raise Unauthenticated("cert_binding_mismatch", f"{kind} token bound to another certificate")
     return True

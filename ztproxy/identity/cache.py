@@ -43,8 +43,9 @@ class TokenCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: CacheKey,
-            still_valid: Callable[[CacheEntry], bool] = lambda _: True) -> CacheEntry | None:
+    def get(
+        self, key: CacheKey, still_valid: Callable[[CacheEntry], bool] = lambda _: True
+    ) -> CacheEntry | None:
         """The entry for `key` unless absent, expired, or `still_valid` says no."""
         entry = self._entries.get(key)
         if entry is None:

@@ -39,8 +39,14 @@ UNAVAILABLE = "issuer_keys_unavailable"
 
 
 class IssuerKeys:
-    def __init__(self, config: IssuerConfig, source: KeySource, *,
-                 clock: Callable[[], float], metrics: Metrics) -> None:
+    def __init__(
+        self,
+        config: IssuerConfig,
+        source: KeySource,
+        *,
+        clock: Callable[[], float],
+        metrics: Metrics,
+    ) -> None:
         self.config = config
         self._source = source
         self._clock = clock
@@ -113,14 +119,23 @@ class IssuerKeys:
         self._metrics.jwks_fetches.labels(issuer=name, result="ok").inc()
         if not keyset:
             log.warning("jwks_no_usable_keys", issuer=name, skipped=keyset.skipped)
-        log.info("jwks_recovered" if recovered else "jwks_loaded", issuer=name,
-                 keys=len(keyset), skipped=keyset.skipped, ttl_seconds=ttl)
+        log.info(
+            "jwks_recovered" if recovered else "jwks_loaded",
+            issuer=name,
+            keys=len(keyset),
+            skipped=keyset.skipped,
+            ttl_seconds=ttl,
+        )
         return True
 
     def _failed(self, reason: str) -> bool:
         self._metrics.jwks_fetches.labels(issuer=self.config.name, result="error").inc()
-        log.warning("jwks_fetch_failed", issuer=self.config.name, reason=reason,
-                    have_keys=self._keys is not None)
+        log.warning(
+            "jwks_fetch_failed",
+            issuer=self.config.name,
+            reason=reason,
+            have_keys=self._keys is not None,
+        )
         return False
 
     # -- use -----------------------------------------------------------------------
@@ -135,14 +150,18 @@ class IssuerKeys:
         if now >= self._usable_until():
             if not self._expired_logged:
                 self._expired_logged = True
-                log.error("jwks_stale_window_passed", issuer=self.config.name,
-                          age_seconds=int(self.age()))
+                log.error(
+                    "jwks_stale_window_passed", issuer=self.config.name, age_seconds=int(self.age())
+                )
             raise ServiceUnavailable(UNAVAILABLE, f"issuer {self.config.name}: keys stale")
         if now >= self._fresh_until and not self._stale_logged:
             self._stale_logged = True
-            log.warning("jwks_using_stale_keys", issuer=self.config.name,
-                        age_seconds=int(self.age()),
-                        until_seconds=int(self._usable_until() - now))
+            log.warning(
+                "jwks_using_stale_keys",
+                issuer=self.config.name,
+                age_seconds=int(self.age()),
+                until_seconds=int(self._usable_until() - now),
+            )
         return keys
 
     async def find(self, kid: str, alg: str) -> tuple[PyJWK | None, bool, str]:
@@ -159,9 +178,12 @@ class IssuerKeys:
         """For cache hits: the very key that verified the token (same kid, alg AND
         thumbprint) is still published, and the keys are usable."""
         keys = self._keys
-        return (keys is not None and bool(thumbprint)
-                and keys.thumbprint(kid, alg) == thumbprint
-                and self._clock() < self._fresh_until)
+        return (
+            keys is not None
+            and bool(thumbprint)
+            and keys.thumbprint(kid, alg) == thumbprint
+            and self._clock() < self._fresh_until
+        )
 
     # -- lifecycle -----------------------------------------------------------------
     async def run_background(self, poll_seconds: float) -> None:

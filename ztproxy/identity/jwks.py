@@ -74,8 +74,9 @@ def _parse(body: bytes) -> Any:
 class HttpKeySource:
     """GET the issuer's `jwks_uri` with the authenticator's own ClientSession."""
 
-    def __init__(self, uri: str, session: Callable[[], aiohttp.ClientSession],
-                 ssl: Any = True) -> None:
+    def __init__(
+        self, uri: str, session: Callable[[], aiohttp.ClientSession], ssl: Any = True
+    ) -> None:
         self._uri = uri
         self._session = session
         self.ssl = ssl  # an ssl.SSLContext for a private CA, or True for the system roots
@@ -84,7 +85,10 @@ class HttpKeySource:
         timeout = aiohttp.ClientTimeout(total=JWKS_TIMEOUT_SECONDS)
         try:
             async with self._session().get(
-                self._uri, timeout=timeout, ssl=self.ssl, allow_redirects=False,
+                self._uri,
+                timeout=timeout,
+                ssl=self.ssl,
+                allow_redirects=False,
                 headers={"Accept": "application/json, application/jwk-set+json"},
             ) as resp:
                 if resp.status != 200:

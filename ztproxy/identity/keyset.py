@@ -30,9 +30,14 @@ MAX_KEYS = 100
 
 # alg -> (kty, allowed curves or None when the kty has no curve)
 _ALG_KEY_TYPES: Mapping[str, tuple[str, frozenset[str] | None]] = {
-    "RS256": ("RSA", None), "RS384": ("RSA", None), "RS512": ("RSA", None),
-    "PS256": ("RSA", None), "PS384": ("RSA", None), "PS512": ("RSA", None),
-    "ES256": ("EC", frozenset({"P-256"})), "ES384": ("EC", frozenset({"P-384"})),
+    "RS256": ("RSA", None),
+    "RS384": ("RSA", None),
+    "RS512": ("RSA", None),
+    "PS256": ("RSA", None),
+    "PS384": ("RSA", None),
+    "PS512": ("RSA", None),
+    "ES256": ("EC", frozenset({"P-256"})),
+    "ES384": ("EC", frozenset({"P-384"})),
     "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),
 }
 
@@ -94,12 +99,16 @@ def build_keyset(doc: Any, algorithms: tuple[str, ...]) -> KeySet:
                 continue
             keys[(kid, alg)] = key
             thumbs[(kid, alg)] = jwk_thumbprint(raw)
-    return KeySet(keys=keys, kids=frozenset(kid for kid, _ in keys), skipped=skipped,
-                  thumbprints=thumbs)
+    return KeySet(
+        keys=keys, kids=frozenset(kid for kid, _ in keys), skipped=skipped, thumbprints=thumbs
+    )
 
 
-_THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"),
-                       "OKP": ("crv", "kty", "x")}
+_THUMBPRINT_MEMBERS = {
+    "RSA": ("e", "kty", "n"),
+    "EC": ("crv", "kty", "x", "y"),
+    "OKP": ("crv", "kty", "x"),
+}
 
 
 def jwk_thumbprint(raw: Mapping[str, Any]) -> str:
@@ -127,8 +136,7 @@ def _usable_algorithms(raw: Any, algorithms: tuple[str, ...]) -> tuple[str, ...]
         return ()
     own_alg = raw.get("alg")
     return tuple(
-        alg for alg in algorithms
-        if (own_alg is None or own_alg == alg) and _fits(raw, alg)
+        alg for alg in algorithms if (own_alg is None or own_alg == alg) and _fits(raw, alg)
     )
 
 

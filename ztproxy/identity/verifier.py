@@ -129,8 +129,7 @@ class TokenVerifier:
             raise _fail("malformed_token", "kid must be a short string")
         key, kid_known, thumbprint = await keys.find(kid, alg)
         if key is None:
-            raise _fail("key_alg_mismatch" if kid_known else "unknown_kid",
-                        f"issuer {issuer.name}")
+            raise _fail("key_alg_mismatch" if kid_known else "unknown_kid", f"issuer {issuer.name}")
         self._check_with_pyjwt(token, key, alg, issuer)
         verified = self._check_claims(claims, issuer, kid)
         return dataclasses.replace(verified, alg=alg, key_thumbprint=thumbprint)
@@ -149,18 +148,30 @@ class TokenVerifier:
             raise _fail("wrong_token_kind", f"{next(iter(by_kind))} token used as {kind} token")
         return keys
 
-    def _check_with_pyjwt(self, token: str, key: jwt.PyJWK, alg: str,
-                          issuer: IssuerConfig) -> None:
+    def _check_with_pyjwt(self, token: str, key: jwt.PyJWK, alg: str, issuer: IssuerConfig) -> None:
         options: Any = {
-            "verify_signature": True, "verify_aud": True, "verify_iss": True,
-            "verify_sub": True, "verify_jti": True, "strict_aud": False,
+            "verify_signature": True,
+            "verify_aud": True,
+            "verify_iss": True,
+            "verify_sub": True,
+            "verify_jti": True,
+            "strict_aud": False,
             # time is checked below against the injected clock
-            "verify_exp": False, "verify_nbf": False, "verify_iat": False,
-            "require": list(issuer.required_claims), "enforce_minimum_key_length": True,
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
+            "require": list(issuer.required_claims),
+            "enforce_minimum_key_length": True,
         }
         try:
-            self._jwt.decode_complete(token, key=key, algorithms=[alg], options=options,
-                                      audience=list(issuer.audiences), issuer=issuer.issuer)
+            self._jwt.decode_complete(
+                token,
+                key=key,
+                algorithms=[alg],
+                options=options,
+                audience=list(issuer.audiences),
+                issuer=issuer.issuer,
+            )
         except jwt.InvalidSignatureError:
             raise _fail("bad_signature") from None
         except jwt.InvalidAlgorithmError:
@@ -176,8 +187,7 @@ class TokenVerifier:
         except jwt.PyJWTError:
             raise _fail("key_alg_mismatch") from None
 
-    def _check_claims(self, claims: dict[str, Any], issuer: IssuerConfig,
-                      kid: str) -> Verified:
+    def _check_claims(self, claims: dict[str, Any], issuer: IssuerConfig, kid: str) -> Verified:
         exp = _int_claim(claims, "exp")
         nbf = _int_claim(claims, "nbf")
         iat = _int_claim(claims, "iat")

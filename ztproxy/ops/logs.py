@@ -19,8 +19,9 @@ from typing import Any, TextIO
 
 import structlog
 
-_SECRET_KEYS = re.compile(r"(token|authorization|cookie|password|secret|private|jwt|bearer)",
-                          re.IGNORECASE)
+_SECRET_KEYS = re.compile(
+    r"(token|authorization|cookie|password|secret|private|jwt|bearer)", re.IGNORECASE
+)
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _PEM_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 MASK = "[secure]"
@@ -58,8 +59,11 @@ def _secret_key(key: str) -> bool:
     verdict is kept (bounded: names come from code, not from requests)."""
     verdict = _KEY_VERDICTS.get(key)
     if verdict is None:
-        verdict = key != "event" and bool(_SECRET_KEYS.search(key)) and not key.endswith(
-            ("_sha256", "_digest"))
+        verdict = (
+            key != "event"
+            and bool(_SECRET_KEYS.search(key))
+            and not key.endswith(("_sha256", "_digest"))
+        )
         if len(_KEY_VERDICTS) < 4096:
             _KEY_VERDICTS[key] = verdict
     return verdict
@@ -77,8 +81,10 @@ def _scrub(value: Any) -> Any:
             return MASK
         return _JWT.sub(MASK, value)
     if isinstance(value, dict):
-        return {k: MASK if isinstance(k, str) and _secret_key(k) else _scrub(v)
-                for k, v in value.items()}
+        return {
+            k: MASK if isinstance(k, str) and _secret_key(k) else _scrub(v)
+            for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return [_scrub(v) for v in value]
     return value
@@ -96,8 +102,7 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
-_QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("ztproxy_quiet_logs",
-                                                            default=False)
+_QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("ztproxy_quiet_logs", default=False)
 
 
 @contextlib.contextmanager
@@ -137,8 +142,9 @@ def _drop_when_quiet(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutabl
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
-    renderer: Any = (structlog.dev.ConsoleRenderer() if fmt == "console"
-                     else structlog.processors.JSONRenderer())
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
+    )
     structlog.configure(
         processors=[
             _drop_when_quiet,
@@ -150,7 +156,8 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]),
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
         logger_factory=_line_logger,
         cache_logger_on_first_use=True,
     )

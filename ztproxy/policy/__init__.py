@@ -48,17 +48,26 @@ def load_policy(config: PolicyConfig, decision_paths: Sequence[str] = ()) -> Loa
 def build_engine(config: PolicyConfig, decision_paths: Sequence[str] = ()) -> PolicyEngine:
     if config.engine == "opa":
         assert config.opa_url is not None, "parse_policy requires opa_url for engine opa"
-        return RemoteEngine(config.opa_url, timeout_s=config.timeout_ms / 1000,
-                            ca_file=config.opa_ca_file, cert_file=config.opa_cert_file,
-                            key_file=config.opa_key_file, token_file=config.opa_token_file)
+        return RemoteEngine(
+            config.opa_url,
+            timeout_s=config.timeout_ms / 1000,
+            ca_file=config.opa_ca_file,
+            cert_file=config.opa_cert_file,
+            key_file=config.opa_key_file,
+            token_file=config.opa_token_file,
+        )
     # every decision path (global and per route) must be defined by a rule at load
     paths = tuple(dict.fromkeys((config.decision_path, *decision_paths)))
     return EmbeddedEngine(config.policy_dirs, config.data_dirs, decision_paths=paths)
 
 
-def build_decider(config: PolicyConfig, *, metrics: Metrics | None = None,
-                  clock: Callable[[], float] = time.monotonic,
-                  decision_paths: Sequence[str] = ()) -> Decider:
+def build_decider(
+    config: PolicyConfig,
+    *,
+    metrics: Metrics | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    decision_paths: Sequence[str] = (),
+) -> Decider:
     """The decider for `config`. Call `start()` before the first decision (it loads the
     policy or opens the OPA client) and `close()` on the way out. `decision_paths`: the
     routes' own decision paths, compiled at load along with the global one."""
@@ -66,9 +75,14 @@ def build_decider(config: PolicyConfig, *, metrics: Metrics | None = None,
     cache = DecisionCache(config.cache_ttl_ms / 1000, config.cache_max_entries, clock)
     # The breaker guards a remote dependency; an embedded evaluation error is a policy
     # bug for some inputs, not an outage, so it does not stop all decisions.
-    breaker = Breaker(config.breaker_failures, config.breaker_cooldown_ms / 1000, clock) \
-        if config.engine == "opa" else None
-    watch = config.watch_interval_ms / 1000 \
-        if config.watch and config.engine == "embedded" else None
-    return PolicyDecider(engine, cache=cache, breaker=breaker, metrics=metrics,
-                         watch_interval_s=watch)
+    breaker = (
+        Breaker(config.breaker_failures, config.breaker_cooldown_ms / 1000, clock)
+        if config.engine == "opa"
+        else None
+    )
+    watch = (
+        config.watch_interval_ms / 1000 if config.watch and config.engine == "embedded" else None
+    )
+    return PolicyDecider(
+        engine, cache=cache, breaker=breaker, metrics=metrics, watch_interval_s=watch
+    )

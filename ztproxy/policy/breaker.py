@@ -17,8 +17,7 @@ HALF_OPEN = "half_open"
 
 
 class Breaker:
-    def __init__(self, failures: int, cooldown_s: float,
-                 clock: Callable[[], float]) -> None:
+    def __init__(self, failures: int, cooldown_s: float, clock: Callable[[], float]) -> None:
         self._threshold = failures
         self._cooldown = cooldown_s
         self._clock = clock

@@ -32,8 +32,7 @@ def cache_key(decision_path: str, revision: str, input_doc: Mapping[str, Any]) -
 
 
 class DecisionCache:
-    def __init__(self, ttl_s: float, max_entries: int,
-                 clock: Callable[[], float]) -> None:
+    def __init__(self, ttl_s: float, max_entries: int, clock: Callable[[], float]) -> None:
         self._ttl = ttl_s
         self._max = max_entries
         self._clock = clock

@@ -17,8 +17,9 @@ _VOLATILE_REQUEST_FIELDS = ("id", "time")
 
 
 def canonical_bytes(doc: Any) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False).encode("utf-8")
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
 
 
 def sha256_hex(doc: Any) -> str:
@@ -32,6 +33,5 @@ def stable_view(doc: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(doc)
     request = doc.get("request")
     if isinstance(request, Mapping):
-        out["request"] = {k: v for k, v in request.items()
-                          if k not in _VOLATILE_REQUEST_FIELDS}
+        out["request"] = {k: v for k, v in request.items() if k not in _VOLATILE_REQUEST_FIELDS}
     return out

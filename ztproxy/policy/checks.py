@@ -39,39 +39,76 @@ from typing import Any
 # OPA on them, or differs only in the safe direction (an error, so 503, where OPA gives
 # a value): see "Differences from OPA" in docs/rego-authors.md. Anything else is refused
 # at load. Operators (==, +, in, ...) are not calls and are not listed.
-ALLOWED_BUILTINS: frozenset[str] = frozenset({
-    # aggregates / arrays / sets (count/max/sort: see "Differences from OPA"). No
-    # `sum`: a fold of unbounded length could leave the range where regorus's integers
-    # are exact (see `_Module.arith`); max/min/count only select or count.
-    "count", "max", "min", "sort",
-    "array.concat", "array.slice", "array.reverse",
-    # types
-    "type_name", "is_array", "is_boolean", "is_null", "is_number", "is_object",
-    "is_set", "is_string",
-    # numbers
-    "abs", "ceil", "floor", "round",
-    # strings
-    "concat", "contains", "endswith", "startswith", "replace", "split", "substring",
-    "trim", "trim_left", "trim_right", "trim_prefix", "trim_suffix", "trim_space",
-    "strings.reverse",
-    # objects
-    "object.get", "object.keys", "object.remove", "object.union", "object.union_n",
-    "object.filter", "json.patch",
-    # encoding
-    # Not base64.decode / base64.is_valid / base64url.decode (Go skips newlines and
-    # refuses data after padding, the Rust crate the reverse):
-    # tests/policy/test_review11_base64.py.
-    # Not json.is_valid (Go's json.Valid is syntax only: "1e400" valid; serde_json
-    # refuses it): tests/policy/test_review11_json_is_valid.py.
-    "base64.encode", "base64url.encode", "base64url.encode_no_pad", "hex.encode",
-    # Not urlquery.encode / encode_object (regorus keeps `*` and escapes `~`, Go's
-    # url.QueryEscape the reverse), nor any regex.* (Rust's \w \d \s are Unicode,
-    # RE2's ASCII): tests/policy/test_review11_builtins.py.
-    # Not semver.* (OPA parses with ParseInt: "01.2.3" valid, a 2^63 major not; the
-    # Rust semver crate the reverse): tests/policy/test_review11_semver.py.
-    # graphs, walk
-    "graph.reachable", "graph.reachable_paths", "walk",
-})
+ALLOWED_BUILTINS: frozenset[str] = frozenset(
+    {
+        # aggregates / arrays / sets (count/max/sort: see "Differences from OPA"). No
+        # `sum`: a fold of unbounded length could leave the range where regorus's integers
+        # are exact (see `_Module.arith`); max/min/count only select or count.
+        "count",
+        "max",
+        "min",
+        "sort",
+        "array.concat",
+        "array.slice",
+        "array.reverse",
+        # types
+        "type_name",
+        "is_array",
+        "is_boolean",
+        "is_null",
+        "is_number",
+        "is_object",
+        "is_set",
+        "is_string",
+        # numbers
+        "abs",
+        "ceil",
+        "floor",
+        "round",
+        # strings
+        "concat",
+        "contains",
+        "endswith",
+        "startswith",
+        "replace",
+        "split",
+        "substring",
+        "trim",
+        "trim_left",
+        "trim_right",
+        "trim_prefix",
+        "trim_suffix",
+        "trim_space",
+        "strings.reverse",
+        # objects
+        "object.get",
+        "object.keys",
+        "object.remove",
+        "object.union",
+        "object.union_n",
+        "object.filter",
+        "json.patch",
+        # encoding
+        # Not base64.decode / base64.is_valid / base64url.decode (Go skips newlines and
+        # refuses data after padding, the Rust crate the reverse):
+        # tests/policy/test_review11_base64.py.
+        # Not json.is_valid (Go's json.Valid is syntax only: "1e400" valid; serde_json
+        # refuses it): tests/policy/test_review11_json_is_valid.py.
+        "base64.encode",
+        "base64url.encode",
+        "base64url.encode_no_pad",
+        "hex.encode",
+        # Not urlquery.encode / encode_object (regorus keeps `*` and escapes `~`, Go's
+        # url.QueryEscape the reverse), nor any regex.* (Rust's \w \d \s are Unicode,
+        # RE2's ASCII): tests/policy/test_review11_builtins.py.
+        # Not semver.* (OPA parses with ParseInt: "01.2.3" valid, a 2^63 major not; the
+        # Rust semver crate the reverse): tests/policy/test_review11_semver.py.
+        # graphs, walk
+        "graph.reachable",
+        "graph.reachable_paths",
+        "walk",
+    }
+)
 
 _NOT_DEFINED = "rule"  # construct names used in messages
 
@@ -80,12 +117,13 @@ _NOT_DEFINED = "rule"  # construct names used in messages
 # known at load, so a policy that calls `count` never meets a character beyond U+FFFF:
 # refused in its modules and data at load, and in its input per request (503,
 # engine.INPUT_STRING). Other string builtins on the allowlist work on code points.
-ASTRAL = re.compile("[\U00010000-\U0010FFFF]"  # the character itself, or a JSON/Rego escape
-                    r"|\\u[dD][89abAB][0-9a-fA-F]{2}")  # of its high surrogate
+ASTRAL = re.compile(
+    "[\U00010000-\U0010ffff]"  # the character itself, or a JSON/Rego escape
+    r"|\\u[dD][89abAB][0-9a-fA-F]{2}"
+)  # of its high surrogate
 
 
-def astral_problem(facts: Facts, modules: Sequence[tuple[str, str]], data_json: str
-                   ) -> str | None:
+def astral_problem(facts: Facts, modules: Sequence[tuple[str, str]], data_json: str) -> str | None:
     """Why these modules and data may not load (None: they may): see ASTRAL."""
     if "count" not in facts.builtins:
         return None
@@ -93,12 +131,17 @@ def astral_problem(facts: Facts, modules: Sequence[tuple[str, str]], data_json: 
         found = ASTRAL.search(text)
         if found:
             line = text.count("\n", 0, found.start()) + 1
-            return (f"{path}:{line}: a character beyond U+FFFF in a policy that calls "
-                    "count (the embedded engine counts it twice; OPA once)")
+            return (
+                f"{path}:{line}: a character beyond U+FFFF in a policy that calls "
+                "count (the embedded engine counts it twice; OPA once)"
+            )
     if ASTRAL.search(data_json):
-        return ("data: a string holds a character beyond U+FFFF and the policy calls count "
-                "(the embedded engine counts it twice; OPA once)")
+        return (
+            "data: a string holds a character beyond U+FFFF and the policy calls count "
+            "(the embedded engine counts it twice; OPA once)"
+        )
     return None
+
 
 _INT_LITERAL = re.compile(r"-?(0|[1-9][0-9]*)")
 _LITERAL_LIMIT = 1 << 53  # as data and input: every leaf number is below it
@@ -165,8 +208,7 @@ def _binders(node: Any, source: bytes) -> Iterator[str]:
                 spans = list(body.get("vars") or []) + [body.get("key"), body.get("value")]
                 for span in spans:
                     if isinstance(span, dict) and isinstance(span.get("start"), int):
-                        yield source[span["start"]:span.get("end", 0)].decode(
-                            "utf-8", "replace")
+                        yield source[span["start"] : span.get("end", 0)].decode("utf-8", "replace")
     for key, value in node.items():
         if key != "span":
             yield from _binders(value, source)
@@ -195,8 +237,9 @@ def _set_rules(rules: Sequence[Any], source: bytes) -> frozenset[str]:
                 ok = isinstance(assign, dict) and _is_set_term(assign.get("value"))
             for body in (spec.get("bodies") or []) if ok else []:
                 extra = body.get("assign") if isinstance(body, dict) else None
-                if extra is not None and not (isinstance(extra, dict) and
-                                              _is_set_term(extra.get("value"))):
+                if extra is not None and not (
+                    isinstance(extra, dict) and _is_set_term(extra.get("value"))
+                ):
                     ok = False
         kinds[name] = kinds.get(name, True) and ok
     bound = set(_binders(rules, source))
@@ -217,8 +260,7 @@ def _bound(node: Any, shadowed: set[str]) -> int | None:
         return _LITERAL_LIMIT
     if kind == "Call":
         parsed = static_ref(body.get("fcn"))
-        if parsed is not None and parsed[1] and parsed[0] == ["count"] and \
-                "count" not in shadowed:
+        if parsed is not None and parsed[1] and parsed[0] == ["count"] and "count" not in shadowed:
             return _LITERAL_LIMIT
         return None
     if kind == "ArithExpr":
@@ -360,8 +402,15 @@ def _dynamic_indexes(node: Any) -> Iterator[Any]:
 
 
 class _Module:
-    def __init__(self, facts: Facts, file: str, package: list[str],
-                 local_names: set[str], aliases: set[str], source: bytes = b"") -> None:
+    def __init__(
+        self,
+        facts: Facts,
+        file: str,
+        package: list[str],
+        local_names: set[str],
+        aliases: set[str],
+        source: bytes = b"",
+    ) -> None:
         self.facts = facts
         self.file = file
         self.source = source  # the module text (UTF-8): spans are byte offsets into it
@@ -420,9 +469,15 @@ class _Module:
         kind, body = next(iter(node.items()))
         if kind in ("RefDot", "RefBrack"):
             return True
-        return kind == "Var" and isinstance(body, dict) and (
-            body.get("value") in ("input", "data") or body.get("value") in self.local_names
-            or body.get("value") in self.aliases)  # `import input.user.team as t`
+        return (
+            kind == "Var"
+            and isinstance(body, dict)
+            and (
+                body.get("value") in ("input", "data")
+                or body.get("value") in self.local_names
+                or body.get("value") in self.aliases
+            )
+        )  # `import input.user.team as t`
 
     def negation(self, body: dict[str, Any]) -> None:
         """OPA binds a call's (and `in`'s) reference arguments before `not`: with the
@@ -441,22 +496,29 @@ class _Module:
                 self.facts.problems.append(
                     f"{self.site(body)}: not: a call or `in` on a reference under `not` "
                     "(undefined in OPA when the reference is; bind it first: "
-                    "`x := input.a; not f(x)`)")
+                    "`x := input.a; not f(x)`)"
+                )
                 return
-        if isinstance(expr, dict) and len(expr) == 1 and next(iter(expr)) in (
-                "RefDot", "RefBrack"):
+        if isinstance(expr, dict) and len(expr) == 1 and next(iter(expr)) in ("RefDot", "RefBrack"):
             root = _chain_root(expr)
             dynamic = static_ref(expr)
             # through `data.` or an import alias the rule may be another module's
             # ref-head rule: refused alike (bind the key first)
-            if isinstance(root, dict) and "Var" in root and \
-                    (root["Var"].get("value") in self.ref_head_names
-                     or root["Var"].get("value") == "data"
-                     or root["Var"].get("value") in self.aliases) and \
-                    dynamic is not None and not dynamic[1]:
+            if (
+                isinstance(root, dict)
+                and "Var" in root
+                and (
+                    root["Var"].get("value") in self.ref_head_names
+                    or root["Var"].get("value") == "data"
+                    or root["Var"].get("value") in self.aliases
+                )
+                and dynamic is not None
+                and not dynamic[1]
+            ):
                 self.facts.problems.append(
                     f"{self.site(body)}: not: a rule read with a dynamic key under `not` "
-                    "(the embedded engine differs from OPA on ref-head rules here)")
+                    "(the embedded engine differs from OPA on ref-head rules here)"
+                )
 
     def every(self, body: dict[str, Any]) -> None:
         domain = body.get("domain")
@@ -465,7 +527,8 @@ class _Module:
             self.facts.problems.append(
                 f"{self.site(body)}: every: over a reference or variable (on a value that "
                 "is not a collection OPA is true, the embedded engine undefined); iterate "
-                "a literal or a comprehension, e.g. `every x in [x | some x in input.xs]`")
+                "a literal or a comprehension, e.g. `every x in [x | some x in input.xs]`"
+            )
 
     def number(self, body: dict[str, Any]) -> None:
         """A number literal must be a plain integer below 2^53 in magnitude, written as
@@ -480,19 +543,24 @@ class _Module:
         bound is the one data and input have, and it bounds the arithmetic below."""
         span = body.get("span")
         text = ""
-        if isinstance(span, dict) and isinstance(span.get("start"), int) and \
-                isinstance(span.get("end"), int):
-            text = self.source[span["start"]:span["end"]].decode("utf-8", "replace")
+        if (
+            isinstance(span, dict)
+            and isinstance(span.get("start"), int)
+            and isinstance(span.get("end"), int)
+        ):
+            text = self.source[span["start"] : span["end"]].decode("utf-8", "replace")
         shown = text[:30] if text else "?"
         if not _INT_LITERAL.fullmatch(text):
             self.facts.problems.append(
                 f"{self.site(body)}: number {shown}: only integer literals (the embedded "
                 "engine computes non-integers in float64, OPA in exact decimals; scale "
-                "to integers, e.g. percent instead of 0.5)")
+                "to integers, e.g. percent instead of 0.5)"
+            )
         elif not -_LITERAL_LIMIT < int(text) < _LITERAL_LIMIT:
             self.facts.problems.append(
                 f"{self.site(body)}: number {shown}: integers from 2^53 on are refused "
-                "(the embedded engine may round them)")
+                "(the embedded engine may round them)"
+            )
 
     def arith(self, body: dict[str, Any]) -> None:
         """Integer arithmetic stays inside the range where regorus is exact (it holds
@@ -514,9 +582,13 @@ class _Module:
             sign = "/" if op == "Div" else "*"
             self.facts.problems.append(
                 f"{self.site(body)}: operator {sign}: refused (the embedded engine's "
-                + ("division gives float64 where OPA is exact" if op == "Div" else
-                   "products can leave the range where its integers are exact")
-                + "; precompute the value in data)")
+                + (
+                    "division gives float64 where OPA is exact"
+                    if op == "Div"
+                    else "products can leave the range where its integers are exact"
+                )
+                + "; precompute the value in data)"
+            )
             return
         if op not in ("Add", "Sub"):
             return
@@ -530,7 +602,8 @@ class _Module:
                 f"{self.site(body)}: operator {sign}: an operand is not an integer literal, "
                 "count(...) or a sum of those (a variable or reference may hold a result "
                 "past the range where the embedded engine's integers are exact); for "
-                "set difference write a set comprehension, `{x | some x in a; not b[x]}`")
+                "set difference write a set comprehension, `{x | some x in a; not b[x]}`"
+            )
 
     def head(self, rule: Any) -> None:
         """`deny contains f.reason if ...`: a head term that is a ref can be undefined
@@ -550,17 +623,20 @@ class _Module:
             if kind == "Compr" and isinstance(assign, dict) and _has_dynamic(refr):
                 terms.append(assign.get("value"))
             for term in terms:
-                if isinstance(term, dict) and len(term) == 1 and \
-                        next(iter(term)) in ("RefDot", "RefBrack"):
+                if (
+                    isinstance(term, dict)
+                    and len(term) == 1
+                    and next(iter(term)) in ("RefDot", "RefBrack")
+                ):
                     self.facts.problems.append(
                         f"{self.site(spec)}: rule head: a reference as the key or value of "
-                        "a partial rule (bind it in the body: `r := f.reason`)")
+                        "a partial rule (bind it in the body: `r := f.reason`)"
+                    )
                     return
 
     def ref(self, node: Any) -> None:
         root = _chain_root(node)
-        if isinstance(root, dict) and "Var" in root and \
-                root["Var"].get("value") == "input":
+        if isinstance(root, dict) and "Var" in root and root["Var"].get("value") == "input":
             parsed = static_ref(node)
             segs = parsed[0] if parsed else ["input"]
             self.facts.input_reads.add(tuple(segs[1:]))
@@ -573,8 +649,7 @@ class _Module:
         fcn = body.get("fcn")
         parsed = static_ref(fcn)
         if parsed is None or not parsed[1]:
-            self.facts.problems.append(
-                f"{self.site(body)}: call: the function is not a plain name")
+            self.facts.problems.append(f"{self.site(body)}: call: the function is not a plain name")
         else:
             name = ".".join(parsed[0])
             first = parsed[0][0]
@@ -599,8 +674,11 @@ class _Module:
         site = self.site(node)
         self.facts.builtins.setdefault(name, site)
         if name not in ALLOWED_BUILTINS:
-            why = "not supported by the embedded engine" if name in _UNSUPPORTED else \
-                "not on the embedded engine's builtin allowlist"
+            why = (
+                "not supported by the embedded engine"
+                if name in _UNSUPPORTED
+                else "not on the embedded engine's builtin allowlist"
+            )
             self.facts.problems.append(f"{site}: builtin {name}: {why}")
 
     def with_mod(self, mod: Any) -> None:
@@ -613,21 +691,42 @@ class _Module:
         elif root != "data":
             self.facts.problems.append(
                 f"{self.site(mod)}: with {'.'.join(target[0]) if target else '?'}: "
-                "`with` may replace only input or data in the embedded engine")
+                "`with` may replace only input or data in the embedded engine"
+            )
         self.walk(mod.get("as"))
 
 
 # Names OPA has that regorus does not implement (or implements so differently that a
 # policy relying on them must not load). Only for the wording of the refusal.
-_UNSUPPORTED = frozenset({
-    "http.send", "rego.metadata.rule", "rego.metadata.chain", "strings.render_template",
-    "opa.runtime", "net.lookup_ip_addr", "trace", "rego.parse_module",
-    "providers.aws.sign_req", "crypto.x509.parse_certificates", "io.jwt.decode_verify",
-    "uri.parse", "regex.match", "regex.is_valid", "regex.split", "regex.find_n",
-    "regex.replace", "urlquery.encode", "urlquery.encode_object", "semver.is_valid",
-    "semver.compare", "base64.decode", "base64.is_valid", "base64url.decode",
-    "json.is_valid",
-})
+_UNSUPPORTED = frozenset(
+    {
+        "http.send",
+        "rego.metadata.rule",
+        "rego.metadata.chain",
+        "strings.render_template",
+        "opa.runtime",
+        "net.lookup_ip_addr",
+        "trace",
+        "rego.parse_module",
+        "providers.aws.sign_req",
+        "crypto.x509.parse_certificates",
+        "io.jwt.decode_verify",
+        "uri.parse",
+        "regex.match",
+        "regex.is_valid",
+        "regex.split",
+        "regex.find_n",
+        "regex.replace",
+        "urlquery.encode",
+        "urlquery.encode_object",
+        "semver.is_valid",
+        "semver.compare",
+        "base64.decode",
+        "base64.is_valid",
+        "base64url.decode",
+        "json.is_valid",
+    }
+)
 
 
 def _head_ref(rule: Mapping[str, Any]) -> tuple[Any, Any]:
@@ -667,7 +766,7 @@ def analyze(ast_json: str) -> Facts:
             alias = imp.get("as")
             if isinstance(alias, dict) and isinstance(alias.get("start"), int):
                 # regorus gives the alias as a span into the module text
-                alias = source[alias["start"]:alias.get("end", 0)].decode("utf-8", "replace")
+                alias = source[alias["start"] : alias.get("end", 0)].decode("utf-8", "replace")
             name = alias if isinstance(alias, str) else (target[0][-1] if target else "")
             if target and target[0][0] == "input":
                 facts.input_reads.add(())
@@ -705,15 +804,19 @@ def data_conflicts(facts: Facts, data: Any) -> list[str]:
         node: Any = data
         for depth, seg in enumerate(path[1:], start=1):
             if not isinstance(node, dict):
-                out.append(f"{site}: rule {'.'.join(path)}: conflicts with data at "
-                           f"{'.'.join(path[:depth])} (not an object)")
+                out.append(
+                    f"{site}: rule {'.'.join(path)}: conflicts with data at "
+                    f"{'.'.join(path[:depth])} (not an object)"
+                )
                 break
             if seg not in node:
                 break
             node = node[seg]
             if depth == len(path) - 1:
-                out.append(f"{site}: rule {'.'.join(path)}: conflicts with a data document "
-                           "at the same path (OPA refuses this: conflicting rules)")
+                out.append(
+                    f"{site}: rule {'.'.join(path)}: conflicts with a data document "
+                    "at the same path (OPA refuses this: conflicting rules)"
+                )
     return out
 
 
@@ -725,5 +828,7 @@ def missing_decision(facts: Facts, decision_path: str) -> str | None:
         n = min(len(path), len(want))
         if path[:n] == want[:n]:
             return None
-    return (f"decision_path {decision_path}: no rule defines data."
-            f"{decision_path.replace('/', '.')} in the loaded modules")
+    return (
+        f"decision_path {decision_path}: no rule defines data."
+        f"{decision_path.replace('/', '.')} in the loaded modules"
+    )

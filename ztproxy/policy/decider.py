@@ -50,9 +50,15 @@ log = structlog.get_logger(__name__)
 
 
 class PolicyDecider:
-    def __init__(self, engine: PolicyEngine, *, cache: DecisionCache,
-                 breaker: Breaker | None, metrics: Metrics | None = None,
-                 watch_interval_s: float | None = None) -> None:
+    def __init__(
+        self,
+        engine: PolicyEngine,
+        *,
+        cache: DecisionCache,
+        breaker: Breaker | None,
+        metrics: Metrics | None = None,
+        watch_interval_s: float | None = None,
+    ) -> None:
         self.engine = engine
         self.cache = cache
         self.breaker = breaker
@@ -64,8 +70,15 @@ class PolicyDecider:
         self._key_plan: tuple[str, tuple[tuple[str, ...], ...] | None, bool] | None = None
         # VM result text -> its parsed Decision (valid results only; bounded)
         self._parsed: dict[str, Decision] = {}
-        self._counts = {"decisions": 0, "cache_hits": 0, "cache_misses": 0, "errors": 0,
-                        "invalid": 0, "reloads_ok": 0, "reloads_failed": 0}
+        self._counts = {
+            "decisions": 0,
+            "cache_hits": 0,
+            "cache_misses": 0,
+            "errors": 0,
+            "invalid": 0,
+            "reloads_ok": 0,
+            "reloads_failed": 0,
+        }
         # label children bound once: a labels() lookup per decision costs more than the
         # whole cache hit is allowed to
         m, name = self._metrics, engine.name
@@ -102,8 +115,12 @@ class PolicyDecider:
             counts["cache_misses"] += 1
             self._m_miss.inc()
         if self.breaker is not None and not self.breaker.allow():
-            self._fail(CIRCUIT_OPEN, "circuit open: OPA not asked during the cool-down",
-                       decision_path, count_breaker=False)
+            self._fail(
+                CIRCUIT_OPEN,
+                "circuit open: OPA not asked during the cool-down",
+                decision_path,
+                count_breaker=False,
+            )
         started = time.perf_counter()
         try:
             raw = await engine.evaluate(decision_path, input_doc)
@@ -139,8 +156,13 @@ class PolicyDecider:
         if problem is not None:
             counts["invalid"] += 1
             self._metrics.policy_decisions.labels(engine.name, "invalid").inc()
-            log.warning("policy_result_invalid", engine=engine.name,
-                        decision_path=decision_path, problem=problem, revision=revision)
+            log.warning(
+                "policy_result_invalid",
+                engine=engine.name,
+                decision_path=decision_path,
+                problem=problem,
+                revision=revision,
+            )
             return decision
         (self._m_allow if decision.reason == ALLOW else self._m_deny).inc()
         if key is not None:
@@ -154,8 +176,7 @@ class PolicyDecider:
     def stats(self) -> Mapping[str, float]:
         out = {f"policy_{k}": float(v) for k, v in self._counts.items()}
         out["policy_cache_entries"] = float(len(self.cache))
-        out["policy_breaker_open"] = float(
-            self.breaker is not None and self.breaker.state == OPEN)
+        out["policy_breaker_open"] = float(self.breaker is not None and self.breaker.state == OPEN)
         return out
 
     async def reload(self) -> bool:
@@ -172,11 +193,13 @@ class PolicyDecider:
         try:
             await self.engine.start()
         except Exception as exc:  # noqa: BLE001 - one line, never a traceback
-            message = str(exc) if isinstance(exc, LoadError) else \
-                f"policy load failed ({type(exc).__name__})"
+            message = (
+                str(exc)
+                if isinstance(exc, LoadError)
+                else f"policy load failed ({type(exc).__name__})"
+            )
             log.error("policy_load_failed", engine=self.engine.name, error=message)
-            raise ConfigError([f"policy.policy_dirs: policy does not load: {message}"]) \
-                from None
+            raise ConfigError([f"policy.policy_dirs: policy does not load: {message}"]) from None
         if self._watch_interval is not None and self._watch_task is None:
             self._watch_task = asyncio.create_task(self._watch(), name="policy-watch")
             self._watch_task.add_done_callback(_report_watch_end)
@@ -204,8 +227,11 @@ class PolicyDecider:
             facts = getattr(self.engine, "facts", None)
             if facts is None or () in facts.input_reads:
                 reads = None
-                free = facts is not None and not facts.reads(("request", "id")) \
+                free = (
+                    facts is not None
+                    and not facts.reads(("request", "id"))
                     and not facts.reads(("request", "time"))
+                )
             else:
                 reads = _minimal(facts.input_reads)
                 free = False
@@ -227,18 +253,27 @@ class PolicyDecider:
         assert self.breaker is not None
         if self.breaker.failure():
             self._metrics.policy_breaker_open.set(1)
-            log.warning("policy_circuit_opened", engine=self.engine.name,
-                        opened_count=self.breaker.opened_count)
+            log.warning(
+                "policy_circuit_opened",
+                engine=self.engine.name,
+                opened_count=self.breaker.opened_count,
+            )
 
-    def _fail(self, reason: str, detail: str, decision_path: str, *,
-              count_breaker: bool = True) -> None:
+    def _fail(
+        self, reason: str, detail: str, decision_path: str, *, count_breaker: bool = True
+    ) -> None:
         if count_breaker and self.breaker is not None:
             self._breaker_failure()
         self._counts["errors"] += 1
         self._metrics.policy_errors.labels(self.engine.name, reason).inc()
         self._metrics.policy_decisions.labels(self.engine.name, "error").inc()
-        log.warning("policy_engine_failed", engine=self.engine.name, reason=reason,
-                    detail=detail, decision_path=decision_path)
+        log.warning(
+            "policy_engine_failed",
+            engine=self.engine.name,
+            reason=reason,
+            detail=detail,
+            decision_path=decision_path,
+        )
         raise ServiceUnavailable(reason, detail)
 
     async def _watch(self) -> None:
@@ -259,15 +294,14 @@ class PolicyDecider:
                 self._counts["reloads_failed"] += 1
                 self._metrics.policy_reloads.labels("failed").inc()
                 self._metrics.policy_reload_failures.inc()
-                log.error("policy_watch_failed", engine=self.engine.name,
-                          error=type(exc).__name__)
+                log.error("policy_watch_failed", engine=self.engine.name, error=type(exc).__name__)
 
 
 def _minimal(paths: Iterable[tuple[str, ...]]) -> tuple[tuple[str, ...], ...]:
     """The read paths without those below another (a subtree read covers them)."""
     out: list[tuple[str, ...]] = []
     for path in sorted(set(paths), key=lambda p: (len(p), p)):
-        if not any(path[:len(done)] == done for done in out):
+        if not any(path[: len(done)] == done for done in out):
             out.append(path)
     return tuple(sorted(out))
 
@@ -299,4 +333,3 @@ def read_key(doc: Mapping[str, Any], reads: Sequence[tuple[str, ...]]) -> bytes:
 def _report_watch_end(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("policy_watch_stopped", error=type(task.exception()).__name__)
-

@@ -77,8 +77,13 @@ class EmbeddedEngine:
     name = "embedded"
     engine_name = ENGINE_NAME
 
-    def __init__(self, policy_dirs: Sequence[str], data_dirs: Sequence[str] = (), *,
-                 decision_paths: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        policy_dirs: Sequence[str],
+        data_dirs: Sequence[str] = (),
+        *,
+        decision_paths: Sequence[str] = (),
+    ) -> None:
         self._policy_dirs = tuple(policy_dirs)
         self._data_dirs = tuple(data_dirs)
         self._decision_paths = tuple(decision_paths)
@@ -122,28 +127,41 @@ class EmbeddedEngine:
         """Load the policy; raises LoadError when the first load fails (fail at start)."""
         loaded, fp = await self._load()
         self._install(loaded, fp)
-        log.info("policy_loaded", engine=self.name, revision=loaded.revision,
-                 files=len(loaded.rego_files) + len(loaded.data_files))
+        log.info(
+            "policy_loaded",
+            engine=self.name,
+            revision=loaded.revision,
+            files=len(loaded.rego_files) + len(loaded.data_files),
+        )
 
     async def reload(self) -> bool:
         async with self._lock:
             try:
                 loaded, fp = await self._load()
             except Exception as exc:  # noqa: BLE001 - any bad file keeps the old policy
-                message = str(exc) if isinstance(exc, LoadError) else \
-                    f"policy load failed ({type(exc).__name__})"
+                message = (
+                    str(exc)
+                    if isinstance(exc, LoadError)
+                    else f"policy load failed ({type(exc).__name__})"
+                )
                 self.last_error = message
                 # the fingerprint moves on, so a broken file is reported once, not every poll
                 self._fingerprint = await asyncio.to_thread(
-                    fingerprint, self._policy_dirs + self._data_dirs)
-                log.error("policy_reload_failed", engine=self.name, error=message,
-                          kept_revision=self.revision)
+                    fingerprint, self._policy_dirs + self._data_dirs
+                )
+                log.error(
+                    "policy_reload_failed",
+                    engine=self.name,
+                    error=message,
+                    kept_revision=self.revision,
+                )
                 return False
             old = self.revision
             self._install(loaded, fp)
             self.last_error = ""
-            log.info("policy_reloaded", engine=self.name, revision=loaded.revision,
-                     previous_revision=old)
+            log.info(
+                "policy_reloaded", engine=self.name, revision=loaded.revision, previous_revision=old
+            )
             return True
 
     def changed_on_disk(self) -> bool:
@@ -163,10 +181,14 @@ class EmbeddedEngine:
         if problem is not None:
             raise EngineError(INPUT_NUMBER, problem)
         if loaded.counts and ASTRAL.search(input_json(input_doc) or ""):
-            raise EngineError(INPUT_STRING, "input holds a character beyond U+FFFF and the "
-                              "policy calls count (the embedded engine counts it twice)")
-        outcome = evaluate_loaded(loaded.engine, _rule(decision_path), input_doc,
-                                  numbers_checked=True)
+            raise EngineError(
+                INPUT_STRING,
+                "input holds a character beyond U+FFFF and the "
+                "policy calls count (the embedded engine counts it twice)",
+            )
+        outcome = evaluate_loaded(
+            loaded.engine, _rule(decision_path), input_doc, numbers_checked=True
+        )
         del loaded  # no engine in this frame if the error below joins a reference cycle
         if isinstance(outcome, str):
             raise EngineError(ENGINE_ERROR, outcome)
@@ -229,15 +251,22 @@ def unsupported_number(input_doc: Mapping[str, Any] | None) -> str | None:
         return None
     prepared = input_doc if isinstance(input_doc, PreparedInput) else None
     if not (prepared is not None and prepared.no_floats) and holds_float(input_doc):
-        return "input holds a non-integer number (the embedded engine computes it in " \
-               "float64, OPA exactly)"
+        return (
+            "input holds a non-integer number (the embedded engine computes it in "
+            "float64, OPA exactly)"
+        )
     if not (prepared is not None and prepared.exact_ints) and inexact_number(input_doc):
         return "input holds an integer beyond 2^53 (the embedded engine would round it)"
     return None
 
 
-def evaluate_loaded(engine: regorus.Engine, rule: str, input_doc: Mapping[str, Any] | None,
-                    *, numbers_checked: bool = False) -> RawResult | str:
+def evaluate_loaded(
+    engine: regorus.Engine,
+    rule: str,
+    input_doc: Mapping[str, Any] | None,
+    *,
+    numbers_checked: bool = False,
+) -> RawResult | str:
     """The raw result, or an error message. Returns rather than raises so that no
     exception traceback holds a frame with the engine (regorus engines must be dropped
     on their own thread; a traceback in a cycle may be collected on any thread).

@@ -17,8 +17,9 @@ from typing import Any
 from .loader import LoadError, load, short_error
 
 
-def eval_query(policy_dirs: Sequence[str], data_dirs: Sequence[str], input_text: str | None,
-               query: str) -> dict[str, Any]:
+def eval_query(
+    policy_dirs: Sequence[str], data_dirs: Sequence[str], input_text: str | None, query: str
+) -> dict[str, Any]:
     try:
         loaded = load(policy_dirs, data_dirs)
     except LoadError as exc:

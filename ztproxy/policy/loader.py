@@ -70,8 +70,11 @@ def short_error(exc: BaseException) -> str:
         elif stripped.startswith("Stack backtrace"):
             break
     if not what:
-        what = text.split("Stack backtrace", 1)[0].strip().splitlines()[0] if text.strip() \
+        what = (
+            text.split("Stack backtrace", 1)[0].strip().splitlines()[0]
+            if text.strip()
             else type(exc).__name__
+        )
     return f"{where}: {what}" if where else what
 
 
@@ -119,13 +122,17 @@ def _exact_numbers(value: Any, path: str) -> None:
     if isinstance(value, bool):
         return
     if isinstance(value, float):
-        raise LoadError(f"{path}: number {repr(value)[:30]}: non-integer numbers are refused "
-                        "(the embedded engine computes them in float64, OPA exactly; "
-                        "quote it or scale it to an integer)")
+        raise LoadError(
+            f"{path}: number {repr(value)[:30]}: non-integer numbers are refused "
+            "(the embedded engine computes them in float64, OPA exactly; "
+            "quote it or scale it to an integer)"
+        )
     if isinstance(value, int):
         if not -(1 << 53) < value < (1 << 53):
-            raise LoadError(f"{path}: number {str(value)[:30]}: integers from 2^53 on are "
-                            "rounded by the embedded engine (quote it)")
+            raise LoadError(
+                f"{path}: number {str(value)[:30]}: integers from 2^53 on are "
+                "rounded by the embedded engine (quote it)"
+            )
     elif isinstance(value, dict):
         for v in value.values():
             _exact_numbers(v, path)
@@ -175,16 +182,22 @@ def _parse_data(path: str, content: bytes) -> Any:
 def _parse_data_raw(path: str, content: bytes) -> Any:
     if path.endswith(".json"):
         try:
-            return json.loads(content, object_pairs_hook=_no_duplicates,
-                              parse_constant=_no_constant, parse_float=_no_float)
+            return json.loads(
+                content,
+                object_pairs_hook=_no_duplicates,
+                parse_constant=_no_constant,
+                parse_float=_no_float,
+            )
         except json.JSONDecodeError as exc:
             raise LoadError(f"{path}:{exc.lineno}: JSON: {exc.msg}") from None
         except _NonInteger as exc:
             at = _number_line(content, exc.text)
-            raise LoadError(f"{path}{f':{at}' if at else ''}: JSON: number "
-                            f"{exc.text[:30]}: non-integer numbers are refused (the "
-                            "embedded engine computes them in float64, OPA exactly; "
-                            "quote it or scale it to an integer)") from None
+            raise LoadError(
+                f"{path}{f':{at}' if at else ''}: JSON: number "
+                f"{exc.text[:30]}: non-integer numbers are refused (the "
+                "embedded engine computes them in float64, OPA exactly; "
+                "quote it or scale it to an integer)"
+            ) from None
         except (ValueError, RecursionError) as exc:
             raise LoadError(f"{path}: JSON: {exc}") from None
     try:
@@ -212,8 +225,9 @@ class Source:
         return self.path.endswith(".rego")
 
 
-def read_sources(policy_roots: Sequence[str], data_roots: Sequence[str] = (), *,
-                 include_tests: bool = False) -> tuple[Source, ...]:
+def read_sources(
+    policy_roots: Sequence[str], data_roots: Sequence[str] = (), *, include_tests: bool = False
+) -> tuple[Source, ...]:
     """Blocking file I/O: run it in a worker thread."""
     out = []
     roots = [(r, True) for r in policy_roots] + [(r, False) for r in data_roots]
@@ -222,8 +236,7 @@ def read_sources(policy_roots: Sequence[str], data_roots: Sequence[str] = (), *,
             raise LoadError(f"{root}: directory not found")
         for segments, path in walk(root):
             is_rego = path.endswith(".rego")
-            if is_rego and (not with_rego or
-                            (path.endswith("_test.rego") and not include_tests)):
+            if is_rego and (not with_rego or (path.endswith("_test.rego") and not include_tests)):
                 continue
             if not is_rego and not path.endswith(_DATA_EXT):
                 continue
@@ -238,8 +251,9 @@ def read_sources(policy_roots: Sequence[str], data_roots: Sequence[str] = (), *,
     return tuple(out)
 
 
-def compile_sources(sources: Sequence[Source], *, probe: bool = True,
-                    decision_paths: Sequence[str] = ()) -> Loaded:
+def compile_sources(
+    sources: Sequence[Source], *, probe: bool = True, decision_paths: Sequence[str] = ()
+) -> Loaded:
     """Parse into a fresh engine. A regorus Engine is pinned to the thread that made
     it (pyo3 `unsendable`): call this on the thread that will evaluate (the event loop
     thread for the server). CPU only, no I/O: about a millisecond for the shipped set.
@@ -266,12 +280,21 @@ def compile_sources(sources: Sequence[Source], *, probe: bool = True,
         del engine
         raise LoadError(problem)
     revision = compute_revision((s.root, s.rel, s.content) for s in sources)
-    return Loaded(engine, revision, tuple(rego_files), tuple(data_files), packages,
-                  tuple(modules), data_json[0], facts)
+    return Loaded(
+        engine,
+        revision,
+        tuple(rego_files),
+        tuple(data_files),
+        packages,
+        tuple(modules),
+        data_json[0],
+        facts,
+    )
 
 
-def _check(engine: regorus.Engine, data_json: str, decision_paths: Sequence[str]
-           ) -> tuple[Facts | None, str | None]:
+def _check(
+    engine: regorus.Engine, data_json: str, decision_paths: Sequence[str]
+) -> tuple[Facts | None, str | None]:
     """The AST checks (checks.py): the first problem, or None."""
     try:
         facts = analyze(engine.get_ast_as_json())
@@ -289,9 +312,14 @@ def _check(engine: regorus.Engine, data_json: str, decision_paths: Sequence[str]
     return facts, None
 
 
-def _fill(engine: regorus.Engine, sources: Sequence[Source], rego_files: list[str],
-          data_files: list[str], modules: list[tuple[str, str]],
-          data_json: list[str]) -> str | None:
+def _fill(
+    engine: regorus.Engine,
+    sources: Sequence[Source],
+    rego_files: list[str],
+    data_files: list[str],
+    modules: list[tuple[str, str]],
+    data_json: list[str],
+) -> str | None:
     data: dict[str, Any] = {}
     for src in sources:
         if src.is_rego:
@@ -327,8 +355,13 @@ def _fill(engine: regorus.Engine, sources: Sequence[Source], rego_files: list[st
     return None
 
 
-def load(policy_roots: Sequence[str], data_roots: Sequence[str] = (), *,
-         include_tests: bool = False, decision_paths: Sequence[str] = ()) -> Loaded:
+def load(
+    policy_roots: Sequence[str],
+    data_roots: Sequence[str] = (),
+    *,
+    include_tests: bool = False,
+    decision_paths: Sequence[str] = (),
+) -> Loaded:
     """Read and compile on the calling thread (the CLI, check-config, the test runner).
     Raises LoadError (one line) for anything the server would refuse."""
     sources = read_sources(policy_roots, data_roots, include_tests=include_tests)

@@ -40,11 +40,13 @@ def _c_encoder() -> Callable[[Any], str]:
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # a Python without the C accelerator
         return _ENCODER.encode
-    encoder = make(None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",",
-                   True, False, True)
+    encoder = make(
+        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", True, False, True
+    )
 
     def encode(value: Any) -> str:
         return "".join(encoder(value, 0))
+
     return encode
 
 
@@ -138,8 +140,7 @@ class PreparedInput(dict[str, Any]):
     Nested values are plain dicts and lists: nobody may change them after preparing
     (the input stage builds them and hands them on; nothing else writes)."""
 
-    __slots__ = ("_bytes", "_json", "_sha256", "_stable_sha256", "_no_floats",
-                 "_exact_ints")
+    __slots__ = ("_bytes", "_json", "_sha256", "_stable_sha256", "_no_floats", "_exact_ints")
 
     def __init__(self, doc: Mapping[str, Any], *, no_floats: bool = False) -> None:
         """`no_floats`: the builder's promise that no float is anywhere in `doc` (the

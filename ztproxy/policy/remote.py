@@ -35,8 +35,9 @@ log = structlog.get_logger(__name__)
 MAX_BODY = 1 << 20  # an OPA decision is small; anything larger is not one
 
 
-def build_ssl_context(ca_file: str | None, cert_file: str | None,
-                      key_file: str | None) -> ssl.SSLContext:
+def build_ssl_context(
+    ca_file: str | None, cert_file: str | None, key_file: str | None
+) -> ssl.SSLContext:
     """Blocking (reads files): call from a worker thread."""
     ctx = ssl.create_default_context(cafile=ca_file)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -48,25 +49,42 @@ def build_ssl_context(ca_file: str | None, cert_file: str | None,
 class OpaDataClient(AsyncOpaClient):  # type: ignore[misc]
     """AsyncOpaClient with our TLS context, pool, timeouts and a raw Data API call."""
 
-    def __init__(self, url: str, *, timeout_s: float, token: str | None = None,
-                 ssl_context: ssl.SSLContext | None = None, pool_size: int = 64) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float,
+        token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        pool_size: int = 64,
+    ) -> None:
         parts = urlsplit(url)
         https = parts.scheme == "https"
         host = parts.hostname or "127.0.0.1"
-        super().__init__(host=f"[{host}]" if ":" in host else host,
-                         port=parts.port or (443 if https else 80), ssl=https,
-                         token=token, retries=0, timeout=timeout_s)
+        super().__init__(
+            host=f"[{host}]" if ":" in host else host,
+            port=parts.port or (443 if https else 80),
+            ssl=https,
+            token=token,
+            retries=0,
+            timeout=timeout_s,
+        )
         self._ssl_context = ssl_context
         self._pool_size = pool_size
 
     async def _init_session(self) -> None:
         self._connector = aiohttp.TCPConnector(
             ssl=self._ssl_context if self.ssl and self._ssl_context else True,
-            limit=self._pool_size, keepalive_timeout=30.0, ttl_dns_cache=60)
+            limit=self._pool_size,
+            keepalive_timeout=30.0,
+            ttl_dns_cache=60,
+        )
         self._session = aiohttp.ClientSession(
-            headers=self.headers, connector=self._connector,
+            headers=self.headers,
+            connector=self._connector,
             timeout=aiohttp.ClientTimeout(total=self.timeout, connect=self.timeout),
-            auto_decompress=True)
+            auto_decompress=True,
+        )
 
     async def open(self) -> None:
         await self._init_session()
@@ -84,17 +102,21 @@ class OpaDataClient(AsyncOpaClient):  # type: ignore[misc]
             answer = strictjson.loads(body)
         except strictjson.DuplicateMember as exc:
             # never last-wins: {"result": false, "result": true} is no answer at all
-            return RawResult(defined=True, value=None, http_status=None,
-                             problem=f"OPA's answer has a {exc}")
+            return RawResult(
+                defined=True, value=None, http_status=None, problem=f"OPA's answer has a {exc}"
+            )
         except ValueError:
-            raise EngineError(ENGINE_ERROR, f"OPA answered HTTP {status} with a body that "
-                              "is not JSON") from None
+            raise EngineError(
+                ENGINE_ERROR, f"OPA answered HTTP {status} with a body that is not JSON"
+            ) from None
         if status != 200:
             if isinstance(answer, dict) and "result" in answer:
                 return RawResult(defined=True, value=answer["result"], http_status=status)
             code = answer.get("code") if isinstance(answer, dict) else None
-            raise EngineError(ENGINE_ERROR, f"OPA answered HTTP {status}"
-                              + (f" ({code})" if isinstance(code, str) else ""))
+            raise EngineError(
+                ENGINE_ERROR,
+                f"OPA answered HTTP {status}" + (f" ({code})" if isinstance(code, str) else ""),
+            )
         if not isinstance(answer, dict):
             raise EngineError(ENGINE_ERROR, "OPA answered with JSON that is not an object")
         if "result" not in answer:
@@ -122,9 +144,16 @@ class RemoteEngine:
     name = "opa"
     engine_name = "opa-rest"
 
-    def __init__(self, url: str, *, timeout_s: float, ca_file: str | None = None,
-                 cert_file: str | None = None, key_file: str | None = None,
-                 token_file: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        token_file: str | None = None,
+    ) -> None:
         self._url = url.rstrip("/")
         self._timeout = timeout_s
         self._tls = (ca_file, cert_file, key_file)
@@ -147,10 +176,8 @@ class RemoteEngine:
         ctx = None
         if self._url.startswith("https://"):
             ctx = await asyncio.to_thread(build_ssl_context, *self._tls)
-        token = await asyncio.to_thread(_read_token, self._token_file) \
-            if self._token_file else None
-        client = OpaDataClient(self._url, timeout_s=self._timeout, token=token,
-                               ssl_context=ctx)
+        token = await asyncio.to_thread(_read_token, self._token_file) if self._token_file else None
+        client = OpaDataClient(self._url, timeout_s=self._timeout, token=token, ssl_context=ctx)
         await client.open()
         self._client = client
         log.info("policy_engine_started", engine=self.name, opa=self._revision)
@@ -174,11 +201,8 @@ class RemoteEngine:
             async with asyncio.timeout(self._timeout):
                 return await client.data(decision_path, input_doc)
         except TimeoutError:
-            raise EngineError(TIMEOUT, f"no answer within {int(self._timeout * 1000)} ms") \
-                from None
+            raise EngineError(TIMEOUT, f"no answer within {int(self._timeout * 1000)} ms") from None
         except aiohttp.ClientConnectionError as exc:
-            raise EngineError(UNAVAILABLE, f"OPA unreachable ({type(exc).__name__})") \
-                from None
+            raise EngineError(UNAVAILABLE, f"OPA unreachable ({type(exc).__name__})") from None
         except aiohttp.ClientError as exc:
-            raise EngineError(ENGINE_ERROR, f"OPA call failed ({type(exc).__name__})") \
-                from None
+            raise EngineError(ENGINE_ERROR, f"OPA call failed ({type(exc).__name__})") from None

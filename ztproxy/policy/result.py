@@ -41,8 +41,9 @@ class _Invalid(Exception):
 
 
 def invalid(revision: str, engine: str = "") -> Decision:
-    return Decision(allowed=False, reason=INVALID, http_status=403, policy_revision=revision,
-                    engine=engine)
+    return Decision(
+        allowed=False, reason=INVALID, http_status=403, policy_revision=revision, engine=engine
+    )
 
 
 def _headers(value: Any, field: str) -> dict[str, str]:
@@ -54,8 +55,11 @@ def _headers(value: Any, field: str) -> dict[str, str]:
     for name, val in value.items():
         if not isinstance(name, str) or not _TOKEN.fullmatch(name):
             raise _Invalid(f"{field} has a header name that is not a token")
-        if not isinstance(val, str) or len(val) > MAX_HEADER_VALUE or any(
-                c in val for c in "\r\n\0"):
+        if (
+            not isinstance(val, str)
+            or len(val) > MAX_HEADER_VALUE
+            or any(c in val for c in "\r\n\0")
+        ):
             raise _Invalid(f"{field}.{name} must be a string without CR, LF or NUL")
         out[name.lower()] = val
     return out
@@ -90,16 +94,14 @@ def _object(value: Mapping[str, Any], revision: str, engine: str) -> Decision:
         reasons=_reasons(value.get("reasons")),
         http_status=_status(value.get("http_status")),
         headers=_headers(value.get("headers"), "headers"),
-        response_headers=_headers(value.get("response_headers_to_add"),
-                                  "response_headers_to_add"),
+        response_headers=_headers(value.get("response_headers_to_add"), "response_headers_to_add"),
         body=body,
         policy_revision=revision,
         engine=engine,
     )
 
 
-def parse_result(raw: RawResult, revision: str, engine: str = ""
-                 ) -> tuple[Decision, str | None]:
+def parse_result(raw: RawResult, revision: str, engine: str = "") -> tuple[Decision, str | None]:
     """(decision, problem). `problem` is None for a well-formed result. `engine` names
     the evaluator that answered (the audit record's `engine`)."""
     if raw.problem:
@@ -110,8 +112,9 @@ def parse_result(raw: RawResult, revision: str, engine: str = ""
         return invalid(revision, engine), f"OPA answered HTTP {raw.http_status} with a result"
     value = raw.value
     if isinstance(value, bool):
-        return Decision(allowed=value, reason=ALLOW if value else DENY,
-                        policy_revision=revision, engine=engine), None
+        return Decision(
+            allowed=value, reason=ALLOW if value else DENY, policy_revision=revision, engine=engine
+        ), None
     if isinstance(value, Mapping):
         try:
             return _object(value, revision, engine), None

@@ -47,8 +47,11 @@ class TestReport:
 
     @property
     def ok(self) -> bool:
-        return not self.load_error and bool(self.outcomes) and all(
-            o.status in ("PASS", "SKIPPED") for o in self.outcomes)
+        return (
+            not self.load_error
+            and bool(self.outcomes)
+            and all(o.status in ("PASS", "SKIPPED") for o in self.outcomes)
+        )
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -87,8 +90,10 @@ def discover(ast_json: str) -> Iterator[tuple[str, str, str]]:
         package = ".".join(_ref_path(ast.get("package", {}).get("refr")))
         for rule in ast.get("rules", []):
             name = _rule_name(rule)
-            if (name.startswith("test_") or name.startswith("todo_test_")) and \
-                    (package, name) not in seen:
+            if (name.startswith("test_") or name.startswith("todo_test_")) and (
+                package,
+                name,
+            ) not in seen:
                 seen.add((package, name))
                 yield file, package, name
 
@@ -163,8 +168,13 @@ def _renamed(t: _Test) -> str:
     return t.name + "__ztp" + t.label.rsplit("#", 1)[1]
 
 
-def run_tests(paths: Sequence[str], data_paths: Sequence[str] = (), *,
-              run: str | None = None, coverage: bool = False) -> TestReport:
+def run_tests(
+    paths: Sequence[str],
+    data_paths: Sequence[str] = (),
+    *,
+    run: str | None = None,
+    coverage: bool = False,
+) -> TestReport:
     pattern = re.compile(run) if run else None
     try:
         sources = read_sources(paths, data_paths, include_tests=True)
@@ -193,9 +203,15 @@ def run_tests(paths: Sequence[str], data_paths: Sequence[str] = (), *,
             outcomes.append(TestOutcome(t.file, full, "ERROR", took, result))
             continue
         status = "PASS" if result.defined and result.value is True else "FAIL"
-        message = "" if status == "PASS" else (
-            "the rule is undefined: some expression in its body is false or undefined"
-            if not result.defined else f"the rule's value is {json.dumps(result.value)[:80]}")
+        message = (
+            ""
+            if status == "PASS"
+            else (
+                "the rule is undefined: some expression in its body is false or undefined"
+                if not result.defined
+                else f"the rule's value is {json.dumps(result.value)[:80]}"
+            )
+        )
         outcomes.append(TestOutcome(t.file, full, status, took, message))
     cover: tuple[tuple[str, float, int, int], ...] = ()
     if coverage:
@@ -210,23 +226,35 @@ def _coverage(report_json: str) -> tuple[tuple[str, float, int, int], ...]:
         covered = len(f.get("covered", []))
         missed = len(f.get("not_covered", []))
         total = covered + missed
-        out.append((str(f.get("path", "")), 100.0 * covered / total if total else 100.0,
-                    covered, missed))
+        out.append(
+            (str(f.get("path", "")), 100.0 * covered / total if total else 100.0, covered, missed)
+        )
     return tuple(sorted(out))
 
 
 def report_json(report: TestReport) -> str:
     doc: dict[str, Any] = {
         "ok": report.ok,
-        "tests": [{"file": o.file, "name": o.name, "status": o.status,
-                   "duration_ms": round(o.seconds * 1000, 3), "message": o.message}
-                  for o in report.outcomes],
+        "tests": [
+            {
+                "file": o.file,
+                "name": o.name,
+                "status": o.status,
+                "duration_ms": round(o.seconds * 1000, 3),
+                "message": o.message,
+            }
+            for o in report.outcomes
+        ],
     }
     if report.load_error:
         doc["error"] = report.load_error
     if report.coverage:
-        doc["coverage"] = {"files": [{"file": f, "percent": round(p, 2), "covered": c,
-                                      "not_covered": m} for f, p, c, m in report.coverage]}
+        doc["coverage"] = {
+            "files": [
+                {"file": f, "percent": round(p, 2), "covered": c, "not_covered": m}
+                for f, p, c, m in report.coverage
+            ]
+        }
     return json.dumps(doc, indent=2)
 
 

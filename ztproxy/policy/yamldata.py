@@ -27,10 +27,10 @@ from typing import Any
 
 import yaml
 
-_BOOL_TRUE = frozenset({"y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "true", "True",
-                        "TRUE"})
-_BOOL_FALSE = frozenset({"n", "N", "no", "No", "NO", "off", "Off", "OFF", "false", "False",
-                         "FALSE"})
+_BOOL_TRUE = frozenset({"y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "true", "True", "TRUE"})
+_BOOL_FALSE = frozenset(
+    {"n", "N", "no", "No", "NO", "off", "Off", "OFF", "false", "False", "FALSE"}
+)
 _NULL = frozenset({"~", "null", "Null", "NULL", ""})
 _INT = re.compile(r"[-+]?(0b[01]+|0o[0-7]+|0x[0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
@@ -71,15 +71,20 @@ def _scalar(text: str, line: int) -> Any:
         value *= sign
         if _INT64[0] <= value <= _INT64[1]:
             return value
-        raise ValueError(f"line {line}: number {text[:30]}: past 64 bits (OPA reads a "
-                         "float; the embedded engine refuses non-integers; quote it)")
+        raise ValueError(
+            f"line {line}: number {text[:30]}: past 64 bits (OPA reads a "
+            "float; the embedded engine refuses non-integers; quote it)"
+        )
     if _FLOAT.fullmatch(plain):
-        raise ValueError(f"line {line}: number {text[:30]}: non-integer numbers are "
-                         "refused (the embedded engine computes them in float64, OPA "
-                         "exactly; quote it or scale it to an integer)")
+        raise ValueError(
+            f"line {line}: number {text[:30]}: non-integer numbers are "
+            "refused (the embedded engine computes them in float64, OPA "
+            "exactly; quote it or scale it to an integer)"
+        )
     if _SPECIAL_FLOAT.fullmatch(text):
-        raise ValueError(f"line {line}: scalar {text!r}: infinity and NaN are not JSON "
-                         "numbers (quote it)")
+        raise ValueError(
+            f"line {line}: scalar {text!r}: infinity and NaN are not JSON numbers (quote it)"
+        )
     return text
 
 
@@ -106,11 +111,14 @@ def _value(node: yaml.Node, loader: _Loader) -> Any:
             elif isinstance(key, int):
                 key = str(key)
             elif not isinstance(key, str):
-                raise ValueError(f"line {key_node.start_mark.line + 1}: mapping key: "
-                                 "must be a string or an integer")
+                raise ValueError(
+                    f"line {key_node.start_mark.line + 1}: mapping key: "
+                    "must be a string or an integer"
+                )
             if key in out:
-                raise ValueError(f"line {key_node.start_mark.line + 1}: mapping key "
-                                 f"{key[:40]!r}: duplicate")
+                raise ValueError(
+                    f"line {key_node.start_mark.line + 1}: mapping key {key[:40]!r}: duplicate"
+                )
             out[key] = _value(value_node, loader)
         return out
     raise ValueError(f"line {line}: unsupported YAML node")

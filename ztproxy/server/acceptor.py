@@ -140,9 +140,15 @@ class TLSListener:
     the ClientHello before reading can be paused.) Each accepted connection is handed
     to `handler_factory()` only after its identity is accepted."""
 
-    def __init__(self, sock: socket.socket, *, runtime: RuntimeRef,
-                 handler_factory: Callable[[], asyncio.Protocol],
-                 on_reject: RejectFn, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        runtime: RuntimeRef,
+        handler_factory: Callable[[], asyncio.Protocol],
+        on_reject: RejectFn,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.sock = sock
         self._runtime = runtime
         self._handler_factory = handler_factory
@@ -152,16 +158,14 @@ class TLSListener:
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting: asyncio.Task[None] | None = None
         # Connections handed over, for the identity sweep (see `_sweep`).
-        self._live: weakref.WeakKeyDictionary[asyncio.Protocol, str] = \
-            weakref.WeakKeyDictionary()
+        self._live: weakref.WeakKeyDictionary[asyncio.Protocol, str] = weakref.WeakKeyDictionary()
         self._sweep_at = float("inf")
         self._sweep_handle: asyncio.TimerHandle | None = None
         runtime.watch(self._published)
 
     def start(self) -> None:
         self.sock.setblocking(False)
-        self._accepting = asyncio.get_running_loop().create_task(self._accept(),
-                                                                 name="tls-accept")
+        self._accepting = asyncio.get_running_loop().create_task(self._accept(), name="tls-accept")
 
     async def close(self) -> None:
         """Stop accepting and abandon handshakes in progress."""
@@ -186,8 +190,9 @@ class TLSListener:
                 log.warning("accept_failed", error=type(exc).__name__)
                 await asyncio.sleep(0.05)
                 continue
-            task = loop.create_task(self._handshake(conn, addr[0] if addr else ""),
-                                    name="tls-handshake")
+            task = loop.create_task(
+                self._handshake(conn, addr[0] if addr else ""), name="tls-handshake"
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -198,8 +203,11 @@ class TLSListener:
         assert runtime.tls is not None
         try:
             transport, _ = await loop.connect_accepted_socket(
-                lambda: gate, conn, ssl=runtime.tls,
-                ssl_handshake_timeout=runtime.config.listener.handshake_timeout_seconds)
+                lambda: gate,
+                conn,
+                ssl=runtime.tls,
+                ssl_handshake_timeout=runtime.config.listener.handshake_timeout_seconds,
+            )
         except (TimeoutError, ssl.SSLError, OSError, ConnectionError, RuntimeError) as exc:
             self._on_reject(address, handshake_reason(exc), None, None)
             conn.close()
@@ -264,8 +272,7 @@ class TLSListener:
                 state.peer(trust, now)
             except Unauthenticated as exc:
                 v = state.validated
-                self._on_reject(address, exc.reason, v.peer.fingerprint_sha256,
-                                v.peer.spiffe_id)
+                self._on_reject(address, exc.reason, v.peer.fingerprint_sha256, v.peer.spiffe_id)
                 transport.abort()
                 continue
             earliest = min(earliest, state.validated.valid_until)
@@ -287,8 +294,7 @@ class TLSListener:
             self._on_reject(address, "no_verified_chain", thumbprints(der)[1], None)
             return None
         try:
-            return ConnState(validate_chain_memo(chain, self._runtime.current.trust,
-                                                 self._clock()))
+            return ConnState(validate_chain_memo(chain, self._runtime.current.trust, self._clock()))
         except SvidError as exc:
             self._on_reject(address, exc.audit_reason, thumbprints(der)[1], None)
             return None
@@ -298,8 +304,9 @@ class TLSListener:
             return None
 
 
-def listening_socket(address: str, port: int, *, reuse_port: bool,
-                     backlog: int = 1024) -> socket.socket:
+def listening_socket(
+    address: str, port: int, *, reuse_port: bool, backlog: int = 1024
+) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:

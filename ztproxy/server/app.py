@@ -49,40 +49,63 @@ log = structlog.get_logger("ztproxy.server")
 
 def client_session(config: Config) -> aiohttp.ClientSession:
     t = config.timeouts
-    connector = aiohttp.TCPConnector(limit=config.limits.max_concurrent_requests,
-                                     limit_per_host=0, ttl_dns_cache=60,
-                                     enable_cleanup_closed=True, keepalive_timeout=30)
-    timeout = aiohttp.ClientTimeout(total=None, connect=t.upstream_connect_seconds,
-                                    sock_connect=t.upstream_connect_seconds,
-                                    sock_read=t.upstream_read_seconds)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
-                                 cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
-                                 skip_auto_headers=("User-Agent", "Accept-Encoding",
-                                                    "Accept", "Content-Type"))
+    connector = aiohttp.TCPConnector(
+        limit=config.limits.max_concurrent_requests,
+        limit_per_host=0,
+        ttl_dns_cache=60,
+        enable_cleanup_closed=True,
+        keepalive_timeout=30,
+    )
+    timeout = aiohttp.ClientTimeout(
+        total=None,
+        connect=t.upstream_connect_seconds,
+        sock_connect=t.upstream_connect_seconds,
+        sock_read=t.upstream_read_seconds,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+    )
 
 
 def upstream_contexts(config: Config) -> dict[str, ssl.SSLContext | None]:
     return {route.name: upstream_context(route) for route in config.routes}
 
 
-def tls_material(config: Config) -> tuple[TrustStore, ssl.SSLContext,
-                                          dict[str, ssl.SSLContext | None]]:
+def tls_material(
+    config: Config,
+) -> tuple[TrustStore, ssl.SSLContext, dict[str, ssl.SSLContext | None]]:
     """Every file the runtime reads for TLS (blocking: run in a worker thread)."""
     trust = load_trust_store(config.trust_domains)
     return trust, server_context(config.listener, trust), upstream_contexts(config)
 
 
 def _session_settings(config: Config) -> tuple[object, ...]:
-    return (config.limits.max_concurrent_requests, config.timeouts.upstream_connect_seconds,
-            config.timeouts.upstream_read_seconds)
+    return (
+        config.limits.max_concurrent_requests,
+        config.timeouts.upstream_connect_seconds,
+        config.timeouts.upstream_read_seconds,
+    )
 
 
 class Proxy:
-    def __init__(self, config: Config, *, metrics: Metrics | None = None,
-                 authenticator: Authenticator | None = None, decider: Decider | None = None,
-                 audit: AuditSink | None = None, clock: Callable[[], float] = time.time,
-                 worker_id: int = 0, reuse_port: bool = False,
-                 sock: socket.socket | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        metrics: Metrics | None = None,
+        authenticator: Authenticator | None = None,
+        decider: Decider | None = None,
+        audit: AuditSink | None = None,
+        clock: Callable[[], float] = time.time,
+        worker_id: int = 0,
+        reuse_port: bool = False,
+        sock: socket.socket | None = None,
+    ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
         self.clock = clock
@@ -95,7 +118,8 @@ class Proxy:
             audit = AuditLog(config.audit, worker_id=worker_id, metrics=self.metrics, clock=clock)
         self.audit = audit
         self._authenticator = authenticator or TokenAuthenticator(
-            config.identity, metrics=self.metrics, clock=clock)
+            config.identity, metrics=self.metrics, clock=clock
+        )
         self._decider = decider or self._new_decider(config)
         self._injected_decider = decider is not None
         self.runtime: RuntimeRef | None = None
@@ -113,8 +137,10 @@ class Proxy:
 
     def _new_decider(self, config: Config) -> Decider:
         return build_decider(
-            config.policy, metrics=self.metrics,
-            decision_paths=[r.decision_path for r in config.routes if r.decision_path])
+            config.policy,
+            metrics=self.metrics,
+            decision_paths=[r.decision_path for r in config.routes if r.decision_path],
+        )
 
     @property
     def authenticator(self) -> Authenticator:
@@ -131,44 +157,73 @@ class Proxy:
         await self._authenticator.start()
         await self._decider.start()
         session = client_session(self.config)
-        self.runtime = RuntimeRef(Runtime(
-            config=self.config, trust=trust, tls=tls, upstream_ssl=upstream_ssl,
-            authenticator=self._authenticator, decider=self._decider, session=session,
-            headers=header_plan(self.config, self._authenticator)))
+        self.runtime = RuntimeRef(
+            Runtime(
+                config=self.config,
+                trust=trust,
+                tls=tls,
+                upstream_ssl=upstream_ssl,
+                authenticator=self._authenticator,
+                decider=self._decider,
+                session=session,
+                headers=header_plan(self.config, self._authenticator),
+            )
+        )
         runtime = self.runtime
-        outcome = Outcome(self.audit, self.metrics, clock=self.clock,
-                          revision=lambda: runtime.current.decider.revision)
+        outcome = Outcome(
+            self.audit,
+            self.metrics,
+            clock=self.clock,
+            revision=lambda: runtime.current.decider.revision,
+        )
         self.pipeline = Pipeline(runtime, self.audit, request_peer, outcome, self.clock)
         loop = asyncio.get_running_loop()
         t = self.config.timeouts
         server = web.Server(self.pipeline.handle, loop=loop)
-        self._runner = web.ServerRunner(server, handle_signals=False,
-                                        shutdown_timeout=t.shutdown_drain_seconds)
+        self._runner = web.ServerRunner(
+            server, handle_signals=False, shutdown_timeout=t.shutdown_drain_seconds
+        )
         await self._runner.setup()
         pipeline = self.pipeline
 
         def handler() -> AuditingRequestHandler:
             cfg = runtime.current.config  # a reload's limits apply to new connections
             return AuditingRequestHandler(
-                server, pipeline=pipeline, loop=loop,
+                server,
+                pipeline=pipeline,
+                loop=loop,
                 keepalive_timeout=cfg.timeouts.keepalive_seconds,
                 max_line_size=cfg.limits.max_line_bytes,
-                max_field_size=cfg.limits.max_line_bytes, access_log=None,
-                auto_decompress=False, lingering_time=2.0)
+                max_field_size=cfg.limits.max_line_bytes,
+                access_log=None,
+                auto_decompress=False,
+                lingering_time=2.0,
+            )
 
         listener = self.config.listener
-        sock = self._sock or listening_socket(listener.address, listener.port,
-                                              reuse_port=self.reuse_port)
+        sock = self._sock or listening_socket(
+            listener.address, listener.port, reuse_port=self.reuse_port
+        )
         self._listener = TLSListener(
-            sock, runtime=runtime, handler_factory=handler,
-            on_reject=outcome.record_tls_rejected, clock=self.clock)
+            sock,
+            runtime=runtime,
+            handler_factory=handler,
+            on_reject=outcome.record_tls_rejected,
+            clock=self.clock,
+        )
         self._listener.start()
         self.port = sock.getsockname()[1]
         if self.config.admin.enabled:
             self._admin, self.admin_port = await start_admin(self)
-        log.info("started", address=listener.address, port=self.port, worker=self.worker_id,
-                 routes=len(self.config.routes), admin_port=self.admin_port or None,
-                 policy_revision=self.decider.revision)
+        log.info(
+            "started",
+            address=listener.address,
+            port=self.port,
+            worker=self.worker_id,
+            routes=len(self.config.routes),
+            admin_port=self.admin_port or None,
+            policy_revision=self.decider.revision,
+        )
 
     async def stop(self) -> None:
         """Stop accepting, drain in-flight requests, then close everything."""
@@ -197,9 +252,9 @@ class Proxy:
         parts["policy"] = dict(self.decider.readiness())
         parts["audit"] = dict(self.audit.readiness())
         ready = parts["tls"] and all(
-            all(v.values()) if isinstance(v, Mapping) else bool(v) for v in parts.values())
-        return {"ready": bool(ready), "components": parts,
-                "policy_revision": self.decider.revision}
+            all(v.values()) if isinstance(v, Mapping) else bool(v) for v in parts.values()
+        )
+        return {"ready": bool(ready), "components": parts, "policy_revision": self.decider.revision}
 
     async def reload(self) -> bool:
         """SIGHUP: build a new runtime from the config file and publish it whole, or
@@ -214,15 +269,22 @@ class Proxy:
         built: list[Authenticator | Decider | aiohttp.ClientSession] = []
         try:
             new = await asyncio.to_thread(load_config, source) if source else self.config
-            if (new.listener.address, new.listener.port) != (old.config.listener.address,
-                                                             old.config.listener.port):
-                raise ConfigError(["listener.address/port: a new address or port needs a "
-                                   "restart; nothing changed"])
+            if (new.listener.address, new.listener.port) != (
+                old.config.listener.address,
+                old.config.listener.port,
+            ):
+                raise ConfigError(
+                    [
+                        "listener.address/port: a new address or port needs a "
+                        "restart; nothing changed"
+                    ]
+                )
             trust, tls, upstream_ssl = await asyncio.to_thread(tls_material, new)
             authenticator = old.authenticator
             if new.identity != old.config.identity:
-                authenticator = TokenAuthenticator(new.identity, metrics=self.metrics,
-                                                   clock=self.clock)
+                authenticator = TokenAuthenticator(
+                    new.identity, metrics=self.metrics, clock=self.clock
+                )
                 built.append(authenticator)
                 await authenticator.start()
             session = old.session
@@ -230,11 +292,16 @@ class Proxy:
                 session = client_session(new)
                 built.append(session)
             decider = old.decider  # last: a same-config policy reload is in place
-            if new.policy != old.config.policy or _decision_paths(new) != \
-                    _decision_paths(old.config):
+            if new.policy != old.config.policy or _decision_paths(new) != _decision_paths(
+                old.config
+            ):
                 if self._injected_decider:
-                    raise ConfigError(["policy: changed, but this proxy's decider was "
-                                       "injected and cannot be rebuilt"])
+                    raise ConfigError(
+                        [
+                            "policy: changed, but this proxy's decider was "
+                            "injected and cannot be rebuilt"
+                        ]
+                    )
                 decider = self._new_decider(new)
                 built.append(decider)
                 await decider.start()
@@ -247,24 +314,45 @@ class Proxy:
                 except Exception:  # noqa: BLE001, S110 - already failing; keep the first reason
                     pass
             known = isinstance(exc, (ConfigError, TLSMaterialError, TrustMaterialError))
-            log.error("reload_failed", error=str(exc).replace("\n", "; ") if known
-                      else f"unexpected {type(exc).__name__}")
+            log.error(
+                "reload_failed",
+                error=str(exc).replace("\n", "; ") if known else f"unexpected {type(exc).__name__}",
+            )
             return False
         self._generation += 1
         self.runtime.current = Runtime(
-            config=new, trust=trust, tls=tls, upstream_ssl=upstream_ssl,
-            authenticator=authenticator, decider=decider, session=session,
-            headers=header_plan(new, authenticator), generation=self._generation)
+            config=new,
+            trust=trust,
+            tls=tls,
+            upstream_ssl=upstream_ssl,
+            authenticator=authenticator,
+            decider=decider,
+            session=session,
+            headers=header_plan(new, authenticator),
+            generation=self._generation,
+        )
         self.config = new
-        retired = [p for p, q in ((old.authenticator, authenticator), (old.decider, decider),
-                                  (old.session, session)) if p is not q and p is not None]
+        retired = [
+            p
+            for p, q in (
+                (old.authenticator, authenticator),
+                (old.decider, decider),
+                (old.session, session),
+            )
+            if p is not q and p is not None
+        ]
         if retired:
             task = asyncio.get_running_loop().create_task(
-                self._retire(retired, new.timeouts.shutdown_drain_seconds), name="retire")
+                self._retire(retired, new.timeouts.shutdown_drain_seconds), name="retire"
+            )
             self._retired.add(task)
             task.add_done_callback(self._retired.discard)
-        log.info("reloaded", routes=len(new.routes), generation=self._generation,
-                 policy_revision=decider.revision)
+        log.info(
+            "reloaded",
+            routes=len(new.routes),
+            generation=self._generation,
+            policy_revision=decider.revision,
+        )
         if self.pipeline is not None:  # live WebSocket sessions: ask the new policy again
             closed = await self.pipeline.sessions.recheck(decider.decide)
             if closed:

@@ -30,8 +30,17 @@ class ChunkExtensionGuard:
     the parser was given; `feed` returns the payload of a request whose chunk-size line
     is too long, else None."""
 
-    __slots__ = ("_line_limit", "_state", "_tail", "_started", "_remaining", "_line",
-                 "_size", "_pending", "_payload")
+    __slots__ = (
+        "_line_limit",
+        "_state",
+        "_tail",
+        "_started",
+        "_remaining",
+        "_line",
+        "_size",
+        "_pending",
+        "_payload",
+    )
 
     def __init__(self, max_extension_bytes: int) -> None:
         self._line_limit = max_extension_bytes + 32  # hex size, ";", spaces
@@ -106,7 +115,7 @@ class ChunkExtensionGuard:
                 stop = end if lf < 0 else lf
                 self._line += stop - pos
                 if len(self._size) < 17:
-                    self._size += data[pos:min(stop, pos + 17)]
+                    self._size += data[pos : min(stop, pos + 17)]
                 if self._line > self._line_limit:
                     payload = self._payload
                     self.stop()

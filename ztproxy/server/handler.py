@@ -44,8 +44,7 @@ def parse_error_reason(exc: BaseException | None, status: int) -> tuple[int, str
         return 400, "bad_request_line"
     if isinstance(exc, http_exceptions.InvalidHeader):
         return 400, "bad_header"
-    if isinstance(exc, (http_exceptions.TransferEncodingError,
-                        http_exceptions.ContentLengthError)):
+    if isinstance(exc, (http_exceptions.TransferEncodingError, http_exceptions.ContentLengthError)):
         return 400, "bad_framing"
     if isinstance(exc, http_exceptions.BadHttpMessage):
         if "header" in str(exc).lower() and "too" in str(exc).lower():
@@ -69,8 +68,14 @@ def _framing(msg: RawRequestMessage) -> int:
 
 
 class AuditingRequestHandler(RequestHandler):
-    def __init__(self, manager: web.Server, *, pipeline: Pipeline,
-                 loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        pipeline: Pipeline,
+        loop: asyncio.AbstractEventLoop,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, loop=loop, **kwargs)
         self._zt_pipeline = pipeline
         self._zt_config = pipeline.runtime.current.config  # a reload applies to new connections
@@ -96,8 +101,14 @@ class AuditingRequestHandler(RequestHandler):
             self._zt_watch(guard, self._request_count - before, data)
         if self._request_count != before:
             self._zt_phase_end()
-        elif (data and not self._zt_in_phase and self._current_request is None
-              and not self._messages and not self._upgraded and not self._force_close):
+        elif (
+            data
+            and not self._zt_in_phase
+            and self._current_request is None
+            and not self._messages
+            and not self._upgraded
+            and not self._force_close
+        ):
             self._zt_phase_start()  # the first bytes of the next request on this connection
 
     def _zt_watch(self, guard: ChunkExtensionGuard, new: int, data: bytes) -> None:
@@ -126,7 +137,8 @@ class AuditingRequestHandler(RequestHandler):
         counts[self._zt_source] = held + 1
         self._zt_in_phase = True
         self._zt_timer = self._zt_loop.call_later(
-            self._zt_config.timeouts.request_header_seconds, self._zt_header_timeout)
+            self._zt_config.timeouts.request_header_seconds, self._zt_header_timeout
+        )
 
     def _zt_phase_end(self) -> None:
         if self._zt_timer is not None:
@@ -152,11 +164,15 @@ class AuditingRequestHandler(RequestHandler):
         if transport is None or transport.is_closing():
             return
         request_id = self._zt_pipeline.outcome.record_unparsable(
-            self._zt_source, self._zt_peer(), status, reason)
+            self._zt_source, self._zt_peer(), status, reason
+        )
         body = json.dumps({"error": public_message(status), "request_id": request_id}).encode()
-        transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: %d\r\nConnection: close\r\nServer: ztproxy\r\n\r\n"
-                        % (status, public_message(status).title().encode(), len(body)) + body)
+        transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\nServer: ztproxy\r\n\r\n"
+            % (status, public_message(status).title().encode(), len(body))
+            + body
+        )
         self.force_close()
         transport.close()
 
@@ -164,9 +180,13 @@ class AuditingRequestHandler(RequestHandler):
         state = connection_state(self)
         return state.validated.peer if state is not None else None
 
-    def handle_error(self, request: BaseRequest, status: int = 500,
-                     exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
         if request.writer.output_size > 0:
             raise ConnectionError("response already started")
         status, reason = parse_error_reason(exc, status)
@@ -175,7 +195,8 @@ class AuditingRequestHandler(RequestHandler):
         peer = state.validated.peer if state is not None else None
         peername = transport.get_extra_info("peername") if transport else None
         request_id = self._zt_pipeline.outcome.record_unparsable(
-            peername[0] if peername else "", peer, status, reason)
+            peername[0] if peername else "", peer, status, reason
+        )
         resp = error_response(status, request_id)
         resp.force_close()
         return resp

@@ -38,11 +38,11 @@ class LineRelay:
         buf += chunk
         end = buf.rfind(b"\n")
         if end >= 0:
-            self._write(bytes(buf[:end + 1]))
-            del buf[:end + 1]
+            self._write(bytes(buf[: end + 1]))
+            del buf[: end + 1]
         while len(buf) > self._max:
-            self._write(bytes(buf[:self._max]) + b"\n")
-            del buf[:self._max]
+            self._write(bytes(buf[: self._max]) + b"\n")
+            del buf[: self._max]
 
     def close(self, stream: int) -> None:
         """The stream ended: what is left of its last line goes out, newline added."""

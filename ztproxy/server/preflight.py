@@ -29,8 +29,9 @@ async def check_policy(config: Config) -> None:
     loader's own error, whose message names the file)."""
     if config.policy.engine != "embedded":
         return
-    decider = build_decider(config.policy, decision_paths=[
-        r.decision_path for r in config.routes if r.decision_path])
+    decider = build_decider(
+        config.policy, decision_paths=[r.decision_path for r in config.routes if r.decision_path]
+    )
     with quiet():  # the error is raised (one line); the loader's log line would repeat it
         try:
             await decider.start()
@@ -48,8 +49,9 @@ def check_audit_dir(config: Config) -> None:
             with tempfile.NamedTemporaryFile(dir=path, prefix=".ztproxy-check-"):
                 pass
         except OSError as exc:
-            raise PreflightError(f"audit.dir {path}: not writable "
-                                 f"({(exc.strerror or str(exc)).lower()})") from None
+            raise PreflightError(
+                f"audit.dir {path}: not writable ({(exc.strerror or str(exc)).lower()})"
+            ) from None
         return
     parent = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(parent):
@@ -57,8 +59,7 @@ def check_audit_dir(config: Config) -> None:
     if not os.path.isdir(parent):
         raise PreflightError(f"audit.dir {path}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise PreflightError(f"audit.dir {path}: cannot be created ({parent} is not "
-                             "writable)")
+        raise PreflightError(f"audit.dir {path}: cannot be created ({parent} is not writable)")
 
 
 async def probe_opa(config: Config, timeout: float = 2.0) -> str | None:
@@ -82,7 +83,7 @@ async def probe_opa(config: Config, timeout: float = 2.0) -> str | None:
                 problem = f"answered HTTP {resp.status}"
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         problem = f"does not answer ({type(exc).__name__})"
-    return (f"policy.opa_url {url}: {problem}; requests get 503 until it answers")
+    return f"policy.opa_url {url}: {problem}; requests get 503 until it answers"
 
 
 async def preflight(config: Config) -> list[str]:

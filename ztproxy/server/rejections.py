@@ -34,16 +34,18 @@ class _Repeats:
 
 
 class RejectAggregator:
-    def __init__(self, sink: Sink, *, interval: float = INTERVAL_SECONDS,
-                 max_keys: int = MAX_KEYS) -> None:
+    def __init__(
+        self, sink: Sink, *, interval: float = INTERVAL_SECONDS, max_keys: int = MAX_KEYS
+    ) -> None:
         self._sink = sink
         self._interval = interval
         self._max_keys = max_keys
         self._seen: dict[tuple[str, str], _Repeats] = {}
         self._timer: asyncio.TimerHandle | None = None
 
-    def __call__(self, address: str, reason: str, cert_sha256: str | None,
-                 spiffe_id: str | None) -> None:
+    def __call__(
+        self, address: str, reason: str, cert_sha256: str | None, spiffe_id: str | None
+    ) -> None:
         key = (address, reason)
         repeats = self._seen.get(key)
         if repeats is None:
@@ -53,8 +55,7 @@ class RejectAggregator:
             if repeats is None:
                 self._seen[key] = _Repeats(cert_sha256=cert_sha256, spiffe_id=spiffe_id)
                 if self._timer is None:
-                    self._timer = asyncio.get_running_loop().call_later(self._interval,
-                                                                        self.flush)
+                    self._timer = asyncio.get_running_loop().call_later(self._interval, self.flush)
                 if key[0] != "*":
                     self._sink(address, reason, cert_sha256, spiffe_id)
                     return
@@ -73,10 +74,13 @@ class RejectAggregator:
         seen, self._seen = self._seen, {}
         for (address, reason), repeats in seen.items():
             if repeats.count:
-                self._sink(address, reason,
-                           None if repeats.cert_sha256 == _MIXED else repeats.cert_sha256,
-                           None if repeats.spiffe_id == _MIXED else repeats.spiffe_id,
-                           repeats.count)
+                self._sink(
+                    address,
+                    reason,
+                    None if repeats.cert_sha256 == _MIXED else repeats.cert_sha256,
+                    None if repeats.spiffe_id == _MIXED else repeats.spiffe_id,
+                    repeats.count,
+                )
 
     def tracked(self) -> int:
         return len(self._seen)

@@ -34,8 +34,9 @@ from .control import read_frame, write_frame
 log = structlog.get_logger("ztproxy.server")
 
 
-async def _answer(proxy: Proxy, reader: asyncio.StreamReader,
-                  writer: asyncio.StreamWriter, stop: asyncio.Event) -> None:
+async def _answer(
+    proxy: Proxy, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stop: asyncio.Event
+) -> None:
     """Answer the supervisor until it closes the channel; then stop."""
     try:
         while True:
@@ -56,9 +57,15 @@ async def _answer(proxy: Proxy, reader: asyncio.StreamReader,
         stop.set()  # the supervisor is gone (or mute): shut down as on SIGTERM
 
 
-async def serve(config: Config, *, worker_id: int = 0, reuse_port: bool = False,
-                ready: asyncio.Event | None = None, sock: socket.socket | None = None,
-                control: socket.socket | None = None) -> int:
+async def serve(
+    config: Config,
+    *,
+    worker_id: int = 0,
+    reuse_port: bool = False,
+    ready: asyncio.Event | None = None,
+    sock: socket.socket | None = None,
+    control: socket.socket | None = None,
+) -> int:
     proxy = Proxy(config, worker_id=worker_id, reuse_port=reuse_port, sock=sock)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -86,15 +93,22 @@ async def serve(config: Config, *, worker_id: int = 0, reuse_port: bool = False,
         await write_frame(writer, {"op": "started", "port": proxy.port, "pid": os.getpid()})
         answering = loop.create_task(_answer(proxy, reader, writer, stop), name="control")
     else:
-        line = (f"ztproxy listening on https://{config.listener.address}:{proxy.port}"
-                + (f" (admin http://{config.admin.address}:{proxy.admin_port})"
-                   if proxy.admin_port else "") + f" worker {worker_id}\n")
+        line = (
+            f"ztproxy listening on https://{config.listener.address}:{proxy.port}"
+            + (
+                f" (admin http://{config.admin.address}:{proxy.admin_port})"
+                if proxy.admin_port
+                else ""
+            )
+            + f" worker {worker_id}\n"
+        )
         # One write(2) of a short line (print() writes the text and the newline apart).
         os.write(sys.stdout.fileno(), line.encode())
     try:
         await stop.wait()
-        log.info("shutting_down", worker=worker_id,
-                 drain_seconds=config.timeouts.shutdown_drain_seconds)
+        log.info(
+            "shutting_down", worker=worker_id, drain_seconds=config.timeouts.shutdown_drain_seconds
+        )
     finally:
         # The handlers stay while draining: a second SIGTERM (the supervisor relays the
         # one a process-group kill, or systemd's KillMode=control-group, already sent)
@@ -140,8 +154,14 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def worker_main(config: Config, worker_id: int, sock: socket.socket, control: socket.socket,
-                 log_fd: int, debug: bool) -> int:
+def worker_main(
+    config: Config,
+    worker_id: int,
+    sock: socket.socket,
+    control: socket.socket,
+    log_fd: int,
+    debug: bool,
+) -> int:
     """The forked child: nothing of the supervisor's event loop is used here."""
     gc.freeze()  # the supervisor's objects are never collected here (their fds close below)
     signal.set_wakeup_fd(-1)

@@ -79,8 +79,11 @@ def bind(address: str, port: int, what: str) -> socket.socket:
         return listening_socket(address, port, reuse_port=False)
     except OSError as exc:
         where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-        reason = "address in use" if exc.errno == 98 or "in use" in str(exc) \
+        reason = (
+            "address in use"
+            if exc.errno == 98 or "in use" in str(exc)
             else (exc.strerror or str(exc)).lower()
+        )
         raise StartupError(f"{what} {where}: {reason}") from None
 
 
@@ -94,8 +97,7 @@ class _Worker:
     restarts: int = 0
     writer: asyncio.StreamWriter | None = None
     listening: asyncio.Future[bool] | None = None  # set by the reader on "started"
-    pending: dict[int, asyncio.Future[dict[str, Any]]] = dataclasses.field(
-        default_factory=dict)
+    pending: dict[int, asyncio.Future[dict[str, Any]]] = dataclasses.field(default_factory=dict)
     log_fd: int = -1
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     exited: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
@@ -103,8 +105,15 @@ class _Worker:
 
 
 class Supervisor:
-    def __init__(self, config: Config, count: int, listener: socket.socket,
-                 admin: socket.socket | None, *, debug: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        count: int,
+        listener: socket.socket,
+        admin: socket.socket | None,
+        *,
+        debug: bool = False,
+    ) -> None:
         self.config = config
         self.count = count
         self.listener = listener
@@ -112,7 +121,8 @@ class Supervisor:
         self.debug = debug
         # workers serve no admin port of their own: this process answers for them
         self.worker_config = dataclasses.replace(
-            config, admin=dataclasses.replace(config.admin, enabled=False))
+            config, admin=dataclasses.replace(config.admin, enabled=False)
+        )
         self.workers = [_Worker(i) for i in range(count)]
         self.stopping = False
         self.starting = True
@@ -120,10 +130,13 @@ class Supervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lines = LineRelay(write_whole)
         self.registry = CollectorRegistry()
-        self.restarts = Counter("ztproxy_worker_restarts", "Workers forked again after "
-                                "they died", ["worker"], registry=self.registry)
-        self.up = Gauge("ztproxy_workers_up", "Workers started and running",
-                        registry=self.registry)
+        self.restarts = Counter(
+            "ztproxy_worker_restarts",
+            "Workers forked again after they died",
+            ["worker"],
+            registry=self.registry,
+        )
+        self.up = Gauge("ztproxy_workers_up", "Workers started and running", registry=self.registry)
 
     # -- workers ------------------------------------------------------------------------
     async def _fork(self, w: _Worker) -> None:
@@ -143,8 +156,9 @@ class Supervisor:
         if pid == 0:  # the child
             code = 1
             try:
-                code = worker_main(self.worker_config, w.worker_id, self.listener, theirs,
-                                    log_w, self.debug)
+                code = worker_main(
+                    self.worker_config, w.worker_id, self.listener, theirs, log_w, self.debug
+                )
             finally:
                 os._exit(code)
         theirs.close()
@@ -159,8 +173,9 @@ class Supervisor:
         w.listening = loop.create_future()
         self._spawn(self._read_loop(w, reader, w.listening), f"control-{w.worker_id}")
 
-    async def _read_loop(self, w: _Worker, reader: asyncio.StreamReader,
-                         listening: asyncio.Future[bool]) -> None:
+    async def _read_loop(
+        self, w: _Worker, reader: asyncio.StreamReader, listening: asyncio.Future[bool]
+    ) -> None:
         """Every frame from one worker: "started" once, then answers matched to their
         questions by id (an answer that comes after its question gave up is dropped)."""
         try:
@@ -219,8 +234,9 @@ class Supervisor:
         ran = time.monotonic() - w.started_at
         w.failures = 1 if ran >= STABLE_SECONDS else w.failures + 1
         delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (w.failures - 1))
-        log.error("worker_exited", worker=w.worker_id, pid=w.pid, status=code,
-                  restart_in_seconds=delay)
+        log.error(
+            "worker_exited", worker=w.worker_id, pid=w.pid, status=code, restart_in_seconds=delay
+        )
         self._spawn(self._restart(w, delay), f"restart-{w.worker_id}")
 
     async def _restart(self, w: _Worker, delay: float) -> None:
@@ -234,8 +250,9 @@ class Supervisor:
         except OSError as exc:  # no process or descriptor to be had now: try again later
             w.failures += 1
             again = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (w.failures - 1))
-            log.error("worker_fork_failed", worker=w.worker_id, error=str(exc),
-                      restart_in_seconds=again)
+            log.error(
+                "worker_fork_failed", worker=w.worker_id, error=str(exc), restart_in_seconds=again
+            )
             self._spawn(self._restart(w, again), f"restart-{w.worker_id}")
             return
         await self._await_started(w)  # on failure the reaper schedules the next try
@@ -303,17 +320,24 @@ class Supervisor:
         workers = []
         for w, answer in zip(self.workers, answers, strict=True):
             ready = bool(answer and answer.get("ready"))
-            entry: dict[str, Any] = {"worker": w.worker_id, "pid": w.pid,
-                                     "started": w.started, "ready": ready,
-                                     "restarts": w.restarts}
+            entry: dict[str, Any] = {
+                "worker": w.worker_id,
+                "pid": w.pid,
+                "started": w.started,
+                "ready": ready,
+                "restarts": w.restarts,
+            }
             if answer:
                 entry["components"] = answer.get("components")
                 entry["policy_revision"] = answer.get("policy_revision")
             workers.append(entry)
         ready = not self.stopping and all(e["ready"] for e in workers)
         revisions = {e.get("policy_revision") for e in workers}
-        return {"ready": ready, "workers": workers,
-                "policy_revision": revisions.pop() if len(revisions) == 1 else None}
+        return {
+            "ready": ready,
+            "workers": workers,
+            "policy_revision": revisions.pop() if len(revisions) == 1 else None,
+        }
 
     async def metrics(self) -> bytes:
         answers = await asyncio.gather(*(self._ask(w, "metrics") for w in self.workers))
@@ -334,8 +358,9 @@ class Supervisor:
             return web.json_response(state, status=200 if state["ready"] else 503)
 
         async def metrics(request: web.Request) -> web.Response:
-            return web.Response(body=await self.metrics(),
-                                headers={"Content-Type": CONTENT_TYPE_LATEST})
+            return web.Response(
+                body=await self.metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            )
 
         app = web.Application()
         app.router.add_get("/healthz", healthz)
@@ -393,10 +418,10 @@ class Supervisor:
         port = self.listener.getsockname()[1]
         admin = ""
         if self.admin_sock is not None:
-            admin = (f" (admin http://{self.config.admin.address}:"
-                     f"{self.admin_sock.getsockname()[1]})")
-        line = (f"ztproxy listening on https://{lst.address}:{port}{admin} "
-                f"workers {self.count}\n")
+            admin = (
+                f" (admin http://{self.config.admin.address}:{self.admin_sock.getsockname()[1]})"
+            )
+        line = f"ztproxy listening on https://{lst.address}:{port}{admin} workers {self.count}\n"
         with contextlib.suppress(OSError, ValueError):  # nobody reads stdout: carry on
             os.write(sys.stdout.fileno(), line.encode())
 

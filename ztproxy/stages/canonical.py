@@ -49,8 +49,13 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 # An encoded "%" is refused: a backend that decodes twice would turn "%252e" into ".".
 # An encoded ";" is refused as ";" is: a backend that decodes, then strips ";params",
 # would serve "/admin" for "/admin%3Bx", which the router took for another path.
-_FORBIDDEN_ESCAPES = {0x2F: "encoded_separator", 0x5C: "encoded_separator", 0x2E: "encoded_dot",
-                      0x25: "encoded_percent", 0x3B: "path_parameter"}
+_FORBIDDEN_ESCAPES = {
+    0x2F: "encoded_separator",
+    0x5C: "encoded_separator",
+    0x2E: "encoded_dot",
+    0x25: "encoded_percent",
+    0x3B: "path_parameter",
+}
 
 
 def _escape_table(*, in_path: bool) -> dict[str, str]:
@@ -97,7 +102,7 @@ def _check_chars(text: str) -> None:
     match = _SUSPECT.search(text)
     if match is None:
         return
-    for ch in text[match.start():]:
+    for ch in text[match.start() :]:
         o = ord(ch)
         if o < 0x20 or o == 0x7F:
             raise BadRequest("control_byte")
@@ -149,8 +154,13 @@ def memo_cost(raw_target: str, result: CanonicalTarget) -> int:
     dataclass, the parsed tuple and its strings, the query dict and its tuples of
     strings (about 140 bytes per field, beyond its text)."""
     fields = sum(len(v) for v in result.query.values())
-    return (4 * len(raw_target) + 600 + 80 * len(result.parsed_path)
-            + 240 * len(result.query) + 140 * fields)
+    return (
+        4 * len(raw_target)
+        + 600
+        + 80 * len(result.parsed_path)
+        + 240 * len(result.query)
+        + 140 * fields
+    )
 
 
 def canonicalize(raw_target: str) -> CanonicalTarget:
@@ -204,11 +214,20 @@ def _canonicalize(raw_target: str) -> CanonicalTarget:
     query: dict[str, list[str]] = {}
     if raw_query:
         try:
-            pairs = parse_qsl(raw_query, keep_blank_values=True, strict_parsing=False,
-                              errors="strict", max_num_fields=1000)
+            pairs = parse_qsl(
+                raw_query,
+                keep_blank_values=True,
+                strict_parsing=False,
+                errors="strict",
+                max_num_fields=1000,
+            )
         except (UnicodeDecodeError, ValueError):
             raise BadRequest("bad_query") from None
         for key, value in pairs:
             query.setdefault(key, []).append(value)
-    return CanonicalTarget(path=path, parsed_path=parsed, raw_query=raw_query,
-                           query=MappingProxyType({k: tuple(v) for k, v in query.items()}))
+    return CanonicalTarget(
+        path=path,
+        parsed_path=parsed,
+        raw_query=raw_query,
+        query=MappingProxyType({k: tuple(v) for k, v in query.items()}),
+    )

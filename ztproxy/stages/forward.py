@@ -39,8 +39,9 @@ class _BodyLimit:
     """Wraps the client's body stream; stops at `limit` bytes, and when a piece takes
     longer than `idle` seconds or the whole body longer than `total`."""
 
-    def __init__(self, content: aiohttp.StreamReader, limit: int, idle: float = 3600.0,
-                 total: float = 3600.0) -> None:
+    def __init__(
+        self, content: aiohttp.StreamReader, limit: int, idle: float = 3600.0, total: float = 3600.0
+    ) -> None:
         self.content = content
         self.limit = limit
         self.idle = idle
@@ -69,8 +70,7 @@ class _BodyLimit:
                 self.refused = exc
                 raise
             except TimeoutError:
-                self.timed_out = ("body_idle_timeout" if wait >= self.idle
-                                  else "body_total_timeout")
+                self.timed_out = "body_idle_timeout" if wait >= self.idle else "body_total_timeout"
                 raise RequestTimeout(self.timed_out) from None
             if not chunk:
                 return
@@ -88,11 +88,19 @@ def request_has_body(request: web.BaseRequest) -> bool:
     return bool(length) and length != "0"
 
 
-async def forward(request: web.BaseRequest, *, upstream_url: str, target: str,
-                  headers: CIMultiDict[str], session: aiohttp.ClientSession,
-                  ssl_context: ssl.SSLContext | None, max_body_bytes: int,
-                  response_headers: dict[str, str] | None = None,
-                  body_idle: float = 3600.0, body_total: float = 3600.0) -> ForwardResult:
+async def forward(
+    request: web.BaseRequest,
+    *,
+    upstream_url: str,
+    target: str,
+    headers: CIMultiDict[str],
+    session: aiohttp.ClientSession,
+    ssl_context: ssl.SSLContext | None,
+    max_body_bytes: int,
+    response_headers: dict[str, str] | None = None,
+    body_idle: float = 3600.0,
+    body_total: float = 3600.0,
+) -> ForwardResult:
     length = request.content_length
     if length is not None and length > max_body_bytes:
         raise BodyTooLarge("body_too_large")
@@ -102,10 +110,13 @@ async def forward(request: web.BaseRequest, *, upstream_url: str, target: str,
     url = upstream_url + target
     try:
         upstream = await session.request(
-            request.method, yarl_url(url), headers=headers,
+            request.method,
+            yarl_url(url),
+            headers=headers,
             data=body.__aiter__() if body is not None else None,
             ssl=ssl_context if ssl_context is not None else True,
-            allow_redirects=False, auto_decompress=False,
+            allow_redirects=False,
+            auto_decompress=False,
         )
     except Rejection:
         raise
@@ -124,9 +135,11 @@ async def forward(request: web.BaseRequest, *, upstream_url: str, target: str,
     async with upstream:
         if body is not None and (failure := body.failure()) is not None:
             raise failure
-        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                  headers=downstream_headers(upstream.headers,
-                                                             response_headers or {}))
+        resp = web.StreamResponse(
+            status=upstream.status,
+            reason=upstream.reason,
+            headers=downstream_headers(upstream.headers, response_headers or {}),
+        )
         if upstream.content_length is not None:
             # Bytes pass through undecoded (auto_decompress=False), so the length holds.
             resp.content_length = upstream.content_length

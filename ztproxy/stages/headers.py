@@ -34,11 +34,21 @@ from ..config.core import HeadersConfig
 from ..errors import BadRequest, Unauthenticated
 from ..model import Credentials, PeerIdentity
 
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
-    "proxy-authorization", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-    "http2-settings",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "http2-settings",
+    }
+)
 
 # Never shown to policy, never logged: credential carriers.
 BASE_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
@@ -73,9 +83,12 @@ def check_utf8(value: str) -> None:
         raise BadRequest("header_not_utf8") from None
 
 
-def visible_headers(headers: CIMultiDictProxy[str], hidden: Collection[str],
-                    prefixes: tuple[str, ...] = (),
-                    passed: frozenset[str] = frozenset()) -> dict[str, tuple[str, ...]]:
+def visible_headers(
+    headers: CIMultiDictProxy[str],
+    hidden: Collection[str],
+    prefixes: tuple[str, ...] = (),
+    passed: frozenset[str] = frozenset(),
+) -> dict[str, tuple[str, ...]]:
     """The headers the policy sees; refuses a value that is not UTF-8 (every header is
     looked at here, before anything else reads the values)."""
     dropped = connection_named(headers) if "Connection" in headers else frozenset()
@@ -115,11 +128,17 @@ def upstream_host(value: str) -> str:
     return (name[:-1] if name.endswith(".") else name) + sep + port
 
 
-def upstream_headers(headers: CIMultiDictProxy[str], *, stripped: Collection[str],
-                     credential_headers: Collection[str], asserted: Mapping[str, str],
-                     policy_headers: Mapping[str, str] = {},
-                     keep: Iterable[str] = (), strip_prefixes: tuple[str, ...] = (),
-                     passed: frozenset[str] = frozenset()) -> CIMultiDict[str]:
+def upstream_headers(
+    headers: CIMultiDictProxy[str],
+    *,
+    stripped: Collection[str],
+    credential_headers: Collection[str],
+    asserted: Mapping[str, str],
+    policy_headers: Mapping[str, str] = {},
+    keep: Iterable[str] = (),
+    strip_prefixes: tuple[str, ...] = (),
+    passed: frozenset[str] = frozenset(),
+) -> CIMultiDict[str]:
     """`stripped`: normalized names removed in every spelling, and so is every name
     starting with one of `strip_prefixes`, unless it is in `passed` (the route's
     pass-through list; never an asserted name); `asserted`: the proxy's own headers
@@ -137,8 +156,9 @@ def upstream_headers(headers: CIMultiDictProxy[str], *, stripped: Collection[str
             continue
         if norm in HOP_BY_HOP or norm in dropped or norm in asserted:
             continue
-        if (norm in stripped or (strip_prefixes and norm.startswith(strip_prefixes))) \
-                and norm not in passed:
+        if (
+            norm in stripped or (strip_prefixes and norm.startswith(strip_prefixes))
+        ) and norm not in passed:
             continue
         if norm in credential_headers and norm not in keep_set:
             continue
@@ -166,13 +186,16 @@ def upstream_headers(headers: CIMultiDictProxy[str], *, stripped: Collection[str
 def response_headers_to_add(extra: Mapping[str, str]) -> dict[str, str]:
     """A policy's `response_headers_to_add` without hop-by-hop headers or a
     Content-Length (the proxy frames the response itself)."""
-    return {name: value for name, value in extra.items()
-            if normalize_name(name) not in HOP_BY_HOP
-            and normalize_name(name) != "content-length"}
+    return {
+        name: value
+        for name, value in extra.items()
+        if normalize_name(name) not in HOP_BY_HOP and normalize_name(name) != "content-length"
+    }
 
 
-def downstream_headers(headers: CIMultiDictProxy[str],
-                       extra: Mapping[str, str] = {}) -> CIMultiDict[str]:
+def downstream_headers(
+    headers: CIMultiDictProxy[str], extra: Mapping[str, str] = {}
+) -> CIMultiDict[str]:
     dropped = connection_named(headers) if "Connection" in headers else frozenset()
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
@@ -196,13 +219,19 @@ def check_claims_header_safe(creds: Credentials) -> None:
     allow that fails later."""
     user, device = creds.user, creds.device
     for value in ((user.subject, user.issuer) if user is not None else ()) + (
-            (device.device_id,) if device is not None else ()):
+        (device.device_id,) if device is not None else ()
+    ):
         if not isinstance(value, str) or _NOT_HEADER_SAFE.search(value):
             raise Unauthenticated("claim_not_header_safe")
 
 
-def asserted_headers(names: HeadersConfig, peer: PeerIdentity | None, creds: Credentials,
-                     source_address: str, request_id: str) -> dict[str, str]:
+def asserted_headers(
+    names: HeadersConfig,
+    peer: PeerIdentity | None,
+    creds: Credentials,
+    source_address: str,
+    request_id: str,
+) -> dict[str, str]:
     """The identity headers the proxy sets, from verified data only."""
     if peer is None:  # the pipeline never forwards without a peer identity
         raise ValueError("no peer identity")

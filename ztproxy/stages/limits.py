@@ -45,6 +45,7 @@ class ConcurrencyLimits:
             released = True
             _down(self.callers, caller)
             _down(self.routes, route.name)
+
         return release
 
 

@@ -98,42 +98,54 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def build_policy_input(facts: RequestFacts, peer: PeerIdentity,
-                       creds: Credentials) -> PreparedInput:
+def build_policy_input(
+    facts: RequestFacts, peer: PeerIdentity, creds: Credentials
+) -> PreparedInput:
     user, device = creds.user, creds.device
     user_claims, user_floats = _plain_claims(user)
     device_claims, device_floats = _plain_claims(device)
     # Everything outside the claims is strings, lists, objects and the int version:
     # the claims decide whether the fast encoder may write the document.
-    return PreparedInput({
-        "version": INPUT_VERSION,
-        "request": {
-            "id": facts.request_id,
-            "method": facts.method,
-            "scheme": facts.scheme,
-            "host": facts.host,
-            "path": facts.path,
-            "parsed_path": list(facts.parsed_path),
-            "query": {k: list(v) for k, v in facts.query.items()},
-            "headers": {k.lower(): list(v) for k, v in facts.headers.items()
-                        if k.lower() not in _NEVER_SHOWN},
-            "protocol": facts.protocol,
-            "time": facts.time_text or rfc3339_ms(facts.time),
-            "upgrade": facts.upgrade,
+    return PreparedInput(
+        {
+            "version": INPUT_VERSION,
+            "request": {
+                "id": facts.request_id,
+                "method": facts.method,
+                "scheme": facts.scheme,
+                "host": facts.host,
+                "path": facts.path,
+                "parsed_path": list(facts.parsed_path),
+                "query": {k: list(v) for k, v in facts.query.items()},
+                "headers": {
+                    k.lower(): list(v)
+                    for k, v in facts.headers.items()
+                    if k.lower() not in _NEVER_SHOWN
+                },
+                "protocol": facts.protocol,
+                "time": facts.time_text or rfc3339_ms(facts.time),
+                "upgrade": facts.upgrade,
+            },
+            "source": {
+                "address": facts.source_address,
+                "spiffe_id": peer.spiffe_id,
+                "certificate": _certificate(peer),
+            },
+            "user": None
+            if user is None
+            else {"issuer": user.issuer, "subject": user.subject, "claims": user_claims},
+            "device": None
+            if device is None
+            else {
+                "issuer": device.issuer,
+                "id": device.device_id,
+                "bound_to_client_cert": bool(device.bound_to_client_cert),
+                "claims": device_claims,
+            },
+            "destination": {"service": facts.route.service, "route": facts.route.name},
         },
-        "source": {
-            "address": facts.source_address,
-            "spiffe_id": peer.spiffe_id,
-            "certificate": _certificate(peer),
-        },
-        "user": None if user is None else {
-            "issuer": user.issuer, "subject": user.subject, "claims": user_claims},
-        "device": None if device is None else {
-            "issuer": device.issuer, "id": device.device_id,
-            "bound_to_client_cert": bool(device.bound_to_client_cert),
-            "claims": device_claims},
-        "destination": {"service": facts.route.service, "route": facts.route.name},
-    }, no_floats=not (user_floats or device_floats))
+        no_floats=not (user_floats or device_floats),
+    )
 
 
 def input_digest(doc: Mapping[str, Any]) -> str:

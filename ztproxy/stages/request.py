@@ -55,12 +55,13 @@ def _parse_host(value: str) -> str:
         end = host.find("]")
         if end < 0:
             raise BadRequest("bad_host")
-        name, rest = host[: end + 1], host[end + 1:]
+        name, rest = host[: end + 1], host[end + 1 :]
     else:
         name, _, port = host.partition(":")
         rest = ":" + port if port or host.endswith(":") else ""
-    if rest and (not rest.startswith(":") or not rest[1:].isdigit()
-                 or len(rest) > 6 or int(rest[1:]) > 65535):
+    if rest and (
+        not rest.startswith(":") or not rest[1:].isdigit() or len(rest) > 6 or int(rest[1:]) > 65535
+    ):
         raise BadRequest("bad_host")  # a port is 0-65535 (the upstream gets it as sent)
     if name.endswith(".") and not name.startswith("["):
         name = name[:-1]  # one trailing dot: the same DNS name, fully qualified
@@ -116,12 +117,11 @@ def match_route(routes: Sequence[Route], host: str, path: str) -> Route:
 
 
 _METHOD = re.compile(r"[A-Z]{1,32}")
-_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH",
-                            "TRACE"})
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE"})
 
 
 def upgrade_of(headers: CIMultiDictProxy[str]) -> str | None:
-    """"websocket" when the request asks for a WebSocket upgrade (Upgrade: websocket
+    """ "websocket" when the request asks for a WebSocket upgrade (Upgrade: websocket
     and Connection naming upgrade), else None."""
     value = headers.get("Upgrade")
     if value is None or value.strip().lower() != "websocket":
@@ -132,11 +132,20 @@ def upgrade_of(headers: CIMultiDictProxy[str]) -> str | None:
     return None
 
 
-def build_request_facts(*, request_id: str, method: str, raw_target: str, version: str,
-                        headers: CIMultiDictProxy[str], source_address: str, now: datetime,
-                        routes: Sequence[Route], max_header_bytes: int,
-                        hidden_headers: Collection[str],
-                        strip_prefixes: tuple[str, ...] = ()) -> RequestFacts:
+def build_request_facts(
+    *,
+    request_id: str,
+    method: str,
+    raw_target: str,
+    version: str,
+    headers: CIMultiDictProxy[str],
+    source_address: str,
+    now: datetime,
+    routes: Sequence[Route],
+    max_header_bytes: int,
+    hidden_headers: Collection[str],
+    strip_prefixes: tuple[str, ...] = (),
+) -> RequestFacts:
     """`hidden_headers`: normalized names never shown to policy (credentials, the
     headers the proxy asserts and those it strips); `strip_prefixes`: so are names
     starting with one of these. A route's `pass_headers` are shown."""

@@ -19,11 +19,11 @@ from ..model import Decision
 from .headers import response_headers_to_add
 
 
-def error_response(status: int, request_id: str,
-                   headers: Mapping[str, str] | None = None) -> web.Response:
+def error_response(
+    status: int, request_id: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
     body = json.dumps({"error": public_message(status), "request_id": request_id})
-    resp = web.Response(status=status, text=body, content_type="application/json",
-                        headers=headers)
+    resp = web.Response(status=status, text=body, content_type="application/json", headers=headers)
     resp.headers["Server"] = "ztproxy"  # not aiohttp's version string
     return resp
 

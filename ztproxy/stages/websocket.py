@@ -85,8 +85,14 @@ class LiveSessions:
                 closed += 1
         return closed
 
-_WS_HEADERS = ("sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
-               "sec-websocket-protocol", "sec-websocket-accept")
+
+_WS_HEADERS = (
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "sec-websocket-accept",
+)
 
 
 def is_websocket_upgrade(headers: CIMultiDictProxy[str]) -> bool:
@@ -96,8 +102,10 @@ def is_websocket_upgrade(headers: CIMultiDictProxy[str]) -> bool:
     return "upgrade" in tokens
 
 
-async def _relay(source: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
-                 sink: aiohttp.ClientWebSocketResponse | web.WebSocketResponse) -> None:
+async def _relay(
+    source: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
+    sink: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
+) -> None:
     async for msg in source:
         if msg.type == WSMsgType.TEXT:
             await sink.send_str(msg.data)
@@ -105,32 +113,45 @@ async def _relay(source: aiohttp.ClientWebSocketResponse | web.WebSocketResponse
             await sink.send_bytes(msg.data)
         elif msg.type == WSMsgType.PING:
             await sink.ping(msg.data)
-        elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
-                          WSMsgType.ERROR):
+        elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             break
     code = source.close_code or aiohttp.WSCloseCode.OK
     await sink.close(code=code)
 
 
-async def proxy_websocket(request: web.BaseRequest, *, upstream_url: str, target: str,
-                          headers: CIMultiDict[str], session: aiohttp.ClientSession,
-                          ssl_context: ssl.SSLContext | None,
-                          connect_timeout: float, deadline: float | None = None,
-                          stop: asyncio.Event | None = None,
-                          clock: Callable[[], float] = time.time) -> ForwardResult:
+async def proxy_websocket(
+    request: web.BaseRequest,
+    *,
+    upstream_url: str,
+    target: str,
+    headers: CIMultiDict[str],
+    session: aiohttp.ClientSession,
+    ssl_context: ssl.SSLContext | None,
+    connect_timeout: float,
+    deadline: float | None = None,
+    stop: asyncio.Event | None = None,
+    clock: Callable[[], float] = time.time,
+) -> ForwardResult:
     """`deadline` (epoch seconds by `clock`): close the session then; `stop`: close it
     when set (a policy recheck said no). Either closes both sides with 1008."""
     ws_url = "ws" + upstream_url[4:] if upstream_url.startswith("http") else upstream_url
     for name in _WS_HEADERS:
         headers.popall(name, None)
-    protocols = tuple(p.strip() for v in request.headers.getall("Sec-WebSocket-Protocol", [])
-                      for p in v.split(",") if p.strip())
+    protocols = tuple(
+        p.strip()
+        for v in request.headers.getall("Sec-WebSocket-Protocol", [])
+        for p in v.split(",")
+        if p.strip()
+    )
     try:
         upstream = await session.ws_connect(
-            yarl_url(ws_url + target), headers=headers, protocols=protocols,
+            yarl_url(ws_url + target),
+            headers=headers,
+            protocols=protocols,
             ssl=ssl_context if ssl_context is not None else True,
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=connect_timeout),
-            autoping=True, max_msg_size=16 * 1024 * 1024,
+            autoping=True,
+            max_msg_size=16 * 1024 * 1024,
         )
     except TimeoutError:
         raise UpstreamTimeout("upstream_timeout") from None
@@ -138,20 +159,26 @@ async def proxy_websocket(request: web.BaseRequest, *, upstream_url: str, target
         raise UpstreamUnavailable("upstream_websocket_refused") from None
     except (aiohttp.ClientError, OSError):
         raise UpstreamUnavailable("upstream_connect_failed") from None
-    client = web.WebSocketResponse(protocols=(upstream.protocol,) if upstream.protocol else (),
-                                   autoping=True, max_msg_size=16 * 1024 * 1024)
+    client = web.WebSocketResponse(
+        protocols=(upstream.protocol,) if upstream.protocol else (),
+        autoping=True,
+        max_msg_size=16 * 1024 * 1024,
+    )
     try:
         await client.prepare(request)
-        tasks = [asyncio.create_task(_relay(client, upstream), name="ws-client->upstream"),
-                 asyncio.create_task(_relay(upstream, client), name="ws-upstream->client")]
+        tasks = [
+            asyncio.create_task(_relay(client, upstream), name="ws-client->upstream"),
+            asyncio.create_task(_relay(upstream, client), name="ws-upstream->client"),
+        ]
         waits: list[asyncio.Task[Any]] = list(tasks)
         stopper = None
         if stop is not None:
             stopper = asyncio.create_task(stop.wait(), name="ws-recheck-stop")
             waits.append(stopper)
         timeout = None if deadline is None else max(deadline - clock(), 0.0)
-        done, pending = await asyncio.wait(waits, timeout=timeout,
-                                           return_when=asyncio.FIRST_COMPLETED)
+        done, pending = await asyncio.wait(
+            waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         revoked = not done or (stopper is not None and stopper in done)
         for task in pending:
             task.cancel()
@@ -163,7 +190,8 @@ async def proxy_websocket(request: web.BaseRequest, *, upstream_url: str, target
         done = {t for t in done if t is not stopper}
         for task in done:
             if task.exception() is not None and not isinstance(
-                    task.exception(), (aiohttp.ClientError, ConnectionError)):
+                task.exception(), (aiohttp.ClientError, ConnectionError)
+            ):
                 raise task.exception()  # type: ignore[misc]
     finally:
         await upstream.close()

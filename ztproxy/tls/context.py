@@ -28,8 +28,9 @@ def _load(key: str, path: str, load: Callable[[], object]) -> None:
     try:
         load()
     except (ssl.SSLError, OSError) as exc:
-        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or \
-            type(exc).__name__
+        reason = (
+            getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
+        )
         raise TLSMaterialError(f"{key}: cannot load {path}: {reason}") from None
 
 
@@ -44,17 +45,24 @@ def server_context(cfg: ListenerConfig, trust: TrustStore) -> ssl.SSLContext:
     refuses any handshake that reports `session_reused` (fail closed if OpenSSL ever
     resumes anyway)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = (ssl.TLSVersion.TLSv1_3 if cfg.min_tls_version == "1.3"
-                           else ssl.TLSVersion.TLSv1_2)
+    ctx.minimum_version = (
+        ssl.TLSVersion.TLSv1_3 if cfg.min_tls_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    )
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_TICKET
     ctx.num_tickets = 0
     disable_session_cache(ctx)
     ctx.set_alpn_protocols(["http/1.1"])
-    _load("listener.cert_file/key_file", cfg.cert_file,
-          lambda: ctx.load_cert_chain(cfg.cert_file, cfg.key_file))
-    _load("trust_domains[].bundle_file", "the trust bundles",
-          lambda: ctx.load_verify_locations(cadata=trust.bundle_pem))
+    _load(
+        "listener.cert_file/key_file",
+        cfg.cert_file,
+        lambda: ctx.load_cert_chain(cfg.cert_file, cfg.key_file),
+    )
+    _load(
+        "trust_domains[].bundle_file",
+        "the trust bundles",
+        lambda: ctx.load_verify_locations(cadata=trust.bundle_pem),
+    )
     ctx.verify_flags |= ssl.VERIFY_X509_STRICT
     return ctx
 
@@ -96,13 +104,17 @@ def upstream_context(route: Route) -> ssl.SSLContext | None:
     ca = route.upstream_ca_file
     if ca:  # only this bundle is trusted, not the system roots
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies chain and host name
-        _load(f"routes[{route.name}].upstream_ca_file", ca,
-              lambda: ctx.load_verify_locations(cafile=ca))
+        _load(
+            f"routes[{route.name}].upstream_ca_file",
+            ca,
+            lambda: ctx.load_verify_locations(cafile=ca),
+        )
     else:
         ctx = ssl.create_default_context()
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     cert, key = route.upstream_cert_file, route.upstream_key_file
     if cert and key:
-        _load(f"routes[{route.name}].upstream_cert_file", cert,
-              lambda: ctx.load_cert_chain(cert, key))
+        _load(
+            f"routes[{route.name}].upstream_cert_file", cert, lambda: ctx.load_cert_chain(cert, key)
+        )
     return ctx

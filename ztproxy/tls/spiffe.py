@@ -54,7 +54,7 @@ def parse_spiffe_id(uri: str) -> SpiffeId:
     prefix = "spiffe://"
     if uri[: len(prefix)].lower() != prefix or uri[: len(prefix)] != prefix:
         raise SvidError("bad_spiffe_id")  # scheme must be exactly lowercase "spiffe"
-    rest = uri[len(prefix):]
+    rest = uri[len(prefix) :]
     if any(c in rest for c in "?#"):
         raise SvidError("bad_spiffe_id")
     slash = rest.find("/")

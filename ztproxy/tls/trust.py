@@ -60,8 +60,9 @@ class TrustStore:
     # Chains validated under THIS store (one per runtime: a reload makes a new store, so
     # nothing here outlives the bundles and CRLs it was checked against). Bounded; an
     # entry is used only inside its window, where it equals a full validation.
-    memo: dict[tuple[bytes, ...], ValidatedChain] = field(default_factory=dict,
-                                                          compare=False, repr=False)
+    memo: dict[tuple[bytes, ...], ValidatedChain] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def names(self) -> frozenset[str]:
@@ -99,9 +100,10 @@ def load_trust_store(domains: Sequence[TrustDomainConfig]) -> TrustStore:
         try:
             certs = x509.load_pem_x509_certificates(_read(td.bundle_file))
         except (OSError, ValueError) as exc:
-            raise TrustMaterialError(f"{key}.bundle_file: cannot load {td.bundle_file}: "
-                                     f"{getattr(exc, 'strerror', None) or 'not a PEM bundle'}"
-                                     ) from None
+            raise TrustMaterialError(
+                f"{key}.bundle_file: cannot load {td.bundle_file}: "
+                f"{getattr(exc, 'strerror', None) or 'not a PEM bundle'}"
+            ) from None
         anchors = frozenset(c.public_bytes(serialization.Encoding.DER) for c in certs)
         pems += [c.public_bytes(serialization.Encoding.PEM).decode() for c in certs]
         crls: dict[bytes, tuple[x509.CertificateRevocationList, ...]] | None = None
@@ -112,9 +114,10 @@ def load_trust_store(domains: Sequence[TrustDomainConfig]) -> TrustStore:
                     issuer = crl.issuer.public_bytes()
                     crls[issuer] = (*crls.get(issuer, ()), crl)
             except (OSError, ValueError) as exc:
-                raise TrustMaterialError(f"{key}.crl_file: cannot load {td.crl_file}: "
-                                         f"{getattr(exc, 'strerror', None) or 'not a PEM CRL'}"
-                                         ) from None
+                raise TrustMaterialError(
+                    f"{key}.crl_file: cannot load {td.crl_file}: "
+                    f"{getattr(exc, 'strerror', None) or 'not a PEM CRL'}"
+                ) from None
         out[td.name] = DomainTrust(td.name, anchors, crls)
     return TrustStore(out, "".join(pems))
 
@@ -189,8 +192,11 @@ def _validate_chain(chain: Sequence[bytes], store: TrustStore, now: float) -> Va
     if domain.crls is not None:
         for i in range(len(certs) - 1):
             cert, issuer = certs[i], certs[i + 1]
-            crls = [c for c in domain.crls.get(issuer.subject.public_bytes(), ())
-                    if c.is_signature_valid(issuer.public_key())]  # type: ignore[arg-type]
+            crls = [
+                c
+                for c in domain.crls.get(issuer.subject.public_bytes(), ())
+                if c.is_signature_valid(issuer.public_key())
+            ]  # type: ignore[arg-type]
             if not crls:
                 raise SvidError("crl_missing", audit="crl_missing")
             for crl in crls:
@@ -205,8 +211,7 @@ def _validate_chain(chain: Sequence[bytes], store: TrustStore, now: float) -> Va
     return ValidatedChain(peer, tuple(chain), valid_until, store, valid_from)
 
 
-def validate_chain_memo(chain: Sequence[bytes], store: TrustStore,
-                        now: float) -> ValidatedChain:
+def validate_chain_memo(chain: Sequence[bytes], store: TrustStore, now: float) -> ValidatedChain:
     """`validate_chain`, remembering successes per store: the same client presenting the
     same chain on a new connection costs one dict lookup and the window comparison
     (`ValidatedChain.still_valid`, which is exactly where a full validation would pass

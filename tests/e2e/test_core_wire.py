@@ -105,7 +105,8 @@ async def test_unknown_route_is_404_and_audited(start_proxy: StartProxy, upstrea
         # stage's duplicate_host check stands behind it (tests/core)
         (b"GET /payments/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", None),
         (
-            b"POST /payments/x HTTP/1.1\r\nHost: l\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+            b"POST /payments/x HTTP/1.1\r\nHost: l\r\n"
+            b"Content-Length: 1\r\nContent-Length: 1\r\n\r\nx",
             None,
         ),
         (

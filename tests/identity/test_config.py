@@ -94,7 +94,8 @@ def test_algorithms_refused(alg: str, message: str) -> None:
         ({"jwks_uri": None}, "identity.issuers[0]: needs exactly one of jwks_uri"),
         (
             {"jwks": {"keys": [{"kty": "EC", "kid": "a"}]}},
-            "identity.issuers[0]: needs exactly one of jwks_uri, jwks_file, jwks (got jwks_uri, jwks)",
+            "identity.issuers[0]: needs exactly one of jwks_uri, jwks_file, jwks "
+            "(got jwks_uri, jwks)",
         ),
         ({"jwks_uri": "http://idp.example/jwks"}, "identity.issuers[0].jwks_uri: must be an https"),
         ({"jwks_uri": "file:///etc/jwks"}, "identity.issuers[0].jwks_uri: must be an https"),

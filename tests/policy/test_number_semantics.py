@@ -104,7 +104,8 @@ def test_number_construct_refused_at_load(
         "n := count(input.xs) - count(input.ys) + 2\n",
         "r := input.n % 3\n",
         "r := (input.n % 10) + 5\n",
-        "a := {x | some x in input.a}\nb := {x | some x in input.b}\nd := a - b\n",  # sets/difference
+        # sets/difference
+        "a := {x | some x in input.a}\nb := {x | some x in input.b}\nd := a - b\n",
         "b contains x if some x in input.b\nd := {x | some x in input.a} - b\n",
         "ok if input.n >= 9007199254740991\n",
         "m := max([1, 2, input.n])\n",

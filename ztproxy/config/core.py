@@ -501,10 +501,8 @@ def parse_headers(node: Node) -> HeadersConfig:
     # X-Internal-Role, as `pass_headers` already did)
     extra = tuple(_NOT_ALNUM.sub("-", h.strip().lower()) for h in node.str_list("strip", ()))
     cfg = HeadersConfig(
-        **names,
-        strip=DEFAULT_ASSERTED_HEADERS  # type: ignore[arg-type]
-        + DEFAULT_STRIPPED_HEADERS
-        + extra,
+        **names,  # type: ignore[arg-type]
+        strip=DEFAULT_ASSERTED_HEADERS + DEFAULT_STRIPPED_HEADERS + extra,
     )
     node.finish()
     return cfg

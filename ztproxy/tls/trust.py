@@ -195,8 +195,8 @@ def _validate_chain(chain: Sequence[bytes], store: TrustStore, now: float) -> Va
             crls = [
                 c
                 for c in domain.crls.get(issuer.subject.public_bytes(), ())
-                if c.is_signature_valid(issuer.public_key())
-            ]  # type: ignore[arg-type]
+                if c.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+            ]
             if not crls:
                 raise SvidError("crl_missing", audit="crl_missing")
             for crl in crls:

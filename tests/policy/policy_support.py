@@ -106,3 +106,33 @@ def make_input(
         device=(the_device or device()) if with_device else None,
     )
     return build_policy_input(facts(**facts_kw), peer(source), creds)
+
+
+async def started_decider(policy_dir: Path, decision_path: str = "t/decision") -> Any:
+    """A real embedded-engine decider over `policy_dir`, started, decision cache off."""
+    from ztproxy.config.policy import PolicyConfig
+    from ztproxy.policy import build_decider
+    from ztproxy.policy.decider import PolicyDecider
+
+    cfg = PolicyConfig(
+        policy_dirs=(str(policy_dir),), decision_path=decision_path, cache_ttl_ms=0, watch=False
+    )
+    d = build_decider(cfg)
+    await d.start()  # type: ignore[attr-defined]
+    assert isinstance(d, PolicyDecider)
+    return d
+
+
+async def outcome(
+    d: Any, doc: Any, *, with_reason: bool = True, decision_path: str = "t/decision"
+) -> str:
+    """ "allow", "deny[:reason]" or "503:reason" for one decision."""
+    from ztproxy.errors import ServiceUnavailable
+
+    try:
+        decision = await d.decide(decision_path, doc)
+    except ServiceUnavailable as exc:
+        return f"503:{exc.reason}"
+    if decision.allowed:
+        return "allow"
+    return f"deny:{decision.reason}" if with_reason else "deny"

@@ -35,10 +35,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from policy_support import device, facts, peer, user
+from policy_support import device, facts, outcome, peer, started_decider, user
 
 from ztproxy.config.policy import PolicyConfig
-from ztproxy.errors import ServiceUnavailable
 from ztproxy.model import Credentials
 from ztproxy.policy import build_decider
 from ztproxy.policy.decider import PolicyDecider
@@ -155,21 +154,11 @@ idx := ["x", "y"][input.i]
 
 
 async def _decider(policy_dir: Path) -> PolicyDecider:
-    cfg = PolicyConfig(
-        policy_dirs=(str(policy_dir),), decision_path="t/decision", cache_ttl_ms=0, watch=False
-    )
-    d = build_decider(cfg)
-    await d.start()  # type: ignore[attr-defined]
-    assert isinstance(d, PolicyDecider)
-    return d
+    return await started_decider(policy_dir)  # type: ignore[no-any-return]
 
 
 async def _outcome(d: PolicyDecider, doc: Any) -> str:
-    try:
-        decision = await d.decide("t/decision", doc)
-    except ServiceUnavailable as exc:
-        return f"503:{exc.reason}"
-    return "allow" if decision.allowed else f"deny:{decision.reason}"
+    return await outcome(d, doc)
 
 
 async def test_input_float_is_refused_not_merged_with_an_integer(tmp_path: Path) -> None:

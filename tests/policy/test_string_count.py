@@ -14,10 +14,8 @@ from typing import Any
 
 import pytest
 import regorus
+from policy_support import outcome, started_decider
 
-from ztproxy.config.policy import PolicyConfig
-from ztproxy.errors import ServiceUnavailable
-from ztproxy.policy import build_decider
 from ztproxy.policy.decider import PolicyDecider
 from ztproxy.policy.loader import LoadError, load
 from ztproxy.policy.prepared import PreparedInput
@@ -59,21 +57,11 @@ def test_policy_without_count_loads_astral_text(tmp_path: Path) -> None:
 
 
 async def _decider(policy_dir: Path) -> PolicyDecider:
-    cfg = PolicyConfig(
-        policy_dirs=(str(policy_dir),), decision_path="t/decision", cache_ttl_ms=0, watch=False
-    )
-    d = build_decider(cfg)
-    await d.start()  # type: ignore[attr-defined]
-    assert isinstance(d, PolicyDecider)
-    return d
+    return await started_decider(policy_dir)  # type: ignore[no-any-return]
 
 
 async def _outcome(d: PolicyDecider, doc: Any) -> str:
-    try:
-        decision = await d.decide("t/decision", doc)
-    except ServiceUnavailable as exc:
-        return f"503:{exc.reason}"
-    return "allow" if decision.allowed else "deny"
+    return await outcome(d, doc, with_reason=False)
 
 
 async def test_astral_input_is_a_503_where_the_policy_counts(tmp_path: Path) -> None:

@@ -47,7 +47,16 @@ from .engine import (
     EngineError,
     RawResult,
 )
-from .loader import Loaded, LoadError, Source, compile_sources, read_sources, short_error, walk
+from .loader import (
+    Loaded,
+    LoadError,
+    Source,
+    compile_sources,
+    read_sources,
+    release_parked,
+    short_error,
+    walk,
+)
 from .prepared import PreparedInput
 
 log = structlog.get_logger(__name__)
@@ -169,6 +178,7 @@ class EmbeddedEngine:
 
     async def close(self) -> None:
         self._loaded = None
+        release_parked()
 
     async def evaluate(self, decision_path: str, input_doc: Mapping[str, Any]) -> RawResult:
         return self.evaluate_sync(decision_path, input_doc)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import regorus
@@ -38,6 +39,35 @@ class LoadError(Exception):
         super().__init__(" ".join(message.split()) or "policy does not load")
 
 
+# Engines whose `Loaded` was collected on a thread other than the one that made them,
+# each with that owner thread: (owner, engine). A regorus Engine is pyo3 `unsendable`;
+# dropped on a foreign thread it is leaked with an "unraisable" RuntimeError. The
+# cyclic garbage collector runs on whichever thread happens to allocate (often a
+# `to_thread` worker reading files), so a `Loaded` caught in any reference cycle (a
+# decider in a task, a traceback) can die there. `Loaded.__del__` parks its engine
+# here instead, and `release_parked()` on the owner thread drops it. Only `append` and
+# `pop` touch the list: atomic under the GIL, no lock a finalizer could deadlock on.
+_PARKED: list[tuple[threading.Thread, Any]] = []
+
+
+def release_parked() -> int:
+    """Drop the engines parked for this thread; returns how many. Called where the
+    owner thread compiles, reloads and closes, so the parked set stays bounded."""
+    me = threading.current_thread()
+    mine: list[Any] = []
+    others: list[tuple[threading.Thread, Any]] = []
+    while True:
+        try:
+            item = _PARKED.pop()
+        except IndexError:
+            break
+        (mine if item[0] is me else others).append(item)
+    _PARKED.extend(others)
+    count = len(mine)
+    mine.clear()  # the engines die here, on their own thread
+    return count
+
+
 @dataclass(frozen=True, slots=True)
 class Loaded:
     engine: regorus.Engine
@@ -48,6 +78,13 @@ class Loaded:
     modules: tuple[tuple[str, str], ...] = ()  # (path, Rego text)
     data_json: str = "{}"  # the merged data document
     facts: Facts | None = None  # what the load-time checks read from the AST
+    owner: threading.Thread = field(
+        default_factory=threading.current_thread, compare=False, repr=False
+    )
+
+    def __del__(self) -> None:
+        if threading.current_thread() is not self.owner:
+            _PARKED.append((self.owner, self.engine))
 
     @property
     def counts(self) -> bool:
@@ -261,6 +298,7 @@ def compile_sources(
     Errors are returned by the helpers rather than raised through them, so that no
     traceback frame keeps an engine alive: a frame caught in a reference cycle could
     otherwise be collected (and the engine dropped) on another thread."""
+    release_parked()
     engine = regorus.Engine()
     rego_files: list[str] = []
     data_files: list[str] = []

@@ -68,6 +68,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", dest="profile", action="store_true", default=None)
     p.add_argument("--no-profile", dest="profile", action="store_false")
     p.add_argument(
+        "--profile-baseline",
+        action="store_true",
+        help="with --baseline: profile zt-base too, for a side-by-side of where time goes",
+    )
+    p.add_argument(
         "--loop",
         choices=("auto", "uvloop", "asyncio"),
         default="auto",
@@ -131,6 +136,11 @@ def _main(args: argparse.Namespace, stack: Stack, zt_targets: list[str], started
     if args.worker_counts != [1]:
         run_workers(b, args.worker_counts)
     hot = profile(b, "zt", 8.0 if not args.quick else 4.0) if args.profile else None
+    hot_base = (
+        profile(b, "zt-base", 8.0 if not args.quick else 4.0)
+        if args.profile and args.profile_baseline and args.baseline is not None
+        else None
+    )
     metrics = {name: scrape(stack.procs[name]) for name in zt_targets}
     audits: dict[str, Any] = {}
     for name in list(stack.procs):
@@ -151,16 +161,18 @@ def _main(args: argparse.Namespace, stack: Stack, zt_targets: list[str], started
             )
         )
         print(f"  {'':<17} audit: {audits.get(name)}")
-    if hot:
+    for name, prof in (("zt", hot), ("zt-base", hot_base)):
+        if not prof:
+            continue
         print(
-            f"\nprofile of zt (py-spy, {hot['samples']} samples); threads: "
-            + ", ".join(f"{t} {p}%" for t, p in hot["threads"])
+            f"\nprofile of {name} (py-spy, {prof['samples']} samples); threads: "
+            + ", ".join(f"{t} {p}%" for t, p in prof["threads"])
         )
         print("top self time (innermost ztproxy caller):")
-        for frame, pct, caller in hot["self"][:15]:
+        for frame, pct, caller in prof["self"][:15]:
             print(f"  {pct:5.1f}%  {frame:<55} <- {caller}")
         print("top ztproxy functions (inclusive):")
-        for frame, pct in hot["inclusive_ztproxy"][:15]:
+        for frame, pct in prof["inclusive_ztproxy"][:25]:
             print(f"  {pct:5.1f}%  {frame}")
     result = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -175,6 +187,7 @@ def _main(args: argparse.Namespace, stack: Stack, zt_targets: list[str], started
         "metrics": metrics,
         "audit": audits,
         "profile": hot,
+        "profile_baseline": hot_base,
         "wall_seconds": round(time.monotonic() - started, 1),
     }
     RESULTS.mkdir(exist_ok=True)

@@ -2,9 +2,10 @@
 # device posture per destination service. Data: data.ztproxy.segmentation
 # (policies/ztproxy/segmentation/data.json). Input: docs/rego-authors.md.
 #
-# Deny by default. A request is allowed only when a rule of the segmentation matrix
-# names the caller, its method and its path, AND no deny reason applies; every failing
-# condition adds its own reason, so an operator sees all of them at once.
+# Deny by default. `allow` admits a request when a rule of the segmentation matrix
+# names the caller, its method and its path, the user holds a required role and the
+# device meets the service's posture. A request not allowed is answered with every
+# reason that applies (`deny`), so an operator sees all of them at once.
 #
 # Written to mean the same in OPA and in the embedded engine, whatever keys the input
 # lacks: every fact is a rule that is true or undefined, reasons come from `not fact`,
@@ -14,49 +15,30 @@ package ztproxy.authz
 
 import rego.v1
 
-seg := data.ztproxy.segmentation
-
-service := seg.services[input.destination.service]
+service := data.ztproxy.segmentation.services[input.destination.service]
 
 # -- the decision the proxy asks for ---------------------------------------------------
 
 default decision := {"allowed": false, "reasons": ["policy_default_deny"], "http_status": 403}
 
-decision := {"allowed": true, "reasons": []} if {
-	count(deny) == 0
-	allowed_by_matrix
+decision := {"allowed": true, "reasons": []} if allow
+
+decision := {"allowed": false, "reasons": sort(deny), "http_status": 403} if {
+	not allow
+	count(deny) > 0
 }
 
-decision := {"allowed": false, "reasons": sort(deny), "http_status": 403} if count(deny) > 0
+# -- what admits a request ---------------------------------------------------------------
 
-# -- input sanity -----------------------------------------------------------------------
-
-version_ok if input.version == 1
-
-deny contains "input_version_unsupported" if not version_ok
-
-service_known if is_object(service)
-
-deny contains "unknown_service" if not service_known
-
-# -- workload segmentation: source SPIFFE ID, method, path prefix -----------------------
-
-# The matrix rules that name the caller.
-caller_rules := [rule |
+allow if {
+	input.version == 1
 	some rule in service.allow
 	rule.source == input.source.spiffe_id
-]
-
-# Indexes (into caller_rules) of the rules that allow the method, and the path.
-method_rules contains i if {
-	some i, rule in caller_rules
 	input.request.method in rule.methods
-}
-
-path_rules contains i if {
-	some i, rule in caller_rules
 	some prefix in rule.path_prefixes
 	under(prefix)
+	user_ok
+	device_ok
 }
 
 # Segment-aware prefix: /api/v1/charges matches /api/v1/charges and /api/v1/charges/7,
@@ -67,8 +49,71 @@ under("/") if path_slash
 
 under(prefix) if startswith(path_slash, concat("", [prefix, "/"]))
 
-# One rule allows both.
-allowed_by_matrix if count(method_rules & path_rules) > 0
+# Roles the service requires (any one of them); none required, any user will do.
+roles_required := service.user_roles_any if count(service.user_roles_any) > 0
+
+has_required_role if {
+	is_array(input.user.claims.roles)
+	some role in input.user.claims.roles
+	role in roles_required
+}
+
+user_ok if not roles_required
+
+user_ok if has_required_role
+
+# Device posture the service requires; none required, any device (or none) will do.
+posture := service.device if is_object(service.device)
+
+trust_level_ok if {
+	level := input.device.claims.trust_level
+	is_number(level)
+	level >= posture.min_trust_level
+}
+
+device_not_managed if {
+	posture.managed == true
+	not input.device.claims.managed == true
+}
+
+device_not_bound if {
+	posture.bound_to_client_cert == true
+	not input.device.bound_to_client_cert == true
+}
+
+device_ok if not posture
+
+device_ok if {
+	trust_level_ok # (a trust level means a device is present)
+	not device_not_managed
+	not device_not_bound
+}
+
+# -- why not: every reason that applies ------------------------------------------------
+
+deny contains "input_version_unsupported" if not input.version == 1
+
+service_known if is_object(service)
+
+deny contains "unknown_service" if not service_known
+
+# The matrix rules that name the caller, and (indexes into them) those allowing the
+# method and those allowing the path.
+caller_rules := [rule |
+	some rule in service.allow
+	rule.source == input.source.spiffe_id
+]
+
+method_rules contains i if {
+	some i, rule in caller_rules
+	input.request.method in rule.methods
+}
+
+path_rules contains i if {
+	some i, rule in caller_rules
+	some prefix in rule.path_prefixes
+	under(prefix)
+}
 
 deny contains "source_not_allowed" if {
 	service_known
@@ -92,18 +137,7 @@ deny contains "method_not_allowed_on_path" if {
 	count(method_rules & path_rules) == 0
 }
 
-# -- user: roles the service requires (any one of them) ---------------------------------
-
-roles_required := service.user_roles_any if count(service.user_roles_any) > 0
-
 user_present if is_object(input.user)
-
-user_roles := input.user.claims.roles if is_array(input.user.claims.roles)
-
-has_required_role if {
-	some role in user_roles
-	role in roles_required
-}
 
 deny contains "user_required" if {
 	roles_required
@@ -116,10 +150,6 @@ deny contains "user_role_missing" if {
 	not has_required_role
 }
 
-# -- device posture ---------------------------------------------------------------------
-
-posture := service.device if is_object(service.device)
-
 device_present if is_object(input.device)
 
 deny contains "device_required" if {
@@ -127,30 +157,18 @@ deny contains "device_required" if {
 	not device_present
 }
 
-deny contains reason if {
+deny contains "device_trust_level_too_low" if {
 	posture
 	device_present
-	some reason in device_problems
+	not trust_level_ok
 }
 
-trust_level_ok if {
-	level := input.device.claims.trust_level
-	is_number(level)
-	level >= posture.min_trust_level
+deny contains "device_not_managed" if {
+	device_present
+	device_not_managed
 }
 
-device_managed if input.device.claims.managed == true
-
-device_bound if input.device.bound_to_client_cert == true
-
-device_problems contains "device_trust_level_too_low" if not trust_level_ok
-
-device_problems contains "device_not_managed" if {
-	posture.managed == true
-	not device_managed
-}
-
-device_problems contains "device_not_bound_to_client_cert" if {
-	posture.bound_to_client_cert == true
-	not device_bound
+deny contains "device_not_bound_to_client_cert" if {
+	device_present
+	device_not_bound
 }

@@ -17,7 +17,11 @@ construct:
   `0.5`, `1e3`), the `/` and `*` operators, and `+` / `-` unless the magnitude of the
   result is bounded below 2^63 by its operands (integer literals, `count(...)`, `%`
   with such a side, nested `+` / `-` of those) or one operand is a set literal or set
-  comprehension (then it is set difference or an error, never a number).
+  comprehension (then it is set difference or an error, never a number);
+- the order between an object and a set (regorus puts a set first, OPA an object: see
+  `_SetOrder`): a set whose element, or an object whose key, may hold a set; `<` `<=`
+  `>` `>=` on operands that may hold a set unless one is a scalar by construction;
+  max / min / sort over elements that may hold a set.
 
 It also records what the modules read of `input` (`Facts.input_reads`): the static
 path of every `input...` reference, `()` for a read of the whole document (a bare

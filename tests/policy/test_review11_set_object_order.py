@@ -16,11 +16,15 @@ neither may hold a set; max / min / sort of elements that may hold a set."""
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import regorus
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ztproxy.policy.checks import analyze
 from ztproxy.policy.loader import LoadError, load
@@ -178,3 +182,139 @@ def test_with_input_as_a_set_taints_every_input_read() -> None:
     # `with input.x as {1}` anywhere: every read of input may hold a set (to be safe)
     assert _problems("d if { true with input.x as {1} }\ne if input.a < input.b")
     assert not _problems("d if { true with input.x as 1 }\ne if input.a < input.b")
+
+
+# -- property: whatever loads orders as OPA does --------------------------------------
+# A model of OPA's Compare (ast/compare.go) on values built from Rego literals, and
+# random policies that move two such values through rules, a function and variables
+# into an ordering construct. Whenever the check lets the policy load, regorus's value
+# must be OPA's; and a policy whose values hold no set must load.
+
+
+class _Set:
+    def __init__(self, items: list[object]) -> None:
+        self.items: list[object] = []
+        for item in items:
+            if all(_cmp(item, seen) != 0 for seen in self.items):
+                self.items.append(item)
+        self.items.sort(key=functools.cmp_to_key(_cmp))
+
+
+def _rank(v: object) -> int:
+    if v is None:
+        return 0
+    if isinstance(v, bool):
+        return 1
+    if isinstance(v, int):
+        return 2
+    if isinstance(v, str):
+        return 3
+    if isinstance(v, list):
+        return 4
+    if isinstance(v, dict):
+        return 5
+    return 6  # _Set: after objects (OPA's sortOrder)
+
+
+def _seq(a: list[object], b: list[object]) -> int:
+    for x, y in zip(a, b, strict=False):
+        c = _cmp(x, y)
+        if c:
+            return c
+    return (len(a) > len(b)) - (len(a) < len(b))
+
+
+def _cmp(a: object, b: object) -> int:
+    ra, rb = _rank(a), _rank(b)
+    if ra != rb:
+        return -1 if ra < rb else 1
+    if a is None:
+        return 0
+    if isinstance(a, list) and isinstance(b, list):
+        return _seq(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        ka, kb = sorted(a), sorted(b)
+        for x, y in zip(ka, kb, strict=False):
+            c = _cmp(x, y) or _cmp(a[x], b[y])
+            if c:
+                return c
+        return (len(ka) > len(kb)) - (len(ka) < len(kb))
+    if isinstance(a, _Set) and isinstance(b, _Set):
+        return _seq(a.items, b.items)
+    if isinstance(a, str) and isinstance(b, str):  # OPA: Go strings, by bytes
+        ea, eb = a.encode(), b.encode()
+        return (ea > eb) - (ea < eb)
+    return (a > b) - (a < b)  # type: ignore[operator]
+
+
+def _json(v: object) -> object:
+    if isinstance(v, _Set):
+        return [_json(x) for x in v.items]
+    if isinstance(v, list):
+        return [_json(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _json(x) for k, x in v.items()}
+    return v
+
+
+def _rego(v: object) -> str:
+    if isinstance(v, _Set):
+        return "{" + ", ".join(_rego(x) for x in v.items) + "}" if v.items else "set()"
+    if isinstance(v, list):
+        return "[" + ", ".join(_rego(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {_rego(x)}" for k, x in v.items()) + "}"
+    return json.dumps(v)
+
+
+def _has_set(v: object) -> bool:
+    if isinstance(v, _Set):
+        return True
+    if isinstance(v, list):
+        return any(_has_set(x) for x in v)
+    if isinstance(v, dict):
+        return any(_has_set(x) for x in v.values())
+    return False
+
+
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from(["", "a", "b", "é"])
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(["a", "b", "c"]), inner, max_size=3),
+        st.lists(inner, max_size=3).map(_Set),
+    ),
+    max_leaves=6,
+)
+
+# construct: (rego for rule r over a and b, the model's answer)
+_CONSTRUCTS: dict[str, tuple[str, Callable[[object, object], object]]] = {
+    "lt": ("r := f(va) < vb", lambda a, b: _cmp(a, b) < 0),
+    "ge": ("r := o if { x := va; y := [vb][0]; o := x >= y }", lambda a, b: _cmp(a, b) >= 0),
+    "max": ("r := max([va, f(vb)])", lambda a, b: a if _cmp(a, b) >= 0 else b),
+    "min": ("r := min([f(va), vb])", lambda a, b: a if _cmp(a, b) <= 0 else b),
+    "sort": ("r := sort([va, vb])", lambda a, b: sorted([a, b], key=functools.cmp_to_key(_cmp))),
+    "iterate": ("s := {va, vb}\nr := [x | some x in s]", lambda a, b: _Set([a, b]).items),
+    "index": (
+        "s contains va\ns contains vb\nr := [x | some x in s][0]",
+        lambda a, b: _Set([a, b]).items[0],
+    ),
+}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(a=_values, b=_values, construct=st.sampled_from(sorted(_CONSTRUCTS)))
+def test_what_loads_orders_as_opa(a: object, b: object, construct: str) -> None:
+    rule, model = _CONSTRUCTS[construct]
+    body = f"va := {_rego(a)}\nvb := {_rego(b)}\nf(x) := x\n{rule}\n"
+    problems = _problems(body)
+    if not (_has_set(a) or _has_set(b)):
+        assert problems == [], body  # precision: no set, nothing refused
+    if problems:
+        return
+    ours = _value(body, "r")
+    want = _json(model(a, b))
+    assert json.dumps(ours, sort_keys=True) == json.dumps(want, sort_keys=True), body

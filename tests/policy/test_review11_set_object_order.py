@@ -108,6 +108,7 @@ REFUSED = [
     ("lt(a, b) if a < b\nd if lt(input.o, {1})", 3, "comparison <"),
     ("d if { input.o < input.s with input.s as {1} }", 3, "comparison <"),
     ("s := 1\nd if { input.o < data.t.s with data.t.s as {1} }", 4, "comparison <"),
+    ("f(x) := 1\nd if { f(1) < input.o with data.t.f as {1} }", 4, "comparison <"),
     ("d if { some v in [{1}]; v < input.o }", 3, "comparison <"),
     ('d if { some _, v in {"a": {1}}; v < input.o }', 3, "comparison <"),
     ("d if { every v in [{1}] { v < input.o } }", 3, "comparison <"),

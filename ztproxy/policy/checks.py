@@ -1179,7 +1179,12 @@ class _SetOrder:
                         self.input_type = _ANY
                         self.changed = True
                 else:  # data (anything else is refused by `with_mod`)
-                    self.join_rule(tuple(target[0]), as_t if target[1] else _ANY)
+                    path = tuple(target[0])
+                    self.join_rule(path, as_t if target[1] else _ANY)
+                    for fpath in self.functions:  # a function replaced by a value
+                        n = min(len(fpath), len(path))
+                        if fpath[:n] == path[:n]:
+                            self.join_list(self.func_ret, fpath, _ANY)
 
     def literal(self, kind: str, body: dict[str, Any]) -> None:
         if kind == "SomeIn":

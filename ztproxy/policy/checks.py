@@ -17,7 +17,11 @@ construct:
   `0.5`, `1e3`), the `/` and `*` operators, and `+` / `-` unless the magnitude of the
   result is bounded below 2^63 by its operands (integer literals, `count(...)`, `%`
   with such a side, nested `+` / `-` of those) or one operand is a set literal or set
-  comprehension (then it is set difference or an error, never a number).
+  comprehension (then it is set difference or an error, never a number);
+- the order between an object and a set (regorus puts a set first, OPA an object: see
+  `_SetOrder`): a set whose element, or an object whose key, may hold a set; `<` `<=`
+  `>` `>=` on operands that may hold a set unless one is a scalar by construction;
+  max / min / sort over elements that may hold a set.
 
 It also records what the modules read of `input` (`Facts.input_reads`): the static
 path of every `input...` reference, `()` for a read of the whole document (a bare
@@ -30,8 +34,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 # Builtins the embedded engine may call. Each one is exercised by the OPA 0.61 vectors
@@ -745,6 +750,7 @@ def analyze(ast_json: str) -> Facts:
     facts = Facts()
     modules = json.loads(ast_json)
     modules_seen: list[_Module] = []
+    module_rules: list[tuple[_Module, list[Any]]] = []
     for module in modules:
         file = str(module.get("source", {}).get("file", "?"))
         contents = module.get("source", {}).get("contents")
@@ -777,6 +783,7 @@ def analyze(ast_json: str) -> Facts:
         mod = _Module(facts, file, package, local, aliases, source)
         mod.alias_targets = alias_targets
         modules_seen.append(mod)
+        module_rules.append((mod, [r for r in rules if isinstance(r, dict)]))
         mod.set_rules = _set_rules(rules, source)
         for rule in rules:
             parsed = static_ref(_head_ref(rule)[0])
@@ -794,6 +801,7 @@ def analyze(ast_json: str) -> Facts:
         for path, name, node in mod.unresolved:
             if path not in facts.rules:
                 mod.builtin(name, node)
+    facts.problems.extend(_SetOrder(module_rules).run())
     return facts
 
 
@@ -832,3 +840,624 @@ def missing_decision(facts: Facts, decision_path: str) -> str | None:
         f"decision_path {decision_path}: no rule defines data."
         f"{decision_path.replace('/', '.')} in the loaded modules"
     )
+
+
+# ---------------------------------------------------------------------------------------
+# The order between an object and a set. OPA orders null < booleans < numbers < strings <
+# arrays < objects < sets (ast/compare.go, sortOrder); regorus derives Ord on its Value
+# enum, whose variants read ... Array, Set, Object (src/value.rs), so it orders a set
+# BEFORE an object. Everything else about the two orders agrees on the values the other
+# checks leave (integers below 2^53, strings compared bytewise, arrays and sets and
+# objects lexicographically over their sorted elements / (key, value) pairs). So two
+# values compare differently only where one holds a set and the other an object at the
+# same position; a set is iterated (and serialized) in a different order only if its
+# elements are such values; an object likewise if its keys are.
+#
+# Sets never come from input or data (JSON has none): only from the policy. `_SetOrder`
+# infers, for every term, at which depths its value may hold a set (a bit mask: bit d
+# for depth d below the term's root, the last bit for any depth from _DEPTHS on), by a
+# flow-insensitive fixpoint over all modules (variables per rule, rule values per data
+# path, function parameters per call site, `with` replacements). It refuses:
+# - a set whose element, or an object whose key, may hold a set (literal,
+#   comprehension, partial set rule, rule head key, graph.reachable nodes, json.patch);
+#   with none of those, every set and object iterates in the same order in both engines;
+# - `<` `<=` `>` `>=` unless an operand is a scalar by construction (literal, count(...),
+#   arithmetic other than `-`, ...) or neither operand may hold a set;
+# - max / min / sort of a collection whose elements may hold a set.
+# ---------------------------------------------------------------------------------------
+
+_DEPTHS = 6
+_CAP = 1 << _DEPTHS  # "a set somewhere at depth >= _DEPTHS"
+_ANY = (_CAP << 1) - 1  # no knowledge: a set may be anywhere
+
+
+def _wrap(t: int) -> int:
+    """The mask of a collection holding a value of mask `t` as an element."""
+    shifted = t << 1
+    return (shifted & (_CAP - 1)) | (_CAP if shifted >= _CAP else 0)
+
+
+def _elem(t: int) -> int:
+    """The mask of an element (or key) of a value of mask `t`."""
+    return (t >> 1) | (t & _CAP)
+
+
+def _below(t: int) -> int:
+    """The mask of any value strictly inside a value of mask `t`."""
+    out = 0
+    for _ in range(_DEPTHS + 1):
+        t = _elem(t)
+        out |= t
+    return out
+
+
+# Builtins on the allowlist: (arity, mask of the result from the masks of the arguments).
+_BUILTIN_TYPES: Mapping[str, tuple[int, Callable[[list[int]], int]]] = MappingProxyType(
+    {
+        "max": (1, lambda a: _elem(a[0])),
+        "min": (1, lambda a: _elem(a[0])),
+        "sort": (1, lambda a: _wrap(_elem(a[0]))),
+        "array.concat": (2, lambda a: _wrap(_elem(a[0]) | _elem(a[1]))),
+        "array.slice": (3, lambda a: _wrap(_elem(a[0]))),
+        "array.reverse": (1, lambda a: _wrap(_elem(a[0]))),
+        "object.get": (3, lambda a: _below(a[0]) | a[2]),
+        "object.keys": (1, lambda a: 1),  # keys never hold a set (refused where made)
+        "object.remove": (2, lambda a: _wrap(_elem(a[0]))),
+        "object.union": (2, lambda a: _wrap(_elem(a[0]) | _elem(a[1]))),
+        "object.union_n": (1, lambda a: _wrap(_elem(_elem(a[0])))),
+        "object.filter": (2, lambda a: _wrap(_elem(a[0]))),
+        "json.patch": (2, lambda a: _ANY if a[0] | a[1] else 0),
+        "graph.reachable": (2, lambda a: 1),  # nodes checked in `_SetOrder.call`
+        "graph.reachable_paths": (2, lambda a: 1),
+        "walk": (1, lambda a: _wrap(a[0] | _below(a[0]))),
+        "split": (2, lambda a: 0),  # an array of strings
+    }
+)
+# Builtins on the allowlist whose result is a number, string, boolean or null: name ->
+# arity. Any other builtin (none loads: see ALLOWED_BUILTINS) may return anything.
+_SCALAR_BUILTINS: Mapping[str, int] = MappingProxyType(
+    {
+        "count": 1,
+        "type_name": 1,
+        "is_array": 1,
+        "is_boolean": 1,
+        "is_null": 1,
+        "is_number": 1,
+        "is_object": 1,
+        "is_set": 1,
+        "is_string": 1,
+        "abs": 1,
+        "ceil": 1,
+        "floor": 1,
+        "round": 1,
+        "concat": 2,
+        "contains": 2,
+        "endswith": 2,
+        "startswith": 2,
+        "replace": 3,
+        "substring": 3,
+        "trim": 2,
+        "trim_left": 2,
+        "trim_right": 2,
+        "trim_prefix": 2,
+        "trim_suffix": 2,
+        "trim_space": 1,
+        "strings.reverse": 1,
+        "base64.encode": 1,
+        "base64url.encode": 1,
+        "base64url.encode_no_pad": 1,
+        "hex.encode": 1,
+    }
+)
+_ORDERING: Mapping[str, str] = MappingProxyType({"Lt": "<", "Le": "<=", "Gt": ">", "Ge": ">="})
+_SET_BIAS = "the embedded engine orders a set before an object, OPA after"
+
+
+def _ref_chain(node: Any) -> tuple[Any, list[Any]]:
+    """(root, segments) of a ref: each segment a field name (str) or an index term."""
+    segments: list[Any] = []
+    while isinstance(node, dict) and len(node) == 1:
+        kind, body = next(iter(node.items()))
+        if kind == "RefDot" and isinstance(body, dict):
+            fld = body.get("field")
+            segments.append(fld[1] if isinstance(fld, list) and len(fld) == 2 else None)
+            node = body.get("refr")
+        elif kind == "RefBrack" and isinstance(body, dict):
+            index = body.get("index")
+            if isinstance(index, dict) and "String" in index:
+                segments.append(str(index["String"].get("value", "")))
+            else:
+                segments.append({"index": index})
+            node = body.get("refr")
+        else:
+            break
+    segments.reverse()
+    return node, segments
+
+
+class _SetOrder:
+    """The fixpoint described above; `problems` after `run`."""
+
+    def __init__(self, modules: Sequence[tuple[_Module, list[Any]]]) -> None:
+        self.modules = modules
+        self.rule_types: dict[tuple[str, ...], int] = {}
+        self.functions: dict[tuple[str, ...], int] = {}  # path -> arity
+        self.func_ret: dict[tuple[str, ...], int] = {}
+        self.func_params: dict[tuple[str, ...], list[int]] = {}
+        self.input_type = 0
+        self.rule_names: set[tuple[str, ...]] = set()  # (*package, name) of every rule
+        self.problems: list[str] = []
+        self.report = False
+        self.changed = False
+        # per scope (one rule statement)
+        self.mod: _Module = modules[0][0] if modules else _Module(Facts(), "?", [], set(), set())
+        self.vars: dict[str, int] = {}
+        self.missing: set[str] = set()  # names read before (or without) a binding
+        self.local_changed = False
+        for mod, rules in modules:
+            for rule in rules:
+                refr, _ = _head_ref(rule)
+                root, segs = _ref_chain(refr)
+                if not (isinstance(root, dict) and "Var" in root):
+                    continue
+                name = str(root["Var"].get("value", ""))
+                self.rule_names.add((*mod.package, name))
+                args = self._func_args(rule)
+                if args is not None:
+                    path = ("data", *mod.package, name, *[s for s in segs if isinstance(s, str)])
+                    self.functions[path] = len(args)
+                    self.func_params.setdefault(path, [0] * len(args))
+                    self.func_ret.setdefault(path, 0)
+
+    @staticmethod
+    def _func_args(rule: Any) -> list[Any] | None:
+        if "Default" in rule:
+            args = rule["Default"].get("args") or []
+            return list(args) if args else None
+        head = rule.get("Spec", {}).get("head", {})
+        if "Func" in head and isinstance(head["Func"], dict):
+            return list(head["Func"].get("args") or [])
+        return None
+
+    def run(self) -> list[str]:
+        for _ in range(100):
+            self.changed = False
+            self.round()
+            if not self.changed:
+                break
+        else:  # not reached on real policies; sound either way
+            self.input_type = _ANY
+            for path in self.rule_types:
+                self.rule_types[path] = _ANY
+            for path in self.func_ret:
+                self.func_ret[path] = _ANY
+        self.report = True
+        self.round()
+        return self.problems
+
+    def round(self) -> None:
+        for mod, rules in self.modules:
+            self.mod = mod
+            for rule in rules:
+                self.vars = {}
+                for _ in range(200):
+                    self.local_changed = False
+                    self.missing = set()
+                    self.rule(rule, final=False)
+                    # a name read but bound nowhere in the rule: anything
+                    for name in self.missing - self.vars.keys():
+                        self.bind_var(name, _ANY)
+                    if not self.local_changed:
+                        break
+                else:  # not reached on real policies; sound either way
+                    self.vars = dict.fromkeys(self.vars, _ANY)
+                self.rule(rule, final=True)
+
+    # -- global state (joins only: the fixpoint is monotone)
+
+    def join_rule(self, path: tuple[str, ...], t: int) -> None:
+        old = self.rule_types.get(path, 0)
+        if old | t != old:
+            self.rule_types[path] = old | t
+            self.changed = True
+
+    def join_list(self, table: dict[tuple[str, ...], Any], path: tuple[str, ...], t: int) -> None:
+        old = table.get(path, 0)
+        if old | t != old:
+            table[path] = old | t
+            self.changed = True
+
+    def bind_var(self, name: str, t: int) -> None:
+        if name == "_" or not name:
+            return
+        old = self.vars.get(name)
+        if old is None or old | t != old:
+            self.vars[name] = (old or 0) | t
+            self.local_changed = True
+
+    def problem(self, node: Any, text: str) -> None:
+        if self.report:
+            message = f"{self.mod.site(node)}: {text}"
+            if message not in self.problems:
+                self.problems.append(message)
+
+    # -- rules
+
+    def rule(self, rule: Any, final: bool) -> None:
+        report = self.report
+        self.report = report and final
+        try:
+            self._rule(rule)
+        finally:
+            self.report = report
+
+    def _rule(self, rule: Any) -> None:
+        pkg = self.mod.package
+        refr, spec = _head_ref(rule)
+        root, segs = _ref_chain(refr)
+        name = str(root["Var"].get("value", "")) if isinstance(root, dict) and "Var" in root else ""
+        args = self._func_args(rule)
+        if args is not None:
+            path = ("data", *pkg, name, *[s for s in segs if isinstance(s, str)])
+            params = self.func_params.get(path, [_ANY] * len(args))
+            for i, arg in enumerate(args):
+                self.bind(arg, params[i] if i < len(params) else _ANY)
+                self.term(arg)
+        value_t = 0
+        if "Default" in rule:
+            value_t = self.term(rule["Default"].get("value"))
+        else:
+            for body in spec.get("bodies") or []:
+                if not isinstance(body, dict):
+                    continue
+                self.query(body.get("query"))
+                extra = body.get("assign")
+                if isinstance(extra, dict):
+                    value_t |= self.term(extra.get("value"))
+            head = spec.get("head", {})
+            for kind, variant in head.items():
+                if not isinstance(variant, dict):
+                    continue
+                assign = variant.get("assign")
+                if isinstance(assign, dict):
+                    value_t |= self.term(assign.get("value"))
+                if kind == "Set" and variant.get("key") is None:
+                    value_t = _ANY
+                elif kind == "Set":
+                    key_t = self.term(variant.get("key"))
+                    if key_t:
+                        self.problem(
+                            spec,
+                            "rule head: an element of a partial set that may hold a set "
+                            f"(its iteration order differs: {_SET_BIAS})",
+                        )
+                    value_t = 1 | _wrap(key_t)
+        if args is not None:
+            path = ("data", *pkg, name, *[s for s in segs if isinstance(s, str)])
+            self.join_list(self.func_ret, path, value_t)
+            return
+        # where the value lands: the static prefix of the head, then one level per
+        # further segment (a dynamic one is an object key: it must not hold a set)
+        static: list[str] = []
+        depth = 0
+        for seg in segs:
+            if isinstance(seg, str) and depth == 0:
+                static.append(seg)
+                continue
+            depth += 1
+            if isinstance(seg, dict) and self.term(seg.get("index")):
+                self.problem(
+                    spec,
+                    "rule head: an object key that may hold a set "
+                    f"(its iteration order differs: {_SET_BIAS})",
+                )
+        for _ in range(depth):
+            value_t = _wrap(value_t)
+        if name:
+            self.join_rule(("data", *pkg, name, *static), value_t)
+
+    def query(self, query: Any) -> None:
+        if not isinstance(query, dict):
+            return
+        for stmt in query.get("stmts") or []:
+            if not isinstance(stmt, dict):
+                continue
+            literal = stmt.get("literal")
+            if isinstance(literal, dict) and len(literal) == 1:
+                kind, body = next(iter(literal.items()))
+                if isinstance(body, dict):
+                    self.literal(kind, body)
+            for mod in stmt.get("with_mods") or []:
+                if not isinstance(mod, dict):
+                    continue
+                as_t = self.term(mod.get("as"))
+                target = static_ref(mod.get("refr"))
+                if not as_t or target is None:
+                    continue
+                if target[0][0] == "input":
+                    if self.input_type != _ANY:
+                        self.input_type = _ANY
+                        self.changed = True
+                else:  # data (anything else is refused by `with_mod`)
+                    path = tuple(target[0])
+                    self.join_rule(path, as_t if target[1] else _ANY)
+                    for fpath in self.functions:  # a function replaced by a value
+                        n = min(len(fpath), len(path))
+                        if fpath[:n] == path[:n]:
+                            self.join_list(self.func_ret, fpath, _ANY)
+
+    def literal(self, kind: str, body: dict[str, Any]) -> None:
+        if kind == "SomeIn":
+            coll = _elem(self.term(body.get("collection")))
+            for part in (body.get("key"), body.get("value")):
+                if part is not None:
+                    self.bind(part, coll)
+                    self.term(part)
+        elif kind in ("Expr", "NotExpr"):
+            self.term(body.get("expr"))
+        elif kind == "Every":
+            dom = _elem(self.term(body.get("domain")))
+            for span in (body.get("key"), body.get("value")):
+                if isinstance(span, dict) and isinstance(span.get("start"), int):
+                    text = self.mod.source[span["start"] : span.get("end", 0)]
+                    self.bind_var(text.decode("utf-8", "replace"), dom)
+            self.query(body.get("query"))
+
+    def bind(self, pattern: Any, t: int) -> None:
+        """Join `t` into every variable `pattern` may bind (at its depth)."""
+        if not isinstance(pattern, dict) or len(pattern) != 1:
+            return
+        kind, body = next(iter(pattern.items()))
+        if not isinstance(body, dict):
+            return
+        if kind == "Var":
+            self.bind_var(str(body.get("value", "")), t)
+        elif kind in ("Array", "Set"):
+            for item in body.get("items") or []:
+                self.bind(item, _elem(t))
+        elif kind == "Object":
+            for field_ in body.get("fields") or []:
+                for part in field_[1:] if isinstance(field_, list) else []:
+                    self.bind(part, _elem(t))
+
+    # -- terms
+
+    def term(self, node: Any) -> int:
+        """The mask of a term's value (and the checks on it, when reporting)."""
+        if not isinstance(node, dict) or len(node) != 1:
+            return _ANY
+        kind, body = next(iter(node.items()))
+        if not isinstance(body, dict):
+            return _ANY
+        if kind in ("String", "RawString", "Number", "Bool", "Null"):
+            return 0
+        if kind in ("Var", "RefDot", "RefBrack"):
+            return self.ref(node)
+        if kind in ("Array", "Set"):
+            items = 0
+            for item in body.get("items") or []:
+                items |= self.term(item)
+            if kind == "Array":
+                return _wrap(items)
+            if items:
+                self.problem(
+                    body,
+                    "set: an element may hold a set (the set's iteration order differs: "
+                    f"{_SET_BIAS})",
+                )
+            return 1 | _wrap(items)
+        if kind == "Object":
+            values = 0
+            for field_ in body.get("fields") or []:
+                if not isinstance(field_, list) or len(field_) != 3:
+                    return _ANY
+                if self.term(field_[1]):
+                    self.problem(body, f"object: a key may hold a set ({_SET_BIAS})")
+                values |= self.term(field_[2])
+            return _wrap(values)
+        if kind in _COMPREHENSIONS:
+            self.query(body.get("query"))
+            if kind == "ArrayCompr":
+                return _wrap(self.term(body.get("term")))
+            if kind == "SetCompr":
+                item = self.term(body.get("term"))
+                if item:
+                    self.problem(
+                        body,
+                        "set comprehension: an element may hold a set (the set's "
+                        f"iteration order differs: {_SET_BIAS})",
+                    )
+                return 1 | _wrap(item)
+            if self.term(body.get("key")):
+                self.problem(body, f"object comprehension: a key may hold a set ({_SET_BIAS})")
+            return _wrap(self.term(body.get("value")))
+        if kind == "Call":
+            return self.call(body)
+        if kind == "BoolExpr":
+            lhs, rhs = body.get("lhs"), body.get("rhs")
+            lt, rt = self.term(lhs), self.term(rhs)
+            op = str(body.get("op"))
+            if op in _ORDERING and (lt | rt) and not (self.scalar(lhs) or self.scalar(rhs)):
+                self.problem(
+                    body,
+                    f"comparison {_ORDERING[op]}: an operand may hold a set and neither is "
+                    f"a number, string, boolean or null by construction ({_SET_BIAS})",
+                )
+            return 0
+        if kind == "AssignExpr":
+            lhs, rhs = body.get("lhs"), body.get("rhs")
+            rt = self.term(rhs)
+            self.bind(lhs, rt)
+            lt = self.term(lhs)
+            if body.get("op") != "ColEq":
+                self.bind(rhs, lt)
+            return 0
+        if kind == "Membership":
+            coll = self.term(body.get("collection"))
+            for part in (body.get("key"), body.get("value")):
+                if part is not None:
+                    self.bind(part, _elem(coll))
+                    self.term(part)
+            return 0
+        if kind == "ArithExpr":
+            lt, rt = self.term(body.get("lhs")), self.term(body.get("rhs"))
+            return lt | rt if body.get("op") == "Sub" else 0  # set difference, or a number
+        if kind == "BinExpr":  # | and &: a set of elements of sets (or an error)
+            self.term(body.get("lhs"))
+            self.term(body.get("rhs"))
+            return 1
+        if kind == "UnaryExpr":
+            self.term(body.get("expr"))
+            return 0
+        if kind == "OrExpr":
+            return self.term(body.get("lhs")) | self.term(body.get("rhs"))
+        return _ANY
+
+    def scalar(self, node: Any) -> bool:
+        """A term whose value is a number, string, boolean or null whenever defined."""
+        if not isinstance(node, dict) or len(node) != 1:
+            return False
+        kind, body = next(iter(node.items()))
+        if kind in ("String", "RawString", "Number", "Bool", "Null", "UnaryExpr"):
+            return True
+        if kind in ("BoolExpr", "Membership", "AssignExpr"):
+            return True
+        if kind == "ArithExpr" and isinstance(body, dict):
+            return body.get("op") != "Sub"
+        if kind == "Call" and isinstance(body, dict):
+            target = self.target(body.get("fcn"))
+            return isinstance(target, str) and target in _SCALAR_BUILTINS
+        return False
+
+    def target(self, fcn: Any) -> tuple[str, ...] | str | None:
+        """A user function's path, a builtin's name, or None (not a plain name)."""
+        parsed = static_ref(fcn)
+        if parsed is None or not parsed[1]:
+            return None
+        segs = parsed[0]
+        first = segs[0]
+        path: tuple[str, ...] | None
+        if first == "data":
+            path = tuple(segs)
+        elif first in self.mod.local_names or (*self.mod.package, first) in self.rule_names:
+            path = ("data", *self.mod.package, *segs)
+        elif first in self.mod.alias_targets:
+            path = (*self.mod.alias_targets[first], *segs[1:])
+        else:
+            path = None
+        if path is not None and path in self.functions:
+            return path
+        return ".".join(segs)
+
+    def call(self, body: dict[str, Any]) -> int:
+        params = list(body.get("params") or [])
+        target = self.target(body.get("fcn"))
+        if isinstance(target, tuple):
+            arity = self.functions[target]
+            types = [self.term(p) for p in params[:arity]]
+            for i, t in enumerate(types):
+                old = self.func_params[target][i]
+                if old | t != old:
+                    self.func_params[target][i] = old | t
+                    self.changed = True
+            result = self.func_ret.get(target, _ANY)
+        elif isinstance(target, str) and (target in _SCALAR_BUILTINS or target in _BUILTIN_TYPES):
+            typer: Callable[[list[int]], int] | None = None
+            if target in _BUILTIN_TYPES:
+                arity, typer = _BUILTIN_TYPES[target]
+            else:
+                arity = _SCALAR_BUILTINS[target]
+            types = [self.term(p) for p in params[:arity]]
+            types += [_ANY] * (arity - len(types))
+            result = typer(types) if typer is not None else 0
+            self.builtin_checks(target, body, types)
+        else:
+            arity = len(params)
+            for p in params:
+                self.term(p)
+            result = _ANY
+        if len(params) > arity:  # the output argument
+            self.bind(params[-1], result)
+            self.term(params[-1])
+        return result
+
+    def builtin_checks(self, name: str, body: dict[str, Any], types: list[int]) -> None:
+        if name in ("max", "min", "sort") and _elem(types[0]):
+            self.problem(
+                body,
+                f"builtin {name}: an element of its argument may hold a set (it orders "
+                f"them: {_SET_BIAS})",
+            )
+        elif name in ("graph.reachable", "graph.reachable_paths") and (
+            _elem(_elem(types[0])) or _elem(types[1])
+        ):
+            self.problem(
+                body,
+                f"builtin {name}: a node may hold a set (it returns a set of nodes: {_SET_BIAS})",
+            )
+        elif name == "json.patch" and (types[0] | types[1]):
+            self.problem(body, f"builtin json.patch: an argument may hold a set ({_SET_BIAS})")
+
+    def ref(self, node: Any) -> int:
+        root, segs = _ref_chain(node)
+        for seg in segs:  # index terms: checked, and their variables bound below
+            if isinstance(seg, dict):
+                self.term(seg.get("index"))
+        if isinstance(root, dict) and "Var" in root and isinstance(root["Var"], dict):
+            name = str(root["Var"].get("value", ""))
+            mod = self.mod
+            if name == "input":
+                t = self.input_type
+                path: tuple[str, ...] | None = None
+            elif name == "data":
+                t, path = 0, ("data",)
+            elif name in mod.alias_targets:
+                alias = mod.alias_targets[name]
+                t, path = (self.input_type, None) if alias[0] == "input" else (0, alias)
+            elif name in self.vars:
+                t, path = self.vars[name], None
+                if name in mod.local_names or (*mod.package, name) in self.rule_names:
+                    # a local of a rule's name: both, to be safe
+                    rule_t = self.data_type(("data", *mod.package, name), segs)
+                    return rule_t | self.walk_segments(t, segs)
+            elif name in mod.local_names or (*mod.package, name) in self.rule_names:
+                t, path = 0, ("data", *mod.package, name)
+            elif name == "_":
+                t, path = _ANY, None
+            else:  # not bound (yet): 0 until the rule's fixpoint binds it (or gives up)
+                self.missing.add(name)
+                t, path = 0, None
+            if path is not None:
+                return self.data_type(path, segs)
+        else:
+            t = self.term(root)
+        return self.walk_segments(t, segs)
+
+    def walk_segments(self, t: int, segs: list[Any]) -> int:
+        for seg in segs:
+            if isinstance(seg, dict):
+                self.bind(seg.get("index"), _elem(t))
+            t = _elem(t)
+        return t
+
+    def data_type(self, path: tuple[str, ...], segs: list[Any]) -> int:
+        """The mask of `<path><segs>` in the data document (rule values and `with`
+        replacements; the JSON data holds no set)."""
+        full = list(path)
+        rest = list(segs)
+        while rest and isinstance(rest[0], str):
+            full.append(rest.pop(0))
+        here = tuple(full)
+        t = 0
+        for rule_path, rt in self.rule_types.items():
+            n = min(len(rule_path), len(here))
+            if rule_path[:n] != here[:n]:
+                continue
+            if len(rule_path) >= len(here):
+                for _ in range(len(rule_path) - len(here)):
+                    rt = _wrap(rt)
+            else:
+                for _ in range(len(here) - len(rule_path)):
+                    rt = _elem(rt)
+            t |= rt
+        return self.walk_segments(t, rest)

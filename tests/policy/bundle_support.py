@@ -30,7 +30,7 @@ import rego.v1
 default decision := {"allowed": false, "reasons": ["default deny"]}
 
 decision := {"allowed": true, "reasons": [data.ztproxy.config.reason]} if {
-\tinput.request.method == "GET"
+\tinput.version == 1
 }
 """
 

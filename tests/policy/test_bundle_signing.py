@@ -85,7 +85,10 @@ def test_key_id_from_the_deprecated_payload_claim() -> None:
 
 def test_tampered_file_is_refused() -> None:
     files = signed(files_for("r1"), RSA)
-    bad = [(n, c.replace(b"GET", b"PUT") if n.endswith(".rego") else c) for n, c in files]
+    bad = [
+        (n, c.replace(b"version == 1", b"version == 2") if n.endswith(".rego") else c)
+        for n, c in files
+    ]
     assert reason(bad, keys_for(RSA)) == DIGEST
 
 

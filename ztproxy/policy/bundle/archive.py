@@ -115,6 +115,8 @@ def read_archive(raw: bytes, limits: Limits = Limits()) -> Archive:
                 count += 1
                 if count > limits.max_members:
                     raise BundleRefused(ARCHIVE_SIZE, f"more than {limits.max_members} members")
+                if info.isdir() and info.name.strip("/") in ("", "."):
+                    continue  # the root itself ("./" from `tar -C dir -czf b.tar.gz .`)
                 name = member_name(info.name)
                 if info.type == tarfile.GNUTYPE_SPARSE or not (info.isreg() or info.isdir()):
                     kind = "link" if info.issym() or info.islnk() else "special file"

@@ -376,3 +376,52 @@ async def test_bearer_token_from_headers_file_reaches_the_server_not_the_logs(
 
 def test_gzip_helper_sanity() -> None:
     assert gzip.decompress(good("x"))[:1]  # the helper makes real gzip
+
+
+async def test_poll_task_sleeps_a_jittered_interval_and_sends_the_etag(
+    server: BundleServer, tmp_path: Path
+) -> None:
+    import asyncio
+
+    server.raw = good("r1")
+    drawn: list[tuple[float, float]] = []
+
+    def jitter(low: float, high: float) -> float:
+        drawn.append((low, high))
+        return 0.01
+
+    cfg = config(url_of(server), tmp_path, poll_min_seconds=0.05, poll_max_seconds=0.5)
+    engine = BundleEngine(cfg, decision_paths=(PATH,), jitter=jitter)
+    try:
+        await engine.start()
+        assert engine.loaded
+        for _ in range(300):
+            if server.requests >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert server.requests >= 3
+        assert drawn and all(d == (0.05, 0.5) for d in drawn)
+        assert server.if_none_match[0] is None and server.if_none_match[-1] is not None
+    finally:
+        await engine.close()
+
+
+async def test_sighup_reload_with_the_server_down_keeps_serving(
+    server: BundleServer, tmp_path: Path
+) -> None:
+    server.raw = good("r1")
+    engine = BundleEngine(
+        config(url_of(server), tmp_path, persist_dir=None), decision_paths=(PATH,)
+    )
+    try:
+        assert await engine.reload()  # activates
+        await server.stop()
+        assert await engine.reload()  # refused download, still serving r1: not a failed reload
+        assert engine.revision.startswith("r1@")
+    finally:
+        await engine.close()
+    never = BundleEngine(config(url_of(server), tmp_path, persist_dir=None), decision_paths=(PATH,))
+    try:
+        assert not await never.reload()
+    finally:
+        await never.close()

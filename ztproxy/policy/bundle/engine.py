@@ -7,7 +7,8 @@ activated bundle instead of directories. Its `revision` is the bundle's
 record, /readyz and the decision cache key carry it.
 
 Life cycle: `start()` activates the persisted bundle if there is one (offline start),
-then starts the poll task, whose first poll is immediate; it never fails the start:
+or else polls once (bounded by `timeout_seconds`), then starts the poll task; it never
+fails the start:
 with no bundle ever activated the engine is simply not `loaded` (readiness false,
 decisions 503, fail closed). Each poll: GET with If-None-Match; 304 -> nothing; 200 ->
 `contents.open_bundle` in a worker thread (archive, manifest, signature, digests,
@@ -83,11 +84,16 @@ class BundleEngine(EmbeddedEngine):
                 raw, etag = persisted
                 if await self.activate(raw, etag, source="persisted") == ACTIVATED:
                     self._etag = etag
+        if not self.loaded:  # nothing persisted: one poll now (bounded by timeout_seconds)
+            await self.poll_once()
         if self._poll_task is None:
             self._poll_task = asyncio.create_task(self._poll_loop(), name="policy-bundle-poll")
 
     async def reload(self) -> bool:
-        return await self.poll_once() != REFUSED
+        """SIGHUP: poll now. True while a good policy serves: a bundle server that is
+        down or a bad bundle (logged, counted) must not fail the rest of a reload."""
+        await self.poll_once()
+        return self.loaded
 
     def changed_on_disk(self) -> bool:
         return False  # the poll task owns change detection
@@ -198,6 +204,9 @@ class BundleEngine(EmbeddedEngine):
     async def _poll_loop(self) -> None:
         """Polls until cancelled; survives anything a bundle server can send."""
         while True:
+            await asyncio.sleep(
+                self._jitter(self._config.poll_min_seconds, self._config.poll_max_seconds)
+            )
             try:
                 await self.poll_once()
             except asyncio.CancelledError:
@@ -205,6 +214,3 @@ class BundleEngine(EmbeddedEngine):
             except Exception as exc:  # noqa: BLE001 - the poller must outlive any bundle
                 self._metrics.policy_bundle_failures.labels(POLICY).inc()
                 log.error("policy_bundle_poll_failed", error=type(exc).__name__)
-            await asyncio.sleep(
-                self._jitter(self._config.poll_min_seconds, self._config.poll_max_seconds)
-            )

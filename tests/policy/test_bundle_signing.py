@@ -114,7 +114,9 @@ def test_unknown_key_and_missing_key_id() -> None:
     files = signed(files_for("r1"), RSA, kid="other")
     assert reason(files, keys_for(RSA)) == UNKNOWN_KEY
     files = signed(files_for("r1"), RSA, kid=None)
-    assert reason(files, keys_for(RSA)) == UNKNOWN_KEY
+    check(files, keys_for(RSA))  # no key id named: the one configured key (as OPA's default)
+    two = {**keys_for(RSA), **keys_for(EC, "ES256", kid="other")}
+    assert reason(files, two) == UNKNOWN_KEY
 
 
 def test_signature_by_another_key_with_the_same_id() -> None:

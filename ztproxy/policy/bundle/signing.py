@@ -4,8 +4,8 @@
 payload is `{"files": [{"name", "hash", "algorithm"}], "keyid"?, "scope"?, "iat"?,
 "iss"?}`; names are bundle paths without a leading "/" ("data.json", ".manifest",
 "authz/policy.rego"). The key id is the token header's `kid`, else the payload's
-(deprecated) `keyid`; it selects one configured key, and the key's configured
-algorithm is the only one accepted (never the token's choice). The payload's `scope`
+(deprecated) `keyid`, else (naming none) the only configured key; the key's
+configured algorithm is the only one accepted (never the token's choice). The payload's `scope`
 must equal the key's configured scope ("" when neither is set).
 
 Stricter than OPA, on purpose: `none` is never accepted; HMAC (HS256/384/512) only for
@@ -111,6 +111,10 @@ def verify_signature(
         raise BundleRefused(SIGNATURE, "JWT header or payload is not an object")
     alg = header.get("alg")
     kid = header.get("kid") or payload.get("keyid")
+    if not kid and len(keys) == 1:
+        # OPA verifies with its configured key id first (`--verification-key-id`,
+        # bundle `signing.keyid`); a token naming none meets the one key configured
+        kid = next(iter(keys))
     if not isinstance(kid, str) or not kid:
         raise BundleRefused(UNKNOWN_KEY, "JWT names no key id")
     key = keys.get(kid)

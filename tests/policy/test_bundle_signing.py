@@ -264,3 +264,13 @@ def test_opa_walk_equals_go_sorted_compact_marshal(value: object) -> None:
 def test_go_string_escapes() -> None:
     value = parse_number_preserving(b'["<a&b>", "\\u2028", "\\u0001", "\\b\\f", 1.50, 1e3]')
     assert canonical_text(value) == b'["<a&b>","\\u2028","\\u0001","\\b\\f",1.50,1e3]'
+
+
+def test_data_yaml_is_hashed_as_its_json_value_and_data_yml_as_bytes() -> None:
+    """OPA's IsStructuredDoc lists data.yaml (parsed, walked) but not data.yml (bytes)."""
+    yaml_a, yaml_b = b"b: 2\na: [x, 0x10]\n", b"a:\n  - x\n  - 16\nb: 2\n"
+    assert file_digest("t/data.yaml", yaml_a) == file_digest("t/data.yaml", yaml_b)
+    assert file_digest("t/data.yaml", yaml_a) == file_digest("t/data.json", b'{"a":["x",16],"b":2}')
+    assert file_digest("t/data.yml", yaml_a) != file_digest("t/data.yml", yaml_b)
+    files = [*files_for("r1"), ("ztproxy/teams/data.yaml", yaml_a)]
+    check(signed(files, RSA), keys_for(RSA))

@@ -136,3 +136,12 @@ def test_signature_lists_the_opa_names(tmp_path: Path) -> None:
         sig = fh.read()
     listed = verify_signature(sig, keys_for(RSA, kid="k"))
     assert sorted(listed) == [".manifest", "data.json", "ztproxy/authz.rego"]
+
+
+def test_a_second_signatures_file_is_refused() -> None:
+    """OPA reads any member ending in "signatures.json" as the signatures file."""
+    rego = b"package ztproxy.authz\n\nimport rego.v1\n\ndecision := true\n"
+    raw = tarball([("ztproxy/authz/p.rego", rego), ("ztproxy/signatures.json", b"{}")])
+    with pytest.raises(BundleRefused) as info:
+        open_bundle(raw, {}, allow_unsigned=True)
+    assert info.value.reason == "member_name"

@@ -95,6 +95,10 @@ def _verify(
 
 def _sources(archive: Archive, manifest: Manifest) -> Iterable[Source]:
     for name, content in archive.files:
+        if name != SIGNATURES_FILE and name.endswith("signatures.json"):
+            # OPA's reader takes any member ending so as the signatures file
+            # (bundle.go preProcessBundle): refused rather than read differently
+            raise BundleRefused(MEMBER_NAME, f"{name[:80]!r} would be OPA's signatures file")
         parts = name.split("/")
         base, dirs = parts[-1], tuple(parts[:-1])
         if name.endswith(".rego"):

@@ -20,21 +20,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from ..yamldata import load_yaml
 
 STRUCTURED = frozenset({"data.json", "data.yaml", ".manifest", "signatures.json"})
 
-ALGORITHMS: dict[str, Callable[[], Any]] = {
-    "SHA-224": hashlib.sha224,
-    "SHA-256": hashlib.sha256,
-    "SHA-384": hashlib.sha384,
-    "SHA-512": hashlib.sha512,
-    "SHA-512-224": lambda: hashlib.new("sha512_224"),
-    "SHA-512-256": lambda: hashlib.new("sha512_256"),
-}
+ALGORITHMS: Mapping[str, Callable[[], Any]] = MappingProxyType(
+    {
+        "SHA-224": hashlib.sha224,
+        "SHA-256": hashlib.sha256,
+        "SHA-384": hashlib.sha384,
+        "SHA-512": hashlib.sha512,
+        "SHA-512-224": lambda: hashlib.new("sha512_224"),
+        "SHA-512-256": lambda: hashlib.new("sha512_256"),
+    }
+)
 WEAK = frozenset({"MD5", "SHA-1"})
 
 
@@ -50,7 +53,10 @@ def parse_number_preserving(content: bytes) -> Any:
     return json.loads(content, parse_int=Number, parse_float=Number, parse_constant=_no_constant)
 
 
-_SHORT = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+# Go's short escapes (encoding/json encodeState.string; \b and \f from Go 1.22)
+_SHORT: Mapping[str, str] = MappingProxyType(
+    {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+)
 
 
 def go_string(s: str) -> str:

@@ -303,6 +303,21 @@ class Metrics:
         self.policy_reload_failures = Counter(
             "ztproxy_policy_reload_failures", "Policy reloads refused (old policy kept)", registry=r
         )
+        self.policy_bundle_failures = Counter(
+            "ztproxy_policy_bundle_failures",
+            "Policy bundles refused, by reason (the active policy is kept)",
+            ["reason"],
+            registry=r,
+        )
+        self.policy_bundle_activations = Counter(
+            "ztproxy_policy_bundle_activations", "Policy bundles activated", registry=r
+        )
+        self.policy_bundle_info = Gauge(
+            "ztproxy_policy_bundle_info",
+            "1 for the active bundle's policy_revision (manifest revision @ SHA-256)",
+            ["policy_revision"],
+            registry=r,
+        )
         # audit (the writer thread: thread-safe types)
         self.audit_records = Counter("ztproxy_audit_records", "Audit records written", registry=r)
         self.audit_checkpoints = Counter(
@@ -318,7 +333,9 @@ class Metrics:
 
 # == the supervisor's view: many workers' expositions as one ===============================
 # Gauges whose sum over workers means nothing: the supervisor reports the largest.
-_GAUGES_BY_MAX = frozenset({"ztproxy_jwks_age_seconds", "ztproxy_policy_breaker_open"})
+_GAUGES_BY_MAX = frozenset(
+    {"ztproxy_jwks_age_seconds", "ztproxy_policy_breaker_open", "ztproxy_policy_bundle_info"}
+)
 
 
 def merge_expositions(texts: Sequence[str]) -> list[Metric]:

@@ -23,6 +23,7 @@ REVIEWED = {
     "stages/request:_host_name": "Host value -> normal host",
     "audit/record:_ENCODERS": "keyed by the event's field types",
     "ops/logs:_KEY_VERDICTS": "log field name -> masked or not",
+    "policy/loader:_PARKED": "not a memo: engines waiting to be dropped on their own thread",
 }
 CONSTANT_TABLES = {
     "identity/keyset:_THUMBPRINT_MEMBERS",

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .bundle import BundleConfig, parse_bundle
 from .reader import Node
 
 _SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -51,6 +52,7 @@ class PolicyConfig:
     breaker_cooldown_ms: int = 5000
     watch: bool = True
     watch_interval_ms: int = 2000
+    bundle: BundleConfig | None = None  # policies from an OPA bundle server (embedded only)
 
 
 def _dirs(node: Node, key: str, default: tuple[str, ...], must_exist: bool) -> tuple[str, ...]:
@@ -96,7 +98,20 @@ def parse_policy(node: Node) -> PolicyConfig:
             decision_path = d.decision_path
     else:
         decision_path = d.decision_path
-    embedded = engine == "embedded"
+    bundle = parse_bundle(node)
+    if bundle is not None and engine == "opa":
+        # OPA polls its own bundles (its `bundles:` config); ztproxy does not fetch for it
+        node.error(
+            "is for the embedded engine only (with engine: opa, configure OPA's own bundles)",
+            "bundle",
+        )
+        bundle = None
+    if bundle is not None and (node.has("policy_dirs") or node.has("data_dirs")):
+        node.error(
+            "policy_dirs / data_dirs and bundle exclude each other (the bundle is the policy)",
+            "bundle",
+        )
+    embedded = engine == "embedded" and bundle is None
     policy_dirs = _dirs(node, "policy_dirs", d.policy_dirs, must_exist=embedded)
     if embedded and not policy_dirs:
         node.error("needs at least one directory for the embedded engine", "policy_dirs")
@@ -129,6 +144,7 @@ def parse_policy(node: Node) -> PolicyConfig:
         ),
         watch=node.bool("watch", d.watch),
         watch_interval_ms=node.int("watch_interval_ms", d.watch_interval_ms, min=50, max=3_600_000),
+        bundle=bundle,
     )
     node.finish()
     return cfg

@@ -7,7 +7,8 @@ concern: `engine` (the PolicyEngine seam and reason codes), `embedded` (regorus)
 `yamldata` (YAML data as OPA reads it), `prepared` (one serialization of the input for
 digest, cache key and engines), `result` (raw result -> Decision, fail closed),
 `cache`, `breaker`, `decider` (the order of work), `testrunner` (`ztproxy policy
-test`), `evaluate` (`ztproxy policy eval`).
+test`), `evaluate` (`ztproxy policy eval`), `bundle/` (OPA bundles: read, verify,
+build, poll; the embedded engine fed from a bundle server).
 
 For the server: `build_decider(...)` then `await decider.start()`, which either loads
 a fully checked policy or raises `errors.ConfigError` whose one line names the file,
@@ -39,13 +40,20 @@ def load_policy(config: PolicyConfig, decision_paths: Sequence[str] = ()) -> Loa
     or None for the remote engine (OPA owns its policy). Raises `LoadError` (one line:
     file, line, construct). Blocking (reads files); the engine it returns is pinned to
     the calling thread."""
-    if config.engine == "opa":
-        return None
+    if config.engine == "opa" or config.bundle is not None:
+        return None  # the policy arrives later (OPA's own, or a bundle, checked on arrival)
     paths = tuple(dict.fromkeys((config.decision_path, *decision_paths)))
     return load(config.policy_dirs, config.data_dirs, decision_paths=paths)
 
 
-def build_engine(config: PolicyConfig, decision_paths: Sequence[str] = ()) -> PolicyEngine:
+def build_engine(
+    config: PolicyConfig, decision_paths: Sequence[str] = (), metrics: Metrics | None = None
+) -> PolicyEngine:
+    if config.bundle is not None:  # parse_policy allows it for the embedded engine only
+        from .bundle.engine import BundleEngine
+
+        paths = tuple(dict.fromkeys((config.decision_path, *decision_paths)))
+        return BundleEngine(config.bundle, decision_paths=paths, metrics=metrics)
     if config.engine == "opa":
         assert config.opa_url is not None, "parse_policy requires opa_url for engine opa"
         return RemoteEngine(
@@ -71,7 +79,7 @@ def build_decider(
     """The decider for `config`. Call `start()` before the first decision (it loads the
     policy or opens the OPA client) and `close()` on the way out. `decision_paths`: the
     routes' own decision paths, compiled at load along with the global one."""
-    engine = build_engine(config, decision_paths)
+    engine = build_engine(config, decision_paths, metrics)
     cache = DecisionCache(config.cache_ttl_ms / 1000, config.cache_max_entries, clock)
     # The breaker guards a remote dependency; an embedded evaluation error is a policy
     # bug for some inputs, not an outage, so it does not stop all decisions.
@@ -81,7 +89,9 @@ def build_decider(
         else None
     )
     watch = (
-        config.watch_interval_ms / 1000 if config.watch and config.engine == "embedded" else None
+        config.watch_interval_ms / 1000
+        if config.watch and config.engine == "embedded" and config.bundle is None
+        else None
     )
     return PolicyDecider(
         engine, cache=cache, breaker=breaker, metrics=metrics, watch_interval_s=watch

@@ -129,10 +129,10 @@ def walk(root: str) -> Iterator[tuple[tuple[str, ...], str]]:
                 yield segments, os.path.join(dirpath, name)
 
 
-def _merge(into: dict[str, Any], doc: dict[str, Any], where: str) -> None:
+def merge_data(into: dict[str, Any], doc: dict[str, Any], where: str) -> None:
     for key, value in doc.items():
         if key in into and isinstance(into[key], dict) and isinstance(value, dict):
-            _merge(into[key], value, where)
+            merge_data(into[key], value, where)
         elif key in into:
             raise LoadError(f"{where}: data conflicts with another file at key {key!r}")
         else:
@@ -210,7 +210,7 @@ def _number_line(content: bytes, text: str) -> int:
     return 0
 
 
-def _parse_data(path: str, content: bytes) -> Any:
+def parse_data(path: str, content: bytes) -> Any:
     doc = _parse_data_raw(path, content)
     _exact_numbers(doc, path)
     return doc
@@ -289,7 +289,11 @@ def read_sources(
 
 
 def compile_sources(
-    sources: Sequence[Source], *, probe: bool = True, decision_paths: Sequence[str] = ()
+    sources: Sequence[Source],
+    *,
+    probe: bool = True,
+    decision_paths: Sequence[str] = (),
+    revision: str | None = None,
 ) -> Loaded:
     """Parse into a fresh engine. A regorus Engine is pinned to the thread that made
     it (pyo3 `unsendable`): call this on the thread that will evaluate (the event loop
@@ -317,7 +321,8 @@ def compile_sources(
     if problem is not None:
         del engine
         raise LoadError(problem)
-    revision = compute_revision((s.root, s.rel, s.content) for s in sources)
+    if revision is None:  # a bundle brings its own (manifest revision + its SHA-256)
+        revision = compute_revision((s.root, s.rel, s.content) for s in sources)
     return Loaded(
         engine,
         revision,
@@ -350,6 +355,20 @@ def _check(
     return facts, None
 
 
+def add_data(data: dict[str, Any], src: Source) -> bool:
+    """Merge a data file into `data` at its directory's path; False for an empty file.
+    Raises LoadError (does not parse, not an object at the root, a conflict)."""
+    doc = parse_data(src.path, src.content)
+    if doc is None:
+        return False
+    for segment in reversed(src.segments):
+        doc = {segment: doc}
+    if not isinstance(doc, dict):
+        raise LoadError(f"{src.path}: data at the root must be an object")
+    merge_data(data, doc, src.path)
+    return True
+
+
 def _fill(
     engine: regorus.Engine,
     sources: Sequence[Source],
@@ -374,14 +393,8 @@ def _fill(
             modules.append((src.path, text))
             continue
         try:
-            doc = _parse_data(src.path, src.content)
-            if doc is None:
+            if not add_data(data, src):
                 continue
-            for segment in reversed(src.segments):
-                doc = {segment: doc}
-            if not isinstance(doc, dict):
-                return f"{src.path}: data at the root must be an object"
-            _merge(data, doc, src.path)
         except LoadError as exc:
             return str(exc)
         data_files.append(src.path)

@@ -27,8 +27,9 @@ class PreflightError(Exception):
 async def check_policy(config: Config) -> None:
     """Load and compile the policy exactly as a worker will (raises the policy
     loader's own error, whose message names the file)."""
-    if config.policy.engine != "embedded":
-        return
+    if config.policy.engine != "embedded" or config.policy.bundle is not None:
+        return  # OPA's own policy; or a bundle, fully checked when it arrives
+
     decider = build_decider(
         config.policy, decision_paths=[r.decision_path for r in config.routes if r.decision_path]
     )

@@ -14,8 +14,11 @@ from typing import Any
 
 import pytest
 import regorus
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from policy_support import outcome, started_decider
 
+from ztproxy.policy.checks import ASTRAL, holds_astral
 from ztproxy.policy.decider import PolicyDecider
 from ztproxy.policy.loader import LoadError, load
 from ztproxy.policy.prepared import PreparedInput
@@ -86,3 +89,19 @@ async def test_astral_input_decides_where_the_policy_does_not_count(tmp_path: Pa
         assert await _outcome(d, {"name": EMOJI}) == "allow"
     finally:
         await d.close()  # type: ignore[attr-defined]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=8),
+            st.sampled_from(["\\u", "\\ud83d", "\\uDE00", "\\\\ud83d", EMOJI, "\\u00e9", "é"]),
+        ),
+        max_size=6,
+    ).map("".join)
+)
+def test_the_ascii_shortcut_answers_as_the_regex(text: str) -> None:
+    """holds_astral skips the regex for ASCII text without `\\u`: same answer always."""
+    assert holds_astral(text) == (ASTRAL.search(text) is not None)
+    assert holds_astral(json.dumps(text)) == (ASTRAL.search(json.dumps(text)) is not None)

@@ -37,7 +37,7 @@ from typing import Any
 import regorus
 import structlog
 
-from .checks import ASTRAL, Facts
+from .checks import Facts, holds_astral
 from .engine import (
     ENGINE_ERROR,
     INPUT_NUMBER,
@@ -190,7 +190,7 @@ class EmbeddedEngine:
         problem = unsupported_number(input_doc)
         if problem is not None:
             raise EngineError(INPUT_NUMBER, problem)
-        if loaded.counts and ASTRAL.search(input_json(input_doc) or ""):
+        if loaded.counts and holds_astral(input_json(input_doc) or ""):
             raise EngineError(
                 INPUT_STRING,
                 "input holds a character beyond U+FFFF and the "
